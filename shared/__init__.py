@@ -1,0 +1,1 @@
+"""klaviyo-segment-export: stream customer segments from blob storage into Klaviyo lists."""

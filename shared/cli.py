@@ -1,0 +1,131 @@
+"""Command line: `klaviyo-export run SEGMENT --list-id ID ...` runs one export with the same engine as the app."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from shared.exporter import ConfigurationError, ExportSpec, run_export
+from shared.klaviyo import KlaviyoClient, KlaviyoError
+from shared.mapping import STANDARD_FIELDS, FieldMapping, MappingError
+from shared.progress import ProgressBar, ProgressLog
+from shared.report import FAILED, RejectsFile
+from shared.secrets import KeyVaultSecrets, SecretError
+from shared.segments import SegmentError, SegmentSource, blob_segment, local_segment
+from shared.settings import Settings
+from shared.storage import blob_service, save_report, split_blob_path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="klaviyo-export", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="export one segment into a Klaviyo list")
+    run.add_argument("segment", help="a local file or folder, or container/blob/path in blob storage")
+    run.add_argument("--list-id", required=True, help="the Klaviyo list to add the profiles to")
+    run.add_argument("--email-field", default=None, help="column holding the email (default: email; \"\" for none)")
+    run.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
+                     help=f"map a column to a profile field ({', '.join(STANDARD_FIELDS)}) "
+                          "or to a custom property as properties.NAME=COLUMN; repeatable")
+    run.add_argument("--default-region", default="US", help="region for phone numbers without +country code")
+    run.add_argument("--format", choices=["csv", "jsonl"], help="input format (default: from the file name)")
+    run.add_argument("--delimiter", help="CSV delimiter (default: sniffed among , ; TAB |)")
+    run.add_argument("--dry-run", action="store_true", help="read, validate and report; send nothing")
+    run.add_argument("--report", type=Path, help="also write the report JSON (and rejects CSV beside it) here")
+    run.add_argument("--export-name", default="cli", help="name used in reports (default: cli)")
+    run.add_argument("--connection-string", help="storage connection string (default: AzureWebJobsStorage)")
+    run.add_argument("--key-vault-url", help="read the API key from this Key Vault (with --secret-name)")
+    run.add_argument("--secret-name", help="the Key Vault secret holding the Klaviyo API key")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+    return parser
+
+
+def parse_mapping(args: argparse.Namespace) -> FieldMapping:
+    fields: dict[str, str] = {}
+    properties: dict[str, str] = {}
+    for item in args.map:
+        name, sep, column = item.partition("=")
+        if not sep or not name or not column:
+            raise MappingError(f"--map {item!r}: expected FIELD=COLUMN")
+        if name.startswith("properties."):
+            properties[column] = name.removeprefix("properties.")
+        else:
+            fields[name] = column
+    if args.email_field is not None:
+        fields["email"] = args.email_field
+    fields.setdefault("email", "email")
+    if not fields["email"]:  # --email-field "": profiles identified by phone or external id only
+        del fields["email"]
+    return FieldMapping(fields, properties, args.default_region)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except (ConfigurationError, MappingError, SegmentError, SecretError, ValueError) as exc:
+        print(f"klaviyo-export: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KlaviyoError as exc:
+        print(f"klaviyo-export: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    mapping = parse_mapping(args)
+    service = None
+    if Path(args.segment).exists():
+        source: SegmentSource = local_segment(args.segment, args.format, args.delimiter)
+    else:
+        service = blob_service(args.connection_string or settings.storage_connection)
+        container, path = split_blob_path(args.segment)
+        source = blob_segment(service.get_container_client(container), path, args.format, args.delimiter)
+    client = None if args.dry_run else KlaviyoClient(
+        _api_key(args), settings.klaviyo_base_url, timeout=(5.0, settings.klaviyo_read_timeout))
+    spec = ExportSpec(args.export_name, args.list_id, mapping, dry_run=args.dry_run,
+                      max_in_flight=settings.upload_concurrency)
+    progress = ProgressBar() if sys.stderr.isatty() and not args.no_progress else ProgressLog(spec.run_id)
+    if isinstance(progress, ProgressLog):
+        logging.getLogger("shared").setLevel(logging.INFO)
+    rejects = RejectsFile()
+    try:
+        report = run_export(source, spec, client, progress, rejects)
+    finally:
+        if isinstance(progress, ProgressBar):
+            progress.close()
+    if service is not None:
+        try:
+            save_report(service, settings.reports_container, report, rejects)
+        except Exception as exc:
+            report.status, report.error = FAILED, f"the report could not be written to blob storage: {exc}"
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        rejects_path = args.report.with_name(args.report.stem + ".rejects.csv")
+        rejects_path.write_bytes(rejects.read_bytes())
+        report.rejects_file = str(rejects_path)
+        args.report.write_bytes(report.to_json())
+    rejects.discard()
+    print(report.summary())
+    return EXIT_FAILED if report.status == FAILED else EXIT_OK
+
+
+def _api_key(args: argparse.Namespace) -> str:
+    if args.key_vault_url or args.secret_name:
+        if not (args.key_vault_url and args.secret_name):
+            raise ConfigurationError("--key-vault-url and --secret-name go together")
+        return KeyVaultSecrets(args.key_vault_url).get(args.secret_name)
+    key = os.environ.get("KLAVIYO_API_KEY", "")
+    if not key:
+        raise ConfigurationError("no API key: set KLAVIYO_API_KEY, or give --key-vault-url and --secret-name")
+    return key
+
+
+if __name__ == "__main__":
+    sys.exit(main())

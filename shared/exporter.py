@@ -1,0 +1,321 @@
+"""The export run: stream -> map/validate -> dedupe -> batch -> upload (overlapped) -> poll jobs -> report."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.batching import Batch, Batcher, serialize_profile, too_large
+from shared.klaviyo import MAX_PROFILE_BYTES, ImportJob, InvalidPayload, KlaviyoClient, KlaviyoError
+from shared.mapping import FieldMapping, Profile, ProfileMapper, identifier_key, mask_email, mask_phone, mask_text
+from shared.report import COMPLETED_WITH_REJECTS, FAILED, SUCCEEDED, Counts, RejectsFile, RunReport
+from shared.segments import SegmentError, SegmentSource, SegmentUnavailable
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[Counts], None]
+_POINTER_PREFIX = "/data/attributes/profiles/data/"
+
+
+class ConfigurationError(Exception):
+    """Found before anything was sent: a missing column, a bad mapping, a key or list that won't work."""
+
+
+@dataclass
+class ExportSpec:
+    export_name: str
+    list_id: str
+    mapping: FieldMapping
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    dry_run: bool = False
+    max_in_flight: int = 6  # upload threads; the rate limiter, not this, sets the pace
+    poll_interval: float = 0.5
+    job_timeout: float = 3600.0
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def run_export(source: SegmentSource, spec: ExportSpec, client: KlaviyoClient | None,
+               progress: ProgressCallback | None = None, rejects: RejectsFile | None = None) -> RunReport:
+    """Runs one export to the end and returns its report. Raises ConfigurationError only for
+    problems found before anything was sent; any later failure is a report with status failed."""
+    report = RunReport(spec.run_id, spec.export_name, spec.list_id, source.location, source.version,
+                       started_at=now_iso(), dry_run=spec.dry_run)
+    run = _Run(source, spec, client, report, rejects or RejectsFile(), progress)
+    return run.execute()
+
+
+class _Run:
+    def __init__(self, source: SegmentSource, spec: ExportSpec, client: KlaviyoClient | None, report: RunReport,
+                 rejects: RejectsFile, progress: ProgressCallback | None) -> None:
+        self.source, self.spec, self.client, self.report = source, spec, client, report
+        self.counts = report.counts
+        self.rejects = rejects
+        self.progress = progress
+        self.lock = threading.Lock()
+        self.jobs: dict[str, tuple[ImportJob, Batch]] = {}
+        self.part_names = [p.name for p in source.parts]
+        self.log_extra = {"run_id": spec.run_id, "export": spec.export_name}
+
+    # -- phases --------------------------------------------------------------------------------
+    def execute(self) -> RunReport:
+        started = time.monotonic()
+        try:
+            self._check_before_sending()
+            self._stream_and_upload()
+            if not self.spec.dry_run:
+                self._wait_for_jobs()
+        except ConfigurationError:
+            raise
+        except (KlaviyoError, SegmentError) as exc:
+            self.report.error = str(exc)
+            log.error("run %s failed: %s", self.spec.run_id, exc, extra=self.log_extra)
+        except Exception as exc:  # the report must say the run failed, whatever broke
+            self.report.error = f"unexpected {type(exc).__name__}: {exc}"
+            log.exception("run %s failed unexpectedly", self.spec.run_id, extra=self.log_extra)
+        finally:
+            self.rejects.close()
+        elapsed = time.monotonic() - started
+        r = self.report
+        r.finished_at, r.duration_seconds = now_iso(), round(elapsed, 3)
+        r.rows_per_second = round(self.counts.rows_read / elapsed, 1) if elapsed > 0 else 0.0
+        if self.client is not None:
+            r.retries = {k: v for k, v in self.client.stats.counts.items() if k.startswith("retried_")}
+        if r.error:
+            r.status = FAILED
+        elif self.counts.rejected or self.counts.failed:
+            r.status = COMPLETED_WITH_REJECTS
+        else:
+            r.status = SUCCEEDED
+        self._emit_progress(force=True)
+        log.info("run %s %s: %d read, %d sent, %d accepted, %d failed, %d rejected, %d duplicates in %.1f s",
+                 r.run_id, r.status, self.counts.rows_read, self.counts.sent, self.counts.accepted,
+                 self.counts.failed, self.counts.rejected, self.counts.duplicates, elapsed, extra=self.log_extra)
+        return r
+
+    def _check_before_sending(self) -> None:
+        try:
+            headers = self.source.headers()
+        except SegmentUnavailable:
+            raise
+        except SegmentError as exc:
+            raise ConfigurationError(str(exc)) from None
+        for part, header in headers.items():
+            missing = self.spec.mapping.missing_columns(header)
+            if missing:
+                raise ConfigurationError(
+                    f"{part}: mapped column(s) missing from the header: {', '.join(missing)} "
+                    f"(the header has: {', '.join(header[:30])})")
+        if self.spec.dry_run:
+            return
+        if self.client is None:
+            raise ConfigurationError("no Klaviyo client: give an API key, or use a dry run")
+        try:
+            self.client.check_import_access(self.spec.list_id)
+        except KlaviyoError as exc:
+            if exc.fatal:
+                raise ConfigurationError(str(exc)) from None
+            raise
+
+    def _stream_and_upload(self) -> None:
+        mapper = ProfileMapper(self.spec.mapping)
+        batcher = Batcher(self.spec.list_id)
+        seen: set[bytes] = set()
+        counts = self.counts
+        part_index = {name: i for i, name in enumerate(self.part_names)}
+        with ThreadPoolExecutor(max_workers=self.spec.max_in_flight, thread_name_prefix="upload") as pool:
+            in_flight: set[Future[None]] = set()
+
+            def submit(batch: Batch) -> None:
+                if self.spec.dry_run:
+                    with self.lock:
+                        counts.sent += len(batch)
+                    return
+                while len(in_flight) >= self.spec.max_in_flight * 2:
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        in_flight.discard(future)
+                        future.result()
+                in_flight.add(pool.submit(self._upload, batch))
+
+            for row in self.source.rows():
+                counts.rows_read += 1
+                if row.error is not None:
+                    self._reject(row.source, row.number, "", "rejected", "", row.error)
+                    continue
+                mapped = mapper.map(row.fields or {})
+                if not isinstance(mapped, Profile):
+                    self._reject(row.source, row.number, mapped.masked, "rejected", mapped.field, mapped.reason)
+                    continue
+                if mapped.key in seen:
+                    counts.duplicates += 1
+                    self.rejects.add(row.source, row.number, mapped.masked, "duplicate", "",
+                                     "same identifier as an earlier row; the first row was kept")
+                    continue
+                seen.add(mapped.key)
+                body = serialize_profile(mapped.attributes)
+                if too_large(body):
+                    self._reject(row.source, row.number, mapped.masked, "rejected", "",
+                                 f"profile is {len(body):,} bytes; Klaviyo allows {MAX_PROFILE_BYTES:,}")
+                    continue
+                full = batcher.add(body, mapped.key, (part_index[row.source] << 40) | row.number)
+                if full is not None:
+                    submit(full)
+                if counts.rows_read % 2048 == 0:
+                    self._emit_progress()
+            last = batcher.flush()
+            if last is not None:
+                submit(last)
+            for future in in_flight:
+                future.result()
+
+    def _upload(self, batch: Batch) -> None:
+        assert self.client is not None
+        try:
+            job = self.client.create_import_job(batch.body(self.spec.list_id))
+        except InvalidPayload as exc:
+            self._split_invalid(batch, exc)
+            return
+        with self.lock:
+            self.jobs[job.id] = (job, batch)
+            self.report.job_ids.append(job.id)
+            self.counts.sent += len(batch)
+        log.info("import job %s: %d profiles sent", job.id, len(batch), extra=self.log_extra)
+
+    def _split_invalid(self, batch: Batch, exc: InvalidPayload) -> None:
+        """Klaviyo refuses a whole job for one bad profile: take out the profiles its pointers name
+        and resend the rest; with no usable pointer, halve the batch until the culprit is alone."""
+        bad: dict[int, str] = {}
+        for error in exc.errors:
+            index = _pointer_index((error.get("source") or {}).get("pointer") or "", len(batch))
+            if index is not None:
+                bad.setdefault(index, error.get("detail") or error.get("title") or "invalid profile")
+        if bad:
+            for index, reason in bad.items():
+                self._reject_sent(batch, index, f"Klaviyo refused the profile: {reason}")
+            rest = [i for i in range(len(batch)) if i not in bad]
+            if rest:
+                self._upload(batch.subset(rest))
+        elif len(batch) == 1:
+            self._reject_sent(batch, 0, f"Klaviyo refused the profile: {exc}")
+        else:
+            half = len(batch) // 2
+            self._upload(batch.subset(list(range(half))))
+            self._upload(batch.subset(list(range(half, len(batch)))))
+
+    def _wait_for_jobs(self) -> None:
+        assert self.client is not None
+        pending = {job_id for job_id, (job, _) in self.jobs.items() if not job.done}
+        deadline = time.monotonic() + self.spec.job_timeout
+        for job_id, (job, batch) in list(self.jobs.items()):
+            if job.done:
+                self._finish_job(job, batch)
+        while pending:
+            if time.monotonic() > deadline:
+                raise KlaviyoError(f"{len(pending)} import job(s) still not complete after {self.spec.job_timeout:.0f} s")
+            time.sleep(self.spec.poll_interval)
+            for job in self._poll(pending):
+                pending.discard(job.id)
+                self._finish_job(job, self.jobs[job.id][1])
+            self._emit_progress()
+
+    def _poll(self, pending: set[str]) -> list[ImportJob]:
+        """Finished jobs among `pending`: one listing call covers up to 100 jobs (newest first)."""
+        assert self.client is not None
+        finished: list[ImportJob] = []
+        unseen = set(pending)
+        for job in self.client.recent_import_jobs():
+            if job.id in unseen:
+                unseen.discard(job.id)
+                if job.done:
+                    finished.append(job)
+            if not unseen or job.created_at < self.report.started_at[:19]:
+                break
+        for job_id in list(unseen)[:10]:  # not in the listing (another writer's jobs crowd it): ask directly
+            job = self.client.get_import_job(job_id)
+            if job.done:
+                finished.append(job)
+        return finished
+
+    def _finish_job(self, job: ImportJob, batch: Batch) -> None:
+        assert self.client is not None
+        failed = 0
+        if job.failed:
+            index = {key: i for i, key in enumerate(batch.keys)}
+            for error in self.client.import_errors(job.id):
+                failed += 1
+                position = index.get(_payload_key(error.get("original_payload") or {}), -1)
+                detail = error.get("detail") or error.get("title") or error.get("code") or "failed"
+                if position >= 0:
+                    part, number = self._row_of(batch.rows[position])
+                    self.rejects.add(part, number, _mask_payload(error.get("original_payload") or {}),
+                                     "failed", "", f"Klaviyo could not import the profile: {detail}")
+                else:
+                    self.rejects.add("", 0, _mask_payload(error.get("original_payload") or {}),
+                                     "failed", "", f"Klaviyo could not import a profile of job {job.id}: {detail}")
+            failed = max(failed, job.failed)
+        if job.status == "cancelled":
+            failed = max(failed, job.total - job.completed)
+        with self.lock:
+            self.counts.failed += failed
+            self.counts.accepted += len(batch) - failed
+        log.info("import job %s %s: %d imported, %d failed", job.id, job.status, len(batch) - failed, failed,
+                 extra=self.log_extra)
+
+    # -- accounting ----------------------------------------------------------------------------
+    def _reject(self, source: str, number: int, identifier: str, outcome: str, field_name: str, reason: str) -> None:
+        with self.lock:
+            self.counts.rejected += 1
+        self.rejects.add(source, number, identifier, outcome, field_name, reason)
+
+    def _reject_sent(self, batch: Batch, index: int, reason: str) -> None:
+        part, number = self._row_of(batch.rows[index])
+        masked = _mask_payload(_attributes(batch.profiles[index]))
+        self._reject(part, number, masked, "rejected", "", reason)
+
+    def _row_of(self, packed: int) -> tuple[str, int]:
+        return self.part_names[packed >> 40], packed & ((1 << 40) - 1)
+
+    def _emit_progress(self, force: bool = False) -> None:
+        if self.progress is not None:
+            self.progress(self.counts)
+
+
+def _pointer_index(pointer: str, size: int) -> int | None:
+    if not pointer.startswith(_POINTER_PREFIX):
+        return None
+    head = pointer[len(_POINTER_PREFIX):].split("/", 1)[0]
+    return int(head) if head.isdigit() and int(head) < size else None
+
+
+def _attributes(profile: bytes) -> dict[str, Any]:
+    import orjson
+
+    return orjson.loads(profile).get("attributes", {})
+
+
+def _payload_key(payload: dict[str, Any]) -> bytes:
+    attributes = payload.get("attributes", payload)
+    if attributes.get("email"):
+        return identifier_key("email", attributes["email"])
+    if attributes.get("phone_number"):
+        return identifier_key("phone", attributes["phone_number"])
+    return identifier_key("external_id", str(attributes.get("external_id") or ""))
+
+
+def _mask_payload(payload: dict[str, Any]) -> str:
+    attributes = payload.get("attributes", payload)
+    if attributes.get("email"):
+        return mask_email(attributes["email"])
+    if attributes.get("phone_number"):
+        return mask_phone(attributes["phone_number"])
+    return mask_text(str(attributes.get("external_id") or ""))

@@ -1,0 +1,232 @@
+"""Klaviyo API client: auth, JSON:API, retries, rate limits, bulk profile import jobs."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from shared.ratelimit import BULK_IMPORT, JOB_READS, LIST_READS, Limit, RateLimiter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://a.klaviyo.com"
+REVISION = "2026-07-15"
+JSON_API = "application/vnd.api+json"
+MAX_PROFILES_PER_JOB = 10_000
+MAX_JOB_BYTES = 5_000_000  # Klaviyo says 5 MB; the decimal reading is the safe one
+MAX_PROFILE_BYTES = 100_000
+RETRY_STATUSES = (429, 500, 502, 503, 504, 524)
+
+
+class KlaviyoError(Exception):
+    """A Klaviyo call failed; `fatal` errors (bad key, missing scope, unknown list) stop the run."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None,
+                 fatal: bool = False, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.fatal = status, code, fatal
+        self.errors = errors or []
+
+
+class InvalidPayload(KlaviyoError):
+    """Klaviyo refused a whole import job (400) because of one or more profiles in it."""
+
+
+@dataclass(frozen=True)
+class ImportJob:
+    id: str
+    status: str
+    total: int
+    completed: int
+    failed: int
+    created_at: str
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("complete", "cancelled")
+
+    @classmethod
+    def from_resource(cls, resource: dict[str, Any]) -> ImportJob:
+        a = resource["attributes"]
+        return cls(resource["id"], a["status"], a.get("total_count") or 0, a.get("completed_count") or 0,
+                   a.get("failed_count") or 0, a.get("created_at") or "")
+
+
+class CallStats:
+    """What the transport saw: retries by cause, requests sent; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[name] += n
+
+
+class _ObservedRetry(Retry):
+    """urllib3 Retry that tells the run what was retried and pauses the shared limiter on a 429,
+    so the other threads stop sending into a throttled window too."""
+
+    stats: CallStats | None = None
+    limiter_for: Any = None
+
+    def new(self, **kw: Any) -> Retry:
+        retry = super().new(**kw)
+        retry.stats, retry.limiter_for = self.stats, self.limiter_for  # type: ignore[attr-defined]
+        return retry
+
+    def get_retry_after(self, response: Any) -> float | None:
+        # A little jitter on top of Retry-After, so the threads (and runs) that were throttled
+        # together do not all land in the same new window.
+        seconds = super().get_retry_after(response)
+        return None if seconds is None else seconds + random.uniform(0.05, 0.25 + 0.1 * seconds)
+
+    def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
+                  error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> Retry:
+        if self.stats is not None:
+            if response is not None and response.status:
+                self.stats.add(f"retried_{response.status}")
+                if response.status == 429 and self.limiter_for is not None:
+                    limiter = self.limiter_for(url or "")
+                    if limiter is not None:
+                        limiter.pause(self.parse_retry_after(response.headers.get("Retry-After", "1")))
+            elif error is not None:
+                self.stats.add(f"retried_{type(error).__name__}")
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+class KlaviyoClient:
+    """The only place that talks HTTP to Klaviyo. Thread-safe for concurrent job uploads."""
+
+    def __init__(self, api_key: str, base_url: str = DEFAULT_BASE_URL, revision: str = REVISION,
+                 timeout: tuple[float, float] = (5.0, 60.0), max_retries: int = 8, pool_size: int = 16,
+                 limits: dict[str, Limit] | None = None) -> None:
+        if not api_key:
+            raise KlaviyoError("no Klaviyo API key was given", fatal=True)
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.stats = CallStats()
+        limits = {"import": BULK_IMPORT, "jobs": JOB_READS, "lists": LIST_READS, **(limits or {})}
+        self.limiters = {group: RateLimiter(limit) for group, limit in limits.items()}
+        retry = _ObservedRetry(
+            total=max_retries * 2, connect=max_retries, read=max_retries, status=max_retries, other=0,
+            allowed_methods=None,  # re-sending an import job is safe: Klaviyo upserts profiles
+            status_forcelist=RETRY_STATUSES, backoff_factor=0.5, backoff_max=30, backoff_jitter=0.5,
+            respect_retry_after_header=True, raise_on_status=False, raise_on_redirect=False,
+        )
+        retry.stats, retry.limiter_for = self.stats, self._limiter_for_url
+        self._session = requests.Session()
+        self._session.mount(self.base_url, HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=pool_size))
+        self._session.headers.update({
+            "Authorization": f"Klaviyo-API-Key {api_key}", "revision": revision,
+            "accept": JSON_API, "User-Agent": "klaviyo-segment-export/1",
+        })
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- lists -------------------------------------------------------------------------------
+    def get_list(self, list_id: str) -> dict[str, Any]:
+        """The list, or a fatal error saying why it cannot be used (bad key, scope, unknown id)."""
+        return self._call("GET", f"/api/lists/{list_id}", "lists", what=f"list {list_id}")["data"]
+
+    def check_import_access(self, list_id: str) -> dict[str, Any]:
+        """Fails fast, before anything is sent, when the key or the list will not work."""
+        found = self.get_list(list_id)
+        self._call("GET", "/api/profile-bulk-import-jobs", "jobs", params={"page[size]": "1"},
+                   what="import jobs (needs profiles:read and lists:read)")
+        return found
+
+    # -- bulk import ---------------------------------------------------------------------------
+    def create_import_job(self, body: bytes) -> ImportJob:
+        """Posts one prepared bulk-import body (see batching.py); 400s raise InvalidPayload."""
+        data = self._call("POST", "/api/profile-bulk-import-jobs", "import", body=body, what="import job")
+        return ImportJob.from_resource(data["data"])
+
+    def get_import_job(self, job_id: str) -> ImportJob:
+        data = self._call("GET", f"/api/profile-bulk-import-jobs/{job_id}", "jobs", what=f"import job {job_id}")
+        return ImportJob.from_resource(data["data"])
+
+    def recent_import_jobs(self, page_size: int = 100) -> Iterator[ImportJob]:
+        """The account's import jobs, newest first, a page (one call) at a time."""
+        params: dict[str, str] | None = {"sort": "-created_at", "page[size]": str(page_size)}
+        path: str | None = "/api/profile-bulk-import-jobs"
+        while path:
+            data = self._call("GET", path, "jobs", params=params, what="import jobs")
+            for resource in data.get("data", []):
+                yield ImportJob.from_resource(resource)
+            path, params = self._next_page(data), None
+
+    def import_errors(self, job_id: str) -> Iterator[dict[str, Any]]:
+        """The profiles a finished job failed to import, with Klaviyo's reason and payload."""
+        path: str | None = f"/api/profile-bulk-import-jobs/{job_id}/import-errors"
+        params: dict[str, str] | None = {"page[size]": "100"}
+        while path:
+            data = self._call("GET", path, "jobs", params=params, what=f"import errors of job {job_id}")
+            for resource in data.get("data", []):
+                yield resource.get("attributes", {})
+            path, params = self._next_page(data), None
+
+    # -- transport -----------------------------------------------------------------------------
+    def _next_page(self, document: dict[str, Any]) -> str | None:
+        link = (document.get("links") or {}).get("next")
+        if not link:
+            return None
+        if not link.startswith(self.base_url):
+            raise KlaviyoError(f"pagination link leaves {self.base_url}; refusing to follow it")
+        return link[len(self.base_url):]
+
+    def _limiter_for_url(self, url: str) -> RateLimiter | None:
+        if "/relationships/" not in url and url.rstrip("/").endswith("/profile-bulk-import-jobs") and "?" not in url:
+            return self.limiters["import"]
+        return None
+
+    def _call(self, method: str, path: str, group: str, *, what: str, body: bytes | None = None,
+              params: dict[str, str] | None = None) -> dict[str, Any]:
+        self.limiters[group].acquire()
+        self.stats.add("requests")
+        headers = {"content-type": JSON_API} if body is not None else None
+        try:
+            response = self._session.request(method, self.base_url + path, data=body, params=params,
+                                             headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise KlaviyoError(f"{what}: no answer from Klaviyo after retries ({type(exc).__name__})") from None
+        if response.status_code < 300:
+            return orjson.loads(response.content) if response.content else {}
+        raise _error_for(response, what)
+
+
+def _error_for(response: requests.Response, what: str) -> KlaviyoError:
+    status = response.status_code
+    errors: list[dict[str, Any]] = []
+    try:
+        errors = orjson.loads(response.content).get("errors") or []
+    except (orjson.JSONDecodeError, AttributeError):
+        pass  # Not every error is JSON:API (proxies, Cloudflare challenges).
+    first = errors[0] if errors else {}
+    code, detail = first.get("code"), first.get("detail") or first.get("title") or response.reason
+    if status == 401:
+        return KlaviyoError(f"{what}: Klaviyo rejected the API key (401 {code or 'not_authenticated'}): {detail}",
+                            status, code, fatal=True)
+    if status == 403:
+        return KlaviyoError(f"{what}: the API key lacks a required scope (403 {code or 'permission_denied'}): "
+                            f"{detail}. Needed: profiles:read, profiles:write, lists:read, lists:write",
+                            status, code, fatal=True)
+    if status == 404:
+        return KlaviyoError(f"{what}: not found in this Klaviyo account (404)", status, code, fatal=True)
+    if status == 400:
+        return InvalidPayload(f"{what}: Klaviyo refused the request (400): {detail}", status, code, errors=errors)
+    if status in RETRY_STATUSES:
+        return KlaviyoError(f"{what}: Klaviyo kept failing ({status}) after retries", status, code)
+    return KlaviyoError(f"{what}: Klaviyo answered {status}: {detail}", status, code, fatal=status in (405, 413, 415))

@@ -1,0 +1,111 @@
+"""Run reports: counts and outcome of one export run, and the file of rows not sent or not imported."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+SUCCEEDED, COMPLETED_WITH_REJECTS, FAILED = "succeeded", "completed_with_rejects", "failed"
+REJECTS_COLUMNS = ["source", "row", "identifier", "outcome", "field", "reason"]
+
+
+@dataclass
+class Counts:
+    rows_read: int = 0
+    sent: int = 0  # profiles in import jobs Klaviyo took
+    accepted: int = 0  # imported by those jobs
+    failed: int = 0  # failed inside those jobs (see rejects file)
+    rejected: int = 0  # never sent: invalid, or refused by Klaviyo's validation
+    duplicates: int = 0
+
+    @property
+    def unaccounted(self) -> int:
+        return self.rows_read - self.sent - self.rejected - self.duplicates
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    export_name: str
+    list_id: str
+    source: str
+    source_version: str
+    started_at: str
+    finished_at: str = ""
+    status: str = ""
+    dry_run: bool = False
+    counts: Counts = field(default_factory=Counts)
+    job_ids: list[str] = field(default_factory=list)
+    retries: dict[str, int] = field(default_factory=dict)
+    duration_seconds: float = 0.0
+    rows_per_second: float = 0.0
+    error: str | None = None
+    rejects_file: str | None = None
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
+
+    def summary(self) -> str:
+        c = self.counts
+        lines = [
+            f"run {self.run_id} of export {self.export_name!r}: {self.status}"
+            + (" (dry run: nothing sent)" if self.dry_run else ""),
+            f"  source      {self.source} (version {self.source_version or 'n/a'})",
+            f"  rows read   {c.rows_read:,}",
+            f"  sent        {c.sent:,} in {len(self.job_ids):,} import jobs",
+            f"  accepted    {c.accepted:,} imported into list {self.list_id}",
+            f"  failed      {c.failed:,} failed inside Klaviyo jobs",
+            f"  rejected    {c.rejected:,} invalid rows, not sent",
+            f"  duplicates  {c.duplicates:,} repeated identifiers, first row kept",
+            f"  time        {self.duration_seconds:.1f} s, {self.rows_per_second:,.0f} rows/s",
+        ]
+        if self.retries:
+            lines.append("  retries     " + ", ".join(f"{k} x{v}" for k, v in sorted(self.retries.items())))
+        if self.error:
+            lines.append(f"  error       {self.error}")
+        if self.rejects_file:
+            lines.append(f"  rejects     {self.rejects_file}")
+        return "\n".join(lines)
+
+
+class RejectsFile:
+    """Rows that were not imported, one line each (masked identifiers only), spooled to disk."""
+
+    def __init__(self) -> None:
+        fd, self.path = tempfile.mkstemp(prefix="klaviyo-rejects-", suffix=".csv")
+        self._file = io.open(fd, "w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(REJECTS_COLUMNS)
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self, source: str, row: int, identifier: str, outcome: str, field_name: str, reason: str) -> None:
+        with self._lock:
+            self._writer.writerow([source, row, identifier, outcome, field_name, reason])
+            self.count += 1
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()
+
+    def read_bytes(self) -> bytes:
+        self.close()
+        with open(self.path, "rb") as f:
+            return f.read()
+
+    def discard(self) -> None:
+        self.close()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+
+def report_from_json(data: bytes) -> dict[str, Any]:
+    return orjson.loads(data)

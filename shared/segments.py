@@ -1,0 +1,414 @@
+"""Segment readers: stream CSV or JSON Lines rows (optionally gzipped) from blobs or local files."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import io
+import re
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Literal, NamedTuple, Protocol
+
+import orjson
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
+
+Format = Literal["csv", "jsonl"]
+DELIMITERS = ",;\t|"
+# Klaviyo refuses profiles over 100 KB; a single field far past that is garbage, not data.
+MAX_FIELD_CHARS = 1_000_000
+DEFAULT_MAX_UNCOMPRESSED_BYTES = 50 * 1024**3
+DOWNLOAD_CHUNK_BYTES = 4 * 1024 * 1024
+# Files a CDP writes next to the data parts of a folder segment.
+NON_DATA_NAMES = {"model.json", "_success", "_committed", "_started"}
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+_SUFFIXES: dict[str, Format] = {
+    ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+}
+
+
+class SegmentError(Exception):
+    """The segment cannot be read at all (a run-level error, with the file named)."""
+
+
+class SegmentUnavailable(SegmentError):
+    """The data could not be fetched (changed, deleted, storage failing): the run fails, it is not a
+    configuration mistake."""
+
+
+class SegmentRow(NamedTuple):
+    """One input row: where it came from, its 1-based row (CSV) or line (JSONL) number, and its
+    fields, or the reason it could not be read."""
+
+    source: str
+    number: int
+    fields: dict[str, object] | None
+    error: str | None = None
+
+
+class SegmentPart(Protocol):
+    """One file of a segment: a local file or a blob pinned to the etag seen when listing it."""
+
+    name: str
+    version: str | None
+    size: int
+
+    def open(self) -> BinaryIO: ...
+
+
+@dataclass(frozen=True)
+class LocalPart:
+    path: Path
+    name: str
+    size: int
+    version: str | None = None
+
+    def open(self) -> BinaryIO:
+        return self.path.open("rb")
+
+
+@dataclass(frozen=True)
+class BlobPart:
+    container: ContainerClient
+    name: str
+    size: int
+    version: str | None  # the etag: reads fail rather than mix two versions of the blob
+
+    def open(self) -> BinaryIO:
+        from azure.core import MatchConditions
+
+        from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
+
+        try:
+            downloader = self.container.download_blob(
+                self.name, etag=self.version, match_condition=MatchConditions.IfNotModified,
+                max_concurrency=1,
+            )
+        except ResourceModifiedError:
+            raise SegmentUnavailable(f"{self.name}: the blob changed while it was being read") from None
+        except ResourceNotFoundError:
+            raise SegmentUnavailable(f"{self.name}: the blob was deleted while it was being read") from None
+        except AzureError as exc:
+            raise SegmentUnavailable(f"{self.name}: reading the blob failed: {exc.message}") from None
+        return _ChunkStream(downloader.chunks())
+
+
+class _ChunkStream(io.RawIOBase):
+    """A readable binary stream over an iterator of byte chunks (a blob download)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._buffer:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._buffer = memoryview(chunk)
+        count = min(len(target), len(self._buffer))
+        target[:count] = self._buffer[:count]
+        self._buffer = self._buffer[count:]
+        return count
+
+
+class _LimitedStream(io.RawIOBase):
+    """Stops a decompression bomb: fails once more than `limit` bytes have been produced."""
+
+    def __init__(self, inner: BinaryIO, limit: int, name: str) -> None:
+        self._inner, self._limit, self._name, self._produced = inner, limit, name, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        count = self._inner.readinto(target)  # type: ignore[attr-defined]
+        self._produced += count
+        if self._produced > self._limit:
+            raise SegmentError(
+                f"{self._name}: expands past the limit of {self._limit:,} uncompressed bytes; refused"
+            )
+        return count
+
+
+@dataclass
+class SegmentSource:
+    """A segment: one file, or a folder of part files read in name order as one segment."""
+
+    location: str
+    parts: list[SegmentPart]
+    format: Format | None = None
+    delimiter: str | None = None
+    max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES
+    _headers: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+    @property
+    def version(self) -> str:
+        """One string naming the exact versions read (etags of every part)."""
+        return ",".join(f"{p.version}" for p in self.parts if p.version) or ""
+
+    def format_of(self, part: SegmentPart) -> Format:
+        return self.format or detect_format(part.name)
+
+    def headers(self) -> dict[str, list[str]]:
+        """The CSV header of every part, read before any row is sent (a missing column is a
+        run-level error). JSON Lines parts have no header and are left out."""
+        if not self._headers:
+            for part in self.parts:
+                if self.format_of(part) != "csv":
+                    continue
+                with self._text(part) as text:
+                    reader = csv.reader(text, dialect=self._dialect(part, text))
+                    try:
+                        header = next(reader, None)
+                    except csv.Error as exc:
+                        raise SegmentError(f"{part.name}: unreadable header row: {exc}") from None
+                    self._headers[part.name] = _clean_header(part.name, header)
+        return self._headers
+
+    def rows(self) -> Iterator[SegmentRow]:
+        """Every row of every part, in order, each with its source and number."""
+        for part in self.parts:
+            if self.format_of(part) == "csv":
+                yield from self._csv_rows(part)
+            else:
+                yield from self._jsonl_rows(part)
+
+    def _binary(self, part: SegmentPart) -> BinaryIO:
+        raw = part.open()
+        if part.name.lower().endswith(".gz"):
+            raw = io.BufferedReader(
+                _LimitedStream(gzip.GzipFile(fileobj=raw), self.max_uncompressed_bytes, part.name),
+                buffer_size=1024 * 1024,
+            )
+        return raw
+
+    def _text(self, part: SegmentPart) -> io.TextIOWrapper:
+        # surrogateescape keeps undecodable bytes so the row holding them is rejected, not the file.
+        return io.TextIOWrapper(
+            self._buffered(part), encoding="utf-8-sig", errors="surrogateescape", newline=""
+        )
+
+    def _buffered(self, part: SegmentPart) -> io.BufferedReader:
+        return io.BufferedReader(_ReadErrors(self._binary(part), part.name), buffer_size=1024 * 1024)
+
+    def _dialect(self, part: SegmentPart, text: io.TextIOWrapper) -> type[csv.Dialect] | csv.Dialect:
+        delimiter = self.delimiter or _sniff_delimiter(text)
+        return _make_dialect(delimiter)
+
+    def _csv_rows(self, part: SegmentPart) -> Iterator[SegmentRow]:
+        name = part.name
+        with self._text(part) as text:
+            lines = _LineTracker(text)
+            reader = csv.reader(lines, dialect=self._dialect(part, text))
+            try:
+                header = next(reader, None)
+            except csv.Error as exc:
+                raise SegmentError(f"{name}: unreadable header row: {exc}") from None
+            columns = _clean_header(name, header)
+            width = len(columns)
+            while True:
+                start = lines.count + 1
+                try:
+                    values = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    yield SegmentRow(name, start, None, f"unreadable CSV row: {exc}")
+                    continue
+                if lines.undecodable_since(start):
+                    yield SegmentRow(name, start, None, "row holds bytes that are not valid UTF-8")
+                    continue
+                if len(values) != width:
+                    if not values or values == [""] and width > 1:
+                        continue  # a blank line is not a row
+                    yield SegmentRow(
+                        name, start, None,
+                        f"row has {len(values)} fields but the header has {width}",
+                    )
+                    continue
+                yield SegmentRow(name, start, dict(zip(columns, values)))
+
+    def _jsonl_rows(self, part: SegmentPart) -> Iterator[SegmentRow]:
+        name = part.name
+        with self._buffered(part) as stream:
+            for number, line in enumerate(stream, start=1):
+                if number == 1 and line.startswith(codecs.BOM_UTF8):
+                    line = line[len(codecs.BOM_UTF8):]
+                if not line.strip():
+                    continue
+                if len(line) > MAX_FIELD_CHARS:
+                    yield SegmentRow(name, number, None, f"line is longer than {MAX_FIELD_CHARS:,} bytes")
+                    continue
+                try:
+                    value = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    reason = "line is not valid UTF-8" if "utf-8" in str(exc).lower() else "line is not valid JSON"
+                    yield SegmentRow(name, number, None, reason)
+                    continue
+                if not isinstance(value, dict):
+                    yield SegmentRow(name, number, None, f"line is a JSON {type(value).__name__}, not an object")
+                    continue
+                yield SegmentRow(name, number, value)
+
+
+class _ReadErrors(io.RawIOBase):
+    """Turns low-level read failures (truncated gzip, a blob changed mid-read) into a SegmentError
+    naming the file."""
+
+    def __init__(self, inner: BinaryIO, name: str) -> None:
+        self._inner, self._name = inner, name
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        try:
+            if hasattr(self._inner, "readinto"):
+                return self._inner.readinto(target)  # type: ignore[attr-defined]
+            data = self._inner.read(len(target))
+            target[: len(data)] = data
+            return len(data)
+        except SegmentError:
+            raise
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise SegmentError(f"{self._name}: compressed data is damaged or truncated ({exc})") from None
+        except Exception as exc:
+            from azure.core.exceptions import AzureError, ResourceModifiedError
+
+            if isinstance(exc, ResourceModifiedError):
+                raise SegmentUnavailable(f"{self._name}: the blob changed while it was being read") from None
+            if isinstance(exc, AzureError):
+                raise SegmentUnavailable(f"{self._name}: reading the blob failed: {exc.message}") from None
+            raise
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            super().close()
+
+
+class _LineTracker:
+    """Feeds lines to csv.reader while counting them, so each record knows its first line, and
+    remembering where undecodable bytes were."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self.count = 0
+        self._last_bad = 0
+
+    def __iter__(self) -> _LineTracker:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.count += 1
+        if _UNDECODABLE.search(line):
+            self._last_bad = self.count
+        return line
+
+    def undecodable_since(self, line_number: int) -> bool:
+        return self._last_bad >= line_number
+
+
+def _sniff_delimiter(text: io.TextIOWrapper) -> str:
+    """Picks the delimiter among , ; TAB | by counting them in the header line (outside quotes)."""
+    # Peek without consuming: TextIOWrapper over a non-seekable stream cannot rewind.
+    peek = text.buffer.peek(64 * 1024)[: 64 * 1024]
+    head = peek.decode("utf-8", errors="replace").lstrip("\ufeff")
+    first_line = re.split(r"\r?\n", _strip_quoted(head), maxsplit=1)[0]
+    counts = {d: first_line.count(d) for d in DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _strip_quoted(text: str) -> str:
+    return re.sub(r'"(?:[^"]|"")*"', "", text)
+
+
+def _make_dialect(delimiter: str) -> type[csv.Dialect]:
+    class Dialect(csv.excel):
+        pass
+
+    Dialect.delimiter = delimiter
+    Dialect.strict = False
+    return Dialect
+
+
+def _clean_header(name: str, header: list[str] | None) -> list[str]:
+    if not header or header == [""]:
+        raise SegmentError(f"{name}: the file is empty: no header row")
+    columns = [h.strip() for h in header]
+    if any(_UNDECODABLE.search(c) for c in columns):
+        raise SegmentError(f"{name}: the header row holds bytes that are not valid UTF-8")
+    seen: set[str] = set()
+    duplicates = [c for c in columns if c in seen or seen.add(c)]  # type: ignore[func-returns-value]
+    if duplicates:
+        raise SegmentError(f"{name}: the header names a column twice: {', '.join(sorted(set(duplicates)))}")
+    return columns
+
+
+def detect_format(name: str) -> Format:
+    """The format from a file name: .csv, .tsv, .jsonl, .ndjson, optionally ending in .gz."""
+    lowered = name.lower().removesuffix(".gz")
+    for suffix, fmt in _SUFFIXES.items():
+        if lowered.endswith(suffix):
+            return fmt
+    raise SegmentError(f"{name}: cannot tell the format from the name; give it (csv or jsonl)")
+
+
+def _is_data_name(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return bool(base) and not base.startswith((".", "_")) and base.lower() not in NON_DATA_NAMES
+
+
+def local_segment(path: str | Path, fmt: Format | None = None, delimiter: str | None = None) -> SegmentSource:
+    """A local file, or a directory whose data files are read in name order."""
+    root = Path(path)
+    if root.is_dir():
+        files = sorted(p for p in root.iterdir() if p.is_file() and _is_data_name(p.name))
+        if not files:
+            raise SegmentError(f"{root}: the folder holds no data files")
+        parts: list[SegmentPart] = [LocalPart(p, str(p), p.stat().st_size) for p in files]
+    elif root.is_file():
+        parts = [LocalPart(root, str(root), root.stat().st_size)]
+    else:
+        raise SegmentError(f"{root}: no such file or folder")
+    return SegmentSource(str(root), parts, fmt, delimiter)
+
+
+def blob_segment(
+    container: ContainerClient, path: str, fmt: Format | None = None, delimiter: str | None = None
+) -> SegmentSource:
+    """A blob, or every data blob under a prefix (a folder segment), each pinned to its etag."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    location = f"{container.container_name}/{path}"
+    if path and not path.endswith("/"):
+        try:
+            props = container.get_blob_client(path).get_blob_properties()
+        except ResourceNotFoundError:
+            props = None
+        if props is not None:
+            return SegmentSource(location, [BlobPart(container, path, props.size, props.etag)], fmt, delimiter)
+    prefix = path.rstrip("/") + "/" if path else ""
+    try:
+        blobs = sorted(
+            (b for b in container.list_blobs(name_starts_with=prefix) if _is_data_name(b.name)),
+            key=lambda b: b.name,
+        )
+    except ResourceNotFoundError:
+        raise SegmentError(f"{location}: the container does not exist") from None
+    if not blobs:
+        raise SegmentError(f"{location}: no such blob, and no data blobs under that prefix")
+    parts: list[SegmentPart] = [BlobPart(container, b.name, b.size, b.etag) for b in blobs]
+    return SegmentSource(location, parts, fmt, delimiter)

@@ -1,0 +1,112 @@
+"""The Klaviyo client against the simulator: auth, fatal errors, retries, rate limits, jobs."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+
+from shared.batching import Batch, Batcher, serialize_profile
+from shared.klaviyo import REVISION, InvalidPayload, KlaviyoClient, KlaviyoError
+from tests.conftest import API_KEY
+from tools.klaviyo_sim import KlaviyoSimulator
+
+
+def body_for(list_id: str, *emails: str) -> bytes:
+    batch = Batch()
+    for i, email in enumerate(emails):
+        batch.add(serialize_profile({"email": email}), b"k" * 8, i)
+    return batch.body(list_id)
+
+
+def test_a_job_is_created_polled_and_imported(client: KlaviyoClient, klaviyo: KlaviyoSimulator, list_id: str):
+    job = client.create_import_job(body_for(list_id, "a@example.com", "b@example.com"))
+    assert job.status in ("queued", "processing") and job.total == 2
+    deadline = time.monotonic() + 10
+    while not (job := client.get_import_job(job.id)).done:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert (job.status, job.completed, job.failed) == ("complete", 2, 0)
+    assert any(j.id == job.id for j in client.recent_import_jobs())
+
+
+@pytest.mark.parametrize(("key", "scopes", "message"), [
+    pytest.param("pk_wrong", None, r"rejected the API key \(401", id="bad-key"),
+    pytest.param("pk_readonly", ["profiles:read"], r"lacks a required scope \(403", id="missing-scope"),
+])
+def test_key_problems_fail_fast_with_a_clear_message(klaviyo: KlaviyoSimulator, list_id: str, key: str,
+                                                    scopes: list[str] | None, message: str):
+    if scopes is not None:
+        klaviyo.add_api_key(key, scopes=scopes)
+    api = KlaviyoClient(key, klaviyo.url)
+    started = time.monotonic()
+    with pytest.raises(KlaviyoError, match=message) as info:
+        api.check_import_access(list_id)
+    assert info.value.fatal
+    assert time.monotonic() - started < 2, "fatal errors are not retried"
+    assert key not in str(info.value)
+
+
+def test_unknown_list_is_fatal(client: KlaviyoClient):
+    with pytest.raises(KlaviyoError, match="list Nope12: not found") as info:
+        client.get_list("Nope12")
+    assert info.value.fatal and info.value.status == 404
+
+
+def test_headers_are_pinned(client: KlaviyoClient):
+    headers = client._session.headers
+    assert headers["revision"] == REVISION
+    assert headers["accept"] == "application/vnd.api+json"
+    assert headers["Authorization"] == f"Klaviyo-API-Key {API_KEY}"
+
+
+def test_invalid_profile_raises_with_its_pointer(client: KlaviyoClient, list_id: str):
+    with pytest.raises(InvalidPayload) as info:
+        client.create_import_job(body_for(list_id, "a@example.com", "not an email", "c@example.com"))
+    pointers = [e["source"]["pointer"] for e in info.value.errors]
+    assert any(p.startswith("/data/attributes/profiles/data/1/") for p in pointers)
+
+
+def test_5xx_are_retried_then_succeed(client: KlaviyoClient, klaviyo: KlaviyoSimulator, list_id: str):
+    klaviyo.configure(error_rate=0.5)
+    for _ in range(6):
+        client.get_list(list_id)
+    assert sum(v for k, v in client.stats.counts.items() if k.startswith("retried_5")) >= 1
+
+
+def test_429_honours_retry_after(client: KlaviyoClient, klaviyo: KlaviyoSimulator, list_id: str):
+    klaviyo.configure(throttle_storm_every=100.0, throttle_storm_seconds=1.0)
+    started = time.monotonic()
+    client.get_list(list_id)
+    assert client.stats.counts["retried_429"] >= 1
+    assert time.monotonic() - started >= 0.9
+
+
+def test_persistent_5xx_gives_up_with_a_bounded_number_of_tries(klaviyo: KlaviyoSimulator, list_id: str):
+    klaviyo.configure(error_rate=1.0)
+    api = KlaviyoClient(API_KEY, klaviyo.url, max_retries=2)
+    with pytest.raises(KlaviyoError, match="kept failing") as info:
+        api.get_list(list_id)
+    assert not info.value.fatal
+    assert klaviyo.stats["requests"] <= 3 + 1
+
+
+def test_batcher_splits_by_count_and_by_size():
+    batcher = Batcher("L1", max_profiles=3, max_bytes=10_000)
+    full = [b for i in range(7) if (b := batcher.add(b"x" * 10, b"k" * 8, i))]
+    assert [len(b) for b in full] == [3, 3] and len(batcher.flush()) == 1
+    batcher = Batcher("L1", max_profiles=1000, max_bytes=1_000)
+    full = [b for i in range(10) if (b := batcher.add(b"y" * 300, b"k" * 8, i))]
+    assert all(len(b.body("L1")) <= 1_000 for b in full + [batcher.flush()])
+
+
+def test_batch_body_is_the_documented_json_api_document():
+    batch = Batch()
+    batch.add(serialize_profile({"email": "a@example.com", "properties": {"tier": "gold"}}), b"k" * 8, 1)
+    document = orjson.loads(batch.body("Y6nRLr"))
+    assert document == {"data": {
+        "type": "profile-bulk-import-job",
+        "attributes": {"profiles": {"data": [
+            {"type": "profile", "attributes": {"email": "a@example.com", "properties": {"tier": "gold"}}}]}},
+        "relationships": {"lists": {"data": [{"type": "list", "id": "Y6nRLr"}]}}}}

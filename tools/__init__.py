@@ -1,0 +1,1 @@
+"""Developer tools for klaviyo-segment-export (not deployed)."""
