@@ -19,10 +19,12 @@ LOCATION_FIELDS = (
 STANDARD_FIELDS = PROFILE_FIELDS + LOCATION_FIELDS
 MAX_EXTERNAL_ID = 255
 _PROPERTY_NAME = re.compile(r"^[^\x00-\x1f]{1,255}$")
-# A strict subset of what email-validator accepts, so the common case skips its slower checks.
+# A strict subset of what email-validator accepts, so the common case skips its slower checks: at most
+# 254 characters, and no label with "--" in 3rd-4th place (RFC 5891 reserves those; "xn--" is Punycode,
+# which only email-validator can check).
 _PLAIN_EMAIL = re.compile(
-    r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+    r"^(?=.{1,254}\Z)[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:(?!..--)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\Z"
 )
 _SPECIAL_USE_TLDS = {"arpa", "invalid", "local", "localhost", "onion", "test", "example", "internal"}
 
@@ -45,13 +47,15 @@ class FieldMapping:
             raise MappingError(
                 f"unknown profile field(s) {', '.join(unknown)}; known: {', '.join(STANDARD_FIELDS)}"
             )
-        if not any(self.fields.get(i) for i in IDENTIFIERS):
-            raise MappingError("map at least one identifier column: email, phone_number or external_id")
         for name, column in self.fields.items():
             if not isinstance(column, str) or not column.strip():
                 raise MappingError(f"field {name!r}: the column name is empty")
+        if not any(self.fields.get(i) for i in IDENTIFIERS):
+            raise MappingError("map at least one identifier column: email, phone_number or external_id")
         for column, prop in self.properties.items():
-            if not column.strip() or not isinstance(prop, str) or not _PROPERTY_NAME.match(prop):
+            if not column.strip():
+                raise MappingError(f"custom property {prop!r}: the column name is empty")
+            if not isinstance(prop, str) or not _PROPERTY_NAME.fullmatch(prop):
                 raise MappingError(f"custom property for column {column!r}: invalid property name {prop!r}")
         if phonenumbers.country_code_for_region(self.default_region.upper()) == 0:
             raise MappingError(f"default_region {self.default_region!r} is not a known ISO 3166 region code")
@@ -96,7 +100,7 @@ class Rejection(NamedTuple):
 def mask_email(email: str) -> str:
     local, _, domain = email.partition("@")
     if not domain:
-        return mask_text(email)
+        return f"{local[:1]}***"
     return f"{local[:1]}***@{domain[:1]}***"
 
 

@@ -123,8 +123,9 @@ class _ChunkStream(io.RawIOBase):
 class _LimitedStream(io.RawIOBase):
     """Stops a decompression bomb: fails once more than `limit` bytes have been produced."""
 
-    def __init__(self, inner: BinaryIO, limit: int, name: str) -> None:
+    def __init__(self, inner: BinaryIO, limit: int, name: str, source: BinaryIO) -> None:
         self._inner, self._limit, self._name, self._produced = inner, limit, name, 0
+        self._source = source  # the compressed stream: GzipFile(fileobj=...) does not close it
 
     def readable(self) -> bool:
         return True
@@ -137,6 +138,15 @@ class _LimitedStream(io.RawIOBase):
                 f"{self._name}: expands past the limit of {self._limit:,} uncompressed bytes; refused"
             )
         return count
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            try:
+                self._source.close()
+            finally:
+                super().close()
 
 
 @dataclass
@@ -186,7 +196,7 @@ class SegmentSource:
         raw = part.open()
         if part.name.lower().endswith(".gz"):
             raw = io.BufferedReader(
-                _LimitedStream(gzip.GzipFile(fileobj=raw), self.max_uncompressed_bytes, part.name),
+                _LimitedStream(gzip.GzipFile(fileobj=raw), self.max_uncompressed_bytes, part.name, raw),
                 buffer_size=1024 * 1024,
             )
         return raw
@@ -202,6 +212,9 @@ class SegmentSource:
 
     def _dialect(self, part: SegmentPart, text: io.TextIOWrapper) -> type[csv.Dialect] | csv.Dialect:
         delimiter = self.delimiter or _sniff_delimiter(text)
+        if len(delimiter) != 1 or delimiter in '"\r\n':
+            raise SegmentError(f"{part.name}: the delimiter must be one character other than a quote or newline, "
+                               f"not {delimiter!r}")
         return _make_dialect(delimiter)
 
     def _csv_rows(self, part: SegmentPart) -> Iterator[SegmentRow]:

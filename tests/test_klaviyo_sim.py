@@ -385,6 +385,10 @@ def test_job_runs_from_queued_to_complete_and_fills_the_list(
     assert members[0]["first_name"] == "Ann"
     assert members[0]["location"] == {"city": "Leeds"}
     assert members[0]["properties"] == {"tier": "gold"}
+    streamed = requests.get(f"{sim.url}/_sim/lists/{list_id}/members")
+    assert streamed.headers["Transfer-Encoding"] == "chunked"
+    assert sorted(streamed.json(), key=lambda m: m["external_id"]) == members
+    assert requests.get(f"{sim.url}/_sim/lists/{list_id}/members?count_only=1").json() == {"count": 2}
 
     job_profiles = http_session.get(f"{sim.url}{JOBS}/{data['id']}/profiles").json()["data"]
     assert sorted(p["id"] for p in job_profiles) == sorted(m["id"] for m in members)

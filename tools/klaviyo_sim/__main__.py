@@ -47,9 +47,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Parsing a 10,000-profile body allocates ~50,000 containers; default thresholds would run the
-    # collector dozens of times per request and roughly double the cost of parsing it.
-    gc.set_threshold(200_000, 20, 50)
+    # Parsing a 10,000-profile body allocates ~50,000 containers, and millions of stored profiles sit
+    # in a few huge lists and dicts: default thresholds collect dozens of times per request, and full
+    # collections walk every stored profile. Stored profiles form no cycles, so full ones are made rare.
+    gc.set_threshold(200_000, 20, 1_000_000)
     settings = {s.name: getattr(args, s.name) for s in fields(SimulatorConfig) if s.name not in _NOT_FLOATS}
     try:
         config = SimulatorConfig(rate_limits=not args.no_rate_limits, seed=args.seed, **settings)

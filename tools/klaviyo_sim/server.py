@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
-from .faults import Fault, FaultInjector
+from .faults import NO_FAULT, Fault, FaultInjector
 from .state import (
     ALL_SCOPES,
     MAX_BODY_BYTES,
@@ -642,6 +642,10 @@ def _server_error(status: int) -> Response:
     return error_response(ApiError.single(status, code, title, f"Simulated {status} response."))
 
 
+def _payload_too_large() -> ApiError:
+    return ApiError.single(413, "payload_too_large", "Payload too large.", f"The body exceeds {MAX_BODY_BYTES} bytes.")
+
+
 def _challenge() -> Response:
     body = (
         b'<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...</title></head>'
@@ -910,14 +914,14 @@ class KlaviyoApi:
     def get_job_errors(self, request: Request) -> Response:
         job = self._job(request)
         names = sparse(request.query, "import-error", _ERROR_FIELDS)
+        if names is not None and "source.pointer" in names:
+            names = names | {"source"}
         with self.state.lock:
             positions, next_cursor = self._offset_page(request, "errors", len(job.errors))
             data = []
             for position in positions:
                 error = job.errors[position]
                 attributes = {name: error[name] for name in ("code", "title", "detail", "source", "original_payload")}
-                if names is not None and "source.pointer" in names:
-                    names = names | {"source"}
                 data.append({"type": "import-error", "id": error["id"], "attributes": pick(attributes, names)})
         return collection(request, data, next_cursor)
 
@@ -1169,7 +1173,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = target.rstrip("/") or "/"
         route, params, allowed = match_route(self.command, path)
         stats.count(stats.requests, f"{self.command} {route.template if route else '(unmatched)'}")
-        fault = simulator.faults.decide()
+        fault = simulator.faults.decide() if path == "/api" or path.startswith("/api/") else NO_FAULT
         if fault.kind == "reset":
             stats.count(stats.faults, "reset")
             self._reset()
@@ -1177,11 +1181,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             self.close_connection = True
-            response = error_response(
-                ApiError.single(
-                    413, "payload_too_large", "Payload too large.", f"The body exceeds {MAX_BODY_BYTES} bytes."
-                )
-            )
+            response = error_response(_payload_too_large())
         else:
             try:
                 response = self._api_response(route, params, allowed, path, query, body, fault)
@@ -1259,9 +1259,7 @@ class _Handler(BaseHTTPRequestHandler):
                     f"Send the body as {JSONAPI}.",
                 )
         if len(body) > MAX_BODY_BYTES:
-            raise ApiError.single(
-                413, "payload_too_large", "Payload too large.", f"The body exceeds {MAX_BODY_BYTES} bytes."
-            )
+            raise _payload_too_large()
         if route.body and not body:
             raise ApiError.invalid("This request needs a JSON:API body.", pointer="/data")
         for name in parsed_query:

@@ -328,10 +328,6 @@ def valid_email(value: object) -> bool:
     return _EMAIL_MATCH(value) is not None
 
 
-def valid_phone(value: object) -> bool:
-    return type(value) is str and _PHONE_MATCH(value) is not None
-
-
 def _attribute_problem(attributes: dict[str, Any]) -> tuple[str, str] | None:
     if not attributes.keys() <= _PROFILE_ATTRIBUTES:
         name = sorted(attributes.keys() - _PROFILE_ATTRIBUTES)[0]
@@ -522,9 +518,6 @@ class ProfileStore:
         self.by_phone: dict[str, int] = {}
         self.by_external_id: dict[str, int] = {}
 
-    def __len__(self) -> int:
-        return len(self.email)
-
     def exists(self, row: int) -> bool:
         return 0 <= row < len(self.email)
 
@@ -665,9 +658,6 @@ class SimList:
     def __len__(self) -> int:
         return len(self.position)
 
-    def __contains__(self, row: int) -> bool:
-        return row in self.position
-
     def add(self, row: int, now: float) -> bool:
         if row in self.position:
             return False
@@ -679,9 +669,6 @@ class SimList:
     def remove(self, row: int) -> bool:
         return self.position.pop(row, None) is not None
 
-    def joined_at(self, row: int) -> float:
-        return self.joined[self.position[row]]
-
     def scan(self, start: int, descending: bool) -> Iterator[tuple[int, int, float]]:
         """(slot, row, joined) of live members from slot start onwards, in either direction."""
         order, joined, position = self.order, self.joined, self.position
@@ -690,9 +677,6 @@ class SimList:
             row = order[slot]
             if position.get(row) == slot:
                 yield slot, row, joined[slot]
-
-    def rows(self) -> list[int]:
-        return [row for _, row, _ in self.scan(0, False)]
 
 
 # --------------------------------------------------------------------------- jobs
