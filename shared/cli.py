@@ -27,10 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="export one segment into a Klaviyo list")
     run.add_argument("segment", help="a local file or folder, or container/blob/path in blob storage")
     run.add_argument("--list-id", required=True, help="the Klaviyo list to add the profiles to")
-    run.add_argument("--email-field", default=None, help="column holding the email (default: email; \"\" for none)")
-    run.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
-                     help=f"map a column to a profile field ({', '.join(STANDARD_FIELDS)}) "
-                          "or to a custom property as properties.NAME=COLUMN; repeatable")
+    run.add_argument("--email-field", default=None, help='column holding the email (default: email; "" for none)')
+    run.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help=f"map a column to a profile field ({', '.join(STANDARD_FIELDS)}) "
+        "or to a custom property as properties.NAME=COLUMN; repeatable",
+    )
     run.add_argument("--default-region", default="US", help="region for phone numbers without +country code")
     run.add_argument("--format", choices=["csv", "jsonl"], help="input format (default: from the file name)")
     run.add_argument("--delimiter", help="CSV delimiter (default: sniffed among , ; TAB |)")
@@ -87,10 +92,14 @@ def _run(args: argparse.Namespace) -> int:
         service = blob_service(args.connection_string or settings.storage_connection)
         container, path = split_blob_path(args.segment)
         source = blob_segment(service.get_container_client(container), path, args.format, args.delimiter)
-    client = None if args.dry_run else KlaviyoClient(
-        _api_key(args), settings.klaviyo_base_url, timeout=(5.0, settings.klaviyo_read_timeout))
-    spec = ExportSpec(args.export_name, args.list_id, mapping, dry_run=args.dry_run,
-                      max_in_flight=settings.upload_concurrency)
+    client = (
+        None
+        if args.dry_run
+        else KlaviyoClient(_api_key(args), settings.klaviyo_base_url, timeout=(5.0, settings.klaviyo_read_timeout))
+    )
+    spec = ExportSpec(
+        args.export_name, args.list_id, mapping, dry_run=args.dry_run, max_in_flight=settings.upload_concurrency
+    )
     progress = ProgressBar() if sys.stderr.isatty() and not args.no_progress else ProgressLog(spec.run_id)
     if isinstance(progress, ProgressLog):
         logging.getLogger("shared").setLevel(logging.INFO)

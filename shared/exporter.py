@@ -38,25 +38,45 @@ class ExportSpec:
     max_in_flight: int = 6  # upload threads; the rate limiter, not this, sets the pace
     poll_interval: float = 0.5
     job_timeout: float = 3600.0
+    thread_initializer: Callable[[], None] | None = None  # e.g. carries the Functions invocation id
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def run_export(source: SegmentSource, spec: ExportSpec, client: KlaviyoClient | None,
-               progress: ProgressCallback | None = None, rejects: RejectsFile | None = None) -> RunReport:
+def run_export(
+    source: SegmentSource,
+    spec: ExportSpec,
+    client: KlaviyoClient | None,
+    progress: ProgressCallback | None = None,
+    rejects: RejectsFile | None = None,
+) -> RunReport:
     """Runs one export to the end and returns its report. Raises ConfigurationError only for
     problems found before anything was sent; any later failure is a report with status failed."""
-    report = RunReport(spec.run_id, spec.export_name, spec.list_id, source.location, source.version,
-                       started_at=now_iso(), dry_run=spec.dry_run)
+    report = RunReport(
+        spec.run_id,
+        spec.export_name,
+        spec.list_id,
+        source.location,
+        source.version,
+        started_at=now_iso(),
+        dry_run=spec.dry_run,
+    )
     run = _Run(source, spec, client, report, rejects or RejectsFile(), progress)
     return run.execute()
 
 
 class _Run:
-    def __init__(self, source: SegmentSource, spec: ExportSpec, client: KlaviyoClient | None, report: RunReport,
-                 rejects: RejectsFile, progress: ProgressCallback | None) -> None:
+    def __init__(
+        self,
+        source: SegmentSource,
+        spec: ExportSpec,
+        client: KlaviyoClient | None,
+        report: RunReport,
+        rejects: RejectsFile,
+        progress: ProgressCallback | None,
+    ) -> None:
         self.source, self.spec, self.client, self.report = source, spec, client, report
         self.counts = report.counts
         self.rejects = rejects
@@ -97,9 +117,19 @@ class _Run:
         else:
             r.status = SUCCEEDED
         self._emit_progress(force=True)
-        log.info("run %s %s: %d read, %d sent, %d accepted, %d failed, %d rejected, %d duplicates in %.1f s",
-                 r.run_id, r.status, self.counts.rows_read, self.counts.sent, self.counts.accepted,
-                 self.counts.failed, self.counts.rejected, self.counts.duplicates, elapsed, extra=self.log_extra)
+        log.info(
+            "run %s %s: %d read, %d sent, %d accepted, %d failed, %d rejected, %d duplicates in %.1f s",
+            r.run_id,
+            r.status,
+            self.counts.rows_read,
+            self.counts.sent,
+            self.counts.accepted,
+            self.counts.failed,
+            self.counts.rejected,
+            self.counts.duplicates,
+            elapsed,
+            extra=self.log_extra,
+        )
         return r
 
     def _check_before_sending(self) -> None:
@@ -114,7 +144,8 @@ class _Run:
             if missing:
                 raise ConfigurationError(
                     f"{part}: mapped column(s) missing from the header: {', '.join(missing)} "
-                    f"(the header has: {', '.join(header[:30])})")
+                    f"(the header has: {', '.join(header[:30])})"
+                )
         if self.spec.dry_run:
             return
         if self.client is None:
@@ -132,7 +163,9 @@ class _Run:
         seen: set[bytes] = set()
         counts = self.counts
         part_index = {name: i for i, name in enumerate(self.part_names)}
-        with ThreadPoolExecutor(max_workers=self.spec.max_in_flight, thread_name_prefix="upload") as pool:
+        with ThreadPoolExecutor(
+            max_workers=self.spec.max_in_flight, thread_name_prefix="upload", initializer=self.spec.thread_initializer
+        ) as pool:
             in_flight: set[Future[None]] = set()
 
             def submit(batch: Batch) -> None:
@@ -158,14 +191,26 @@ class _Run:
                     continue
                 if mapped.key in seen:
                     counts.duplicates += 1
-                    self.rejects.add(row.source, row.number, mapped.masked, "duplicate", "",
-                                     "same identifier as an earlier row; the first row was kept")
+                    self.rejects.add(
+                        row.source,
+                        row.number,
+                        mapped.masked,
+                        "duplicate",
+                        "",
+                        "same identifier as an earlier row; the first row was kept",
+                    )
                     continue
                 seen.add(mapped.key)
                 body = serialize_profile(mapped.attributes)
                 if too_large(body):
-                    self._reject(row.source, row.number, mapped.masked, "rejected", "",
-                                 f"profile is {len(body):,} bytes; Klaviyo allows {MAX_PROFILE_BYTES:,}")
+                    self._reject(
+                        row.source,
+                        row.number,
+                        mapped.masked,
+                        "rejected",
+                        "",
+                        f"profile is {len(body):,} bytes; Klaviyo allows {MAX_PROFILE_BYTES:,}",
+                    )
                     continue
                 full = batcher.add(body, mapped.key, (part_index[row.source] << 40) | row.number)
                 if full is not None:
@@ -216,12 +261,14 @@ class _Run:
         assert self.client is not None
         pending = {job_id for job_id, (job, _) in self.jobs.items() if not job.done}
         deadline = time.monotonic() + self.spec.job_timeout
-        for job_id, (job, batch) in list(self.jobs.items()):
+        for job, batch in list(self.jobs.values()):
             if job.done:
                 self._finish_job(job, batch)
         while pending:
             if time.monotonic() > deadline:
-                raise KlaviyoError(f"{len(pending)} import job(s) still not complete after {self.spec.job_timeout:.0f} s")
+                raise KlaviyoError(
+                    f"{len(pending)} import job(s) still not complete after {self.spec.job_timeout:.0f} s"
+                )
             time.sleep(self.spec.poll_interval)
             for job in self._poll(pending):
                 pending.discard(job.id)
@@ -257,19 +304,37 @@ class _Run:
                 detail = error.get("detail") or error.get("title") or error.get("code") or "failed"
                 if position >= 0:
                     part, number = self._row_of(batch.rows[position])
-                    self.rejects.add(part, number, _mask_payload(error.get("original_payload") or {}),
-                                     "failed", "", f"Klaviyo could not import the profile: {detail}")
+                    self.rejects.add(
+                        part,
+                        number,
+                        _mask_payload(error.get("original_payload") or {}),
+                        "failed",
+                        "",
+                        f"Klaviyo could not import the profile: {detail}",
+                    )
                 else:
-                    self.rejects.add("", 0, _mask_payload(error.get("original_payload") or {}),
-                                     "failed", "", f"Klaviyo could not import a profile of job {job.id}: {detail}")
+                    self.rejects.add(
+                        "",
+                        0,
+                        _mask_payload(error.get("original_payload") or {}),
+                        "failed",
+                        "",
+                        f"Klaviyo could not import a profile of job {job.id}: {detail}",
+                    )
             failed = max(failed, job.failed)
         if job.status == "cancelled":
             failed = max(failed, job.total - job.completed)
         with self.lock:
             self.counts.failed += failed
             self.counts.accepted += len(batch) - failed
-        log.info("import job %s %s: %d imported, %d failed", job.id, job.status, len(batch) - failed, failed,
-                 extra=self.log_extra)
+        log.info(
+            "import job %s %s: %d imported, %d failed",
+            job.id,
+            job.status,
+            len(batch) - failed,
+            failed,
+            extra=self.log_extra,
+        )
 
     # -- accounting ----------------------------------------------------------------------------
     def _reject(self, source: str, number: int, identifier: str, outcome: str, field_name: str, reason: str) -> None:
@@ -293,7 +358,7 @@ class _Run:
 def _pointer_index(pointer: str, size: int) -> int | None:
     if not pointer.startswith(_POINTER_PREFIX):
         return None
-    head = pointer[len(_POINTER_PREFIX):].split("/", 1)[0]
+    head = pointer[len(_POINTER_PREFIX) :].split("/", 1)[0]
     return int(head) if head.isdigit() and int(head) < size else None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -31,8 +32,14 @@ RETRY_STATUSES = (429, 500, 502, 503, 504, 524)
 class KlaviyoError(Exception):
     """A Klaviyo call failed; `fatal` errors (bad key, missing scope, unknown list) stop the run."""
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None,
-                 fatal: bool = False, errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        code: str | None = None,
+        fatal: bool = False,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.fatal = status, code, fatal
         self.errors = errors or []
@@ -58,8 +65,14 @@ class ImportJob:
     @classmethod
     def from_resource(cls, resource: dict[str, Any]) -> ImportJob:
         a = resource["attributes"]
-        return cls(resource["id"], a["status"], a.get("total_count") or 0, a.get("completed_count") or 0,
-                   a.get("failed_count") or 0, a.get("created_at") or "")
+        return cls(
+            resource["id"],
+            a["status"],
+            a.get("total_count") or 0,
+            a.get("completed_count") or 0,
+            a.get("failed_count") or 0,
+            a.get("created_at") or "",
+        )
 
 
 class CallStats:
@@ -92,8 +105,15 @@ class _ObservedRetry(Retry):
         seconds = super().get_retry_after(response)
         return None if seconds is None else seconds + random.uniform(0.05, 0.25 + 0.1 * seconds)
 
-    def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
-                  error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> Retry:
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> Retry:
         if self.stats is not None:
             if response is not None and response.status:
                 self.stats.add(f"retried_{response.status}")
@@ -109,9 +129,16 @@ class _ObservedRetry(Retry):
 class KlaviyoClient:
     """The only place that talks HTTP to Klaviyo. Thread-safe for concurrent job uploads."""
 
-    def __init__(self, api_key: str, base_url: str = DEFAULT_BASE_URL, revision: str = REVISION,
-                 timeout: tuple[float, float] = (5.0, 60.0), max_retries: int = 8, pool_size: int = 16,
-                 limits: dict[str, Limit] | None = None) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        revision: str = REVISION,
+        timeout: tuple[float, float] = (5.0, 60.0),
+        max_retries: int = 8,
+        pool_size: int = 16,
+        limits: dict[str, Limit] | None = None,
+    ) -> None:
         if not api_key:
             raise KlaviyoError("no Klaviyo API key was given", fatal=True)
         self.base_url = base_url.rstrip("/")
@@ -120,18 +147,31 @@ class KlaviyoClient:
         limits = {"import": BULK_IMPORT, "jobs": JOB_READS, "lists": LIST_READS, **(limits or {})}
         self.limiters = {group: RateLimiter(limit) for group, limit in limits.items()}
         retry = _ObservedRetry(
-            total=max_retries * 2, connect=max_retries, read=max_retries, status=max_retries, other=0,
+            total=max_retries * 2,
+            connect=max_retries,
+            read=max_retries,
+            status=max_retries,
+            other=0,
             allowed_methods=None,  # re-sending an import job is safe: Klaviyo upserts profiles
-            status_forcelist=RETRY_STATUSES, backoff_factor=0.5, backoff_max=30, backoff_jitter=0.5,
-            respect_retry_after_header=True, raise_on_status=False, raise_on_redirect=False,
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=0.5,
+            backoff_max=30,
+            backoff_jitter=0.5,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            raise_on_redirect=False,
         )
         retry.stats, retry.limiter_for = self.stats, self._limiter_for_url
         self._session = requests.Session()
         self._session.mount(self.base_url, HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=pool_size))
-        self._session.headers.update({
-            "Authorization": f"Klaviyo-API-Key {api_key}", "revision": revision,
-            "accept": JSON_API, "User-Agent": "klaviyo-segment-export/1",
-        })
+        self._session.headers.update(
+            {
+                "Authorization": f"Klaviyo-API-Key {api_key}",
+                "revision": revision,
+                "accept": JSON_API,
+                "User-Agent": "klaviyo-segment-export/1",
+            }
+        )
 
     def close(self) -> None:
         self._session.close()
@@ -144,8 +184,13 @@ class KlaviyoClient:
     def check_import_access(self, list_id: str) -> dict[str, Any]:
         """Fails fast, before anything is sent, when the key or the list will not work."""
         found = self.get_list(list_id)
-        self._call("GET", "/api/profile-bulk-import-jobs", "jobs", params={"page[size]": "1"},
-                   what="import jobs (needs profiles:read and lists:read)")
+        self._call(
+            "GET",
+            "/api/profile-bulk-import-jobs",
+            "jobs",
+            params={"page[size]": "1"},
+            what="import jobs (needs profiles:read and lists:read)",
+        )
         return found
 
     # -- bulk import ---------------------------------------------------------------------------
@@ -185,21 +230,30 @@ class KlaviyoClient:
             return None
         if not link.startswith(self.base_url):
             raise KlaviyoError(f"pagination link leaves {self.base_url}; refusing to follow it")
-        return link[len(self.base_url):]
+        return link[len(self.base_url) :]
 
     def _limiter_for_url(self, url: str) -> RateLimiter | None:
         if "/relationships/" not in url and url.rstrip("/").endswith("/profile-bulk-import-jobs") and "?" not in url:
             return self.limiters["import"]
         return None
 
-    def _call(self, method: str, path: str, group: str, *, what: str, body: bytes | None = None,
-              params: dict[str, str] | None = None) -> dict[str, Any]:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        group: str,
+        *,
+        what: str,
+        body: bytes | None = None,
+        params: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         self.limiters[group].acquire()
         self.stats.add("requests")
         headers = {"content-type": JSON_API} if body is not None else None
         try:
-            response = self._session.request(method, self.base_url + path, data=body, params=params,
-                                             headers=headers, timeout=self.timeout)
+            response = self._session.request(
+                method, self.base_url + path, data=body, params=params, headers=headers, timeout=self.timeout
+            )
         except requests.RequestException as exc:
             raise KlaviyoError(f"{what}: no answer from Klaviyo after retries ({type(exc).__name__})") from None
         if response.status_code < 300:
@@ -210,19 +264,25 @@ class KlaviyoClient:
 def _error_for(response: requests.Response, what: str) -> KlaviyoError:
     status = response.status_code
     errors: list[dict[str, Any]] = []
-    try:
+    with contextlib.suppress(orjson.JSONDecodeError, AttributeError):  # proxies and challenges send HTML
         errors = orjson.loads(response.content).get("errors") or []
-    except (orjson.JSONDecodeError, AttributeError):
-        pass  # Not every error is JSON:API (proxies, Cloudflare challenges).
     first = errors[0] if errors else {}
     code, detail = first.get("code"), first.get("detail") or first.get("title") or response.reason
     if status == 401:
-        return KlaviyoError(f"{what}: Klaviyo rejected the API key (401 {code or 'not_authenticated'}): {detail}",
-                            status, code, fatal=True)
+        return KlaviyoError(
+            f"{what}: Klaviyo rejected the API key (401 {code or 'not_authenticated'}): {detail}",
+            status,
+            code,
+            fatal=True,
+        )
     if status == 403:
-        return KlaviyoError(f"{what}: the API key lacks a required scope (403 {code or 'permission_denied'}): "
-                            f"{detail}. Needed: profiles:read, profiles:write, lists:read, lists:write",
-                            status, code, fatal=True)
+        return KlaviyoError(
+            f"{what}: the API key lacks a required scope (403 {code or 'permission_denied'}): "
+            f"{detail}. Needed: profiles:read, profiles:write, lists:read, lists:write",
+            status,
+            code,
+            fatal=True,
+        )
     if status == 404:
         return KlaviyoError(f"{what}: not found in this Klaviyo account (404)", status, code, fatal=True)
     if status == 400:

@@ -14,7 +14,16 @@ from email_validator import EmailNotValidError, validate_email
 IDENTIFIERS = ("email", "phone_number", "external_id")
 PROFILE_FIELDS = (*IDENTIFIERS, "first_name", "last_name", "organization", "title", "locale")
 LOCATION_FIELDS = (
-    "address1", "address2", "city", "region", "country", "zip", "timezone", "latitude", "longitude", "ip",
+    "address1",
+    "address2",
+    "city",
+    "region",
+    "country",
+    "zip",
+    "timezone",
+    "latitude",
+    "longitude",
+    "ip",
 )
 STANDARD_FIELDS = PROFILE_FIELDS + LOCATION_FIELDS
 MAX_EXTERNAL_ID = 255
@@ -44,9 +53,7 @@ class FieldMapping:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.fields) - set(STANDARD_FIELDS))
         if unknown:
-            raise MappingError(
-                f"unknown profile field(s) {', '.join(unknown)}; known: {', '.join(STANDARD_FIELDS)}"
-            )
+            raise MappingError(f"unknown profile field(s) {', '.join(unknown)}; known: {', '.join(STANDARD_FIELDS)}")
         for name, column in self.fields.items():
             if not isinstance(column, str) or not column.strip():
                 raise MappingError(f"field {name!r}: the column name is empty")
@@ -201,7 +208,8 @@ class ProfileMapper:
             raw = _text(row.get(self._external), self._external)
             if raw:
                 if len(raw) > MAX_EXTERNAL_ID:
-                    return Rejection("external_id", f"external_id is longer than {MAX_EXTERNAL_ID} characters", mask_text(raw))
+                    reason = f"external_id is longer than {MAX_EXTERNAL_ID} characters"
+                    return Rejection("external_id", reason, mask_text(raw))
                 attributes["external_id"] = raw
                 if key is None:
                     key, masked = identifier_key("external_id", raw), mask_text(raw)

@@ -25,9 +25,16 @@ class ProgressLog:
             return
         self._last = now
         rate = counts.rows_read / max(now - self._start, 1e-9)
-        log.info("run %s: %d rows read (%.0f rows/s), %d sent, %d accepted, %d rejected, %d duplicates",
-                 self.run_id, counts.rows_read, rate, counts.sent, counts.accepted, counts.rejected,
-                 counts.duplicates)
+        log.info(
+            "run %s: %d rows read (%.0f rows/s), %d sent, %d accepted, %d rejected, %d duplicates",
+            self.run_id,
+            counts.rows_read,
+            rate,
+            counts.sent,
+            counts.accepted,
+            counts.rejected,
+            counts.duplicates,
+        )
 
 
 class ProgressBar:
@@ -42,8 +49,9 @@ class ProgressBar:
     def __call__(self, counts: Counts) -> None:
         self._bar.update(counts.rows_read - self._last)
         self._last = counts.rows_read
-        self._bar.set_postfix(sent=counts.sent, accepted=counts.accepted, rejected=counts.rejected,
-                              dup=counts.duplicates, refresh=False)
+        self._bar.set_postfix(
+            sent=counts.sent, accepted=counts.accepted, rejected=counts.rejected, dup=counts.duplicates, refresh=False
+        )
 
     def close(self) -> None:
         self._bar.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import os
 import tempfile
 import threading
@@ -80,7 +79,7 @@ class RejectsFile:
 
     def __init__(self) -> None:
         fd, self.path = tempfile.mkstemp(prefix="klaviyo-rejects-", suffix=".csv")
-        self._file = io.open(fd, "w", newline="", encoding="utf-8")
+        self._file = open(fd, "w", newline="", encoding="utf-8")  # noqa: SIM115 (closed by close())
         self._writer = csv.writer(self._file)
         self._writer.writerow(REJECTS_COLUMNS)
         self._lock = threading.Lock()

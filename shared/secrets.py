@@ -19,8 +19,9 @@ class SecretError(Exception):
 class KeyVaultSecrets:
     """Reads secrets with the real SecretClient (DefaultAzureCredential unless given one)."""
 
-    def __init__(self, vault_url: str, credential: Any = None, ttl_seconds: float = DEFAULT_TTL_SECONDS,
-                 **client_options: Any) -> None:
+    def __init__(
+        self, vault_url: str, credential: Any = None, ttl_seconds: float = DEFAULT_TTL_SECONDS, **client_options: Any
+    ) -> None:
         if not vault_url:
             raise SecretError("no Key Vault URL: set KEY_VAULT_URL")
         self.vault_url = vault_url
@@ -68,8 +69,9 @@ class KeyVaultSecrets:
             if exc.status_code == 403 and (code == "SecretDisabled" or "disabled" in str(exc.message).lower()):
                 raise SecretError(f"{where}: the secret is disabled") from None
             if exc.status_code == 403:
-                raise SecretError(f"{where}: access denied (give the app's identity the "
-                                  "'Key Vault Secrets User' role)") from None
+                raise SecretError(
+                    f"{where}: access denied (give the app's identity the 'Key Vault Secrets User' role)"
+                ) from None
             raise SecretError(f"{where}: Key Vault answered {exc.status_code}") from None
         except Exception as exc:  # network, TLS: say what, not the value
             raise SecretError(f"{where}: could not be read ({type(exc).__name__})") from None

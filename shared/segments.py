@@ -28,7 +28,12 @@ DOWNLOAD_CHUNK_BYTES = 4 * 1024 * 1024
 NON_DATA_NAMES = {"model.json", "_success", "_committed", "_started"}
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
 _SUFFIXES: dict[str, Format] = {
-    ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
 }
 
 
@@ -81,12 +86,13 @@ class BlobPart:
 
     def open(self) -> BinaryIO:
         from azure.core import MatchConditions
-
         from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
 
         try:
             downloader = self.container.download_blob(
-                self.name, etag=self.version, match_condition=MatchConditions.IfNotModified,
+                self.name,
+                etag=self.version,
+                match_condition=MatchConditions.IfNotModified,
                 max_concurrency=1,
             )
         except ResourceModifiedError:
@@ -134,9 +140,7 @@ class _LimitedStream(io.RawIOBase):
         count = self._inner.readinto(target)  # type: ignore[attr-defined]
         self._produced += count
         if self._produced > self._limit:
-            raise SegmentError(
-                f"{self._name}: expands past the limit of {self._limit:,} uncompressed bytes; refused"
-            )
+            raise SegmentError(f"{self._name}: expands past the limit of {self._limit:,} uncompressed bytes; refused")
         return count
 
     def close(self) -> None:
@@ -203,9 +207,7 @@ class SegmentSource:
 
     def _text(self, part: SegmentPart) -> io.TextIOWrapper:
         # surrogateescape keeps undecodable bytes so the row holding them is rejected, not the file.
-        return io.TextIOWrapper(
-            self._buffered(part), encoding="utf-8-sig", errors="surrogateescape", newline=""
-        )
+        return io.TextIOWrapper(self._buffered(part), encoding="utf-8-sig", errors="surrogateescape", newline="")
 
     def _buffered(self, part: SegmentPart) -> io.BufferedReader:
         return io.BufferedReader(_ReadErrors(self._binary(part), part.name), buffer_size=1024 * 1024)
@@ -213,8 +215,9 @@ class SegmentSource:
     def _dialect(self, part: SegmentPart, text: io.TextIOWrapper) -> type[csv.Dialect] | csv.Dialect:
         delimiter = self.delimiter or _sniff_delimiter(text)
         if len(delimiter) != 1 or delimiter in '"\r\n':
-            raise SegmentError(f"{part.name}: the delimiter must be one character other than a quote or newline, "
-                               f"not {delimiter!r}")
+            raise SegmentError(
+                f"{part.name}: the delimiter must be one character other than a quote or newline, not {delimiter!r}"
+            )
         return _make_dialect(delimiter)
 
     def _csv_rows(self, part: SegmentPart) -> Iterator[SegmentRow]:
@@ -244,18 +247,20 @@ class SegmentSource:
                     if not values or values == [""] and width > 1:
                         continue  # a blank line is not a row
                     yield SegmentRow(
-                        name, start, None,
+                        name,
+                        start,
+                        None,
                         f"row has {len(values)} fields but the header has {width}",
                     )
                     continue
-                yield SegmentRow(name, start, dict(zip(columns, values)))
+                yield SegmentRow(name, start, dict(zip(columns, values, strict=True)))
 
     def _jsonl_rows(self, part: SegmentPart) -> Iterator[SegmentRow]:
         name = part.name
         with self._buffered(part) as stream:
             for number, line in enumerate(stream, start=1):
                 if number == 1 and line.startswith(codecs.BOM_UTF8):
-                    line = line[len(codecs.BOM_UTF8):]
+                    line = line[len(codecs.BOM_UTF8) :]
                 if not line.strip():
                     continue
                 if len(line) > MAX_FIELD_CHARS:
@@ -379,7 +384,7 @@ def detect_format(name: str) -> Format:
     raise SegmentError(f"{name}: cannot tell the format from the name; give it (csv or jsonl)")
 
 
-def _is_data_name(name: str) -> bool:
+def is_data_name(name: str) -> bool:
     base = name.rsplit("/", 1)[-1]
     return bool(base) and not base.startswith((".", "_")) and base.lower() not in NON_DATA_NAMES
 
@@ -388,7 +393,7 @@ def local_segment(path: str | Path, fmt: Format | None = None, delimiter: str | 
     """A local file, or a directory whose data files are read in name order."""
     root = Path(path)
     if root.is_dir():
-        files = sorted(p for p in root.iterdir() if p.is_file() and _is_data_name(p.name))
+        files = sorted(p for p in root.iterdir() if p.is_file() and is_data_name(p.name))
         if not files:
             raise SegmentError(f"{root}: the folder holds no data files")
         parts: list[SegmentPart] = [LocalPart(p, str(p), p.stat().st_size) for p in files]
@@ -416,7 +421,7 @@ def blob_segment(
     prefix = path.rstrip("/") + "/" if path else ""
     try:
         blobs = sorted(
-            (b for b in container.list_blobs(name_starts_with=prefix) if _is_data_name(b.name)),
+            (b for b in container.list_blobs(name_starts_with=prefix) if is_data_name(b.name)),
             key=lambda b: b.name,
         )
     except ResourceNotFoundError:

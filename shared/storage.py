@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -39,10 +40,8 @@ def save_report(service: BlobServiceClient, container: str, report: RunReport, r
     """Writes report.json and rejects.csv under reports/<export>/<run id>/; returns the folder URL.
     Raises on failure: a run whose report could not be written must not pass for a success."""
     client = service.get_container_client(container)
-    try:
+    with contextlib.suppress(ResourceExistsError):
         client.create_container()
-    except ResourceExistsError:
-        pass
     prefix = report_prefix(report.export_name, report.run_id)
     rejects.close()
     with open(rejects.path, "rb") as data:

@@ -73,8 +73,12 @@ class Exporter:
 
         source = blob_segment(self.container, path)
         rejects = RejectsFile()
-        report = run_export(source, ExportSpec("test-export", self.list_id, mapping or FieldMapping(), **spec),
-                            self.client, rejects=rejects)
+        report = run_export(
+            source,
+            ExportSpec("test-export", self.list_id, mapping or FieldMapping(), **spec),
+            self.client,
+            rejects=rejects,
+        )
         with open(rejects.path, newline="", encoding="utf-8") as f:
             self.rejects_rows = list(csv.reader(f))[1:]
         rejects.discard()

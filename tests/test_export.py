@@ -27,13 +27,15 @@ def assert_accounted(report, rows: int) -> None:
 
 def test_bom_crlf_and_quoted_fields_reach_the_list(exporter: Exporter, klaviyo: KlaviyoSimulator, list_id: str):
     data = csv_bytes(
-        'email,first_name,note',
+        "email,first_name,note",
         'ann@example.com,Ann,"likes ""quotes"", commas"',
         'bob@example.com,"Bob\r\nJr",plain',
-        newline="\r\n", bom=True,
+        newline="\r\n",
+        bom=True,
     )
-    report = exporter.run(exporter.upload("bom.csv", data),
-                          FieldMapping({"email": "email", "first_name": "first_name"}, {"note": "note"}))
+    report = exporter.run(
+        exporter.upload("bom.csv", data), FieldMapping({"email": "email", "first_name": "first_name"}, {"note": "note"})
+    )
     assert report.status == SUCCEEDED
     assert_accounted(report, 2)
     members = {m["email"]: m for m in klaviyo.list_members(list_id)}
@@ -43,11 +45,18 @@ def test_bom_crlf_and_quoted_fields_reach_the_list(exporter: Exporter, klaviyo: 
 
 
 def test_duplicates_differing_in_case_and_spaces_keep_the_first_row(
-        exporter: Exporter, klaviyo: KlaviyoSimulator, list_id: str):
-    data = csv_bytes("email,first_name", "Ann@Example.com,First", "  ann@example.COM ,Second", "ANN@EXAMPLE.COM,Third",
-                     "bob@example.com,Bob")
-    report = exporter.run(exporter.upload("dups.csv", data),
-                          FieldMapping({"email": "email", "first_name": "first_name"}))
+    exporter: Exporter, klaviyo: KlaviyoSimulator, list_id: str
+):
+    data = csv_bytes(
+        "email,first_name",
+        "Ann@Example.com,First",
+        "  ann@example.COM ,Second",
+        "ANN@EXAMPLE.COM,Third",
+        "bob@example.com,Bob",
+    )
+    report = exporter.run(
+        exporter.upload("dups.csv", data), FieldMapping({"email": "email", "first_name": "first_name"})
+    )
     assert report.counts.duplicates == 2
     assert_accounted(report, 4)
     members = {m["email"]: m for m in klaviyo.list_members(list_id)}
@@ -57,9 +66,11 @@ def test_duplicates_differing_in_case_and_spaces_keep_the_first_row(
 
 
 def test_invalid_and_empty_emails_are_rejected_with_row_and_reason(
-        exporter: Exporter, klaviyo: KlaviyoSimulator, list_id: str):
-    data = csv_bytes("email,name", "good@example.com,A", "not-an-email,B", ",C", "bob@,D", "x@@example.com,E",
-                     "ok2@example.org,F")
+    exporter: Exporter, klaviyo: KlaviyoSimulator, list_id: str
+):
+    data = csv_bytes(
+        "email,name", "good@example.com,A", "not-an-email,B", ",C", "bob@,D", "x@@example.com,E", "ok2@example.org,F"
+    )
     report = exporter.run(exporter.upload("bad.csv", data))
     assert report.status == COMPLETED_WITH_REJECTS
     assert_accounted(report, 6)
@@ -118,16 +129,18 @@ def test_header_only_sends_nothing_and_succeeds(exporter: Exporter, klaviyo: Kla
     assert klaviyo.list_members(list_id) == []
 
 
-def test_missing_email_column_fails_before_anything_is_sent(exporter: Exporter, klaviyo: KlaviyoSimulator,
-                                                            list_id: str):
+def test_missing_email_column_fails_before_anything_is_sent(
+    exporter: Exporter, klaviyo: KlaviyoSimulator, list_id: str
+):
     with pytest.raises(ConfigurationError, match=r"missing\.csv: mapped column\(s\) missing from the header: email"):
         exporter.run(exporter.upload("missing.csv", csv_bytes("mail,name", "a@example.com,A")))
     assert klaviyo.stats["jobs_created"] == 0
     assert klaviyo.list_members(list_id) == []
 
 
-def test_large_custom_properties_split_jobs_by_payload_size(exporter: Exporter, klaviyo: KlaviyoSimulator,
-                                                            list_id: str):
+def test_large_custom_properties_split_jobs_by_payload_size(
+    exporter: Exporter, klaviyo: KlaviyoSimulator, list_id: str
+):
     blob = "x" * 60_000  # 120 profiles x 60 KB = 7.2 MB: more than one 5 MB job
     data = csv_bytes("email,notes", *(f"big{i}@example.com,{blob}" for i in range(120)))
     report = exporter.run(exporter.upload("large.csv", data), FieldMapping({"email": "email"}, {"notes": "notes"}))
@@ -144,8 +157,9 @@ def test_a_profile_over_100kb_is_rejected_not_sent(exporter: Exporter, klaviyo: 
     assert "Klaviyo allows 100,000" in exporter.rejects_rows[0][5]
 
 
-def test_injected_5xx_and_429_still_end_with_the_right_list(exporter: Exporter, klaviyo: KlaviyoSimulator,
-                                                            list_id: str):
+def test_injected_5xx_and_429_still_end_with_the_right_list(
+    exporter: Exporter, klaviyo: KlaviyoSimulator, list_id: str
+):
     expected = Expected()
     data = b"".join(encode(generate_rows(12_000, seed=9, expected=expected)))
     klaviyo.configure(error_rate=0.2, throttle_storm_every=2.0, throttle_storm_seconds=0.5)
@@ -176,12 +190,15 @@ def test_failed_report_when_blob_changes_mid_run(exporter: Exporter, container, 
 
 
 def test_profiles_failing_inside_a_job_are_reported_against_their_rows(
-        exporter: Exporter, klaviyo: KlaviyoSimulator, list_id: str):
+    exporter: Exporter, klaviyo: KlaviyoSimulator, list_id: str
+):
     # Klaviyo fails a profile whose email and phone already belong to two different profiles.
     seed = csv_bytes("email,phone", "first@example.com,", "second@example.com,+12125550101")
     exporter.run(exporter.upload("seed.csv", seed), FieldMapping({"email": "email", "phone_number": "phone"}))
     data = csv_bytes("email,phone", "fresh@example.com,", "first@example.com,+12125550101")
-    report = exporter.run(exporter.upload("conflict.csv", data), FieldMapping({"email": "email", "phone_number": "phone"}))
+    report = exporter.run(
+        exporter.upload("conflict.csv", data), FieldMapping({"email": "email", "phone_number": "phone"})
+    )
     assert report.status == COMPLETED_WITH_REJECTS
     assert (report.counts.sent, report.counts.accepted, report.counts.failed) == (2, 1, 1)
     [failed] = [r for r in exporter.rejects_rows if r[3] == "failed"]

@@ -31,12 +31,16 @@ def test_a_job_is_created_polled_and_imported(client: KlaviyoClient, klaviyo: Kl
     assert any(j.id == job.id for j in client.recent_import_jobs())
 
 
-@pytest.mark.parametrize(("key", "scopes", "message"), [
-    pytest.param("pk_wrong", None, r"rejected the API key \(401", id="bad-key"),
-    pytest.param("pk_readonly", ["profiles:read"], r"lacks a required scope \(403", id="missing-scope"),
-])
-def test_key_problems_fail_fast_with_a_clear_message(klaviyo: KlaviyoSimulator, list_id: str, key: str,
-                                                    scopes: list[str] | None, message: str):
+@pytest.mark.parametrize(
+    ("key", "scopes", "message"),
+    [
+        pytest.param("pk_wrong", None, r"rejected the API key \(401", id="bad-key"),
+        pytest.param("pk_readonly", ["profiles:read"], r"lacks a required scope \(403", id="missing-scope"),
+    ],
+)
+def test_key_problems_fail_fast_with_a_clear_message(
+    klaviyo: KlaviyoSimulator, list_id: str, key: str, scopes: list[str] | None, message: str
+):
     if scopes is not None:
         klaviyo.add_api_key(key, scopes=scopes)
     api = KlaviyoClient(key, klaviyo.url)
@@ -105,8 +109,16 @@ def test_batch_body_is_the_documented_json_api_document():
     batch = Batch()
     batch.add(serialize_profile({"email": "a@example.com", "properties": {"tier": "gold"}}), b"k" * 8, 1)
     document = orjson.loads(batch.body("Y6nRLr"))
-    assert document == {"data": {
-        "type": "profile-bulk-import-job",
-        "attributes": {"profiles": {"data": [
-            {"type": "profile", "attributes": {"email": "a@example.com", "properties": {"tier": "gold"}}}]}},
-        "relationships": {"lists": {"data": [{"type": "list", "id": "Y6nRLr"}]}}}}
+    assert document == {
+        "data": {
+            "type": "profile-bulk-import-job",
+            "attributes": {
+                "profiles": {
+                    "data": [
+                        {"type": "profile", "attributes": {"email": "a@example.com", "properties": {"tier": "gold"}}}
+                    ]
+                }
+            },
+            "relationships": {"lists": {"data": [{"type": "list", "id": "Y6nRLr"}]}},
+        }
+    }

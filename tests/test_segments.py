@@ -174,7 +174,10 @@ def test_unusable_explicit_delimiter_is_a_segment_error(tmp_path: Path, delimite
 # --------------------------------------------------------------------------------------------- JSON Lines
 
 def test_jsonl_rows_carry_line_numbers_and_blank_lines_are_skipped(tmp_path: Path) -> None:
-    data = b'{"email": "a@example.com", "n": 1}\n\n   \r\n{"email": "b@example.com", "tags": ["x"], "o": {"k": null}}\r\n'
+    data = (
+        b'{"email": "a@example.com", "n": 1}\n\n   \r\n'
+        b'{"email": "b@example.com", "tags": ["x"], "o": {"k": null}}\r\n'
+    )
     rows = read(write(tmp_path, "s.jsonl", data))
     assert good(rows) == [
         (1, {"email": "a@example.com", "n": 1}),
@@ -411,7 +414,9 @@ def test_empty_file_is_a_segment_error_naming_the_file(tmp_path: Path, name: str
         local_segment(path).headers()
 
 
-@pytest.mark.parametrize("data", [b"email,name\n", b"email,name", b"email,name\r\n\r\n"], ids=["lf", "no-newline", "blank"])
+@pytest.mark.parametrize(
+    "data", [b"email,name\n", b"email,name", b"email,name\r\n\r\n"], ids=["lf", "no-newline", "blank-after"]
+)
 def test_header_only_file_has_no_rows(tmp_path: Path, data: bytes) -> None:
     path = write(tmp_path, "h.csv", data)
     assert read(path) == []
@@ -445,7 +450,9 @@ def test_ragged_rows_are_rejected_with_their_row_number_and_field_counts(tmp_pat
 
 def test_blank_lines_between_csv_rows_are_skipped_but_counted(tmp_path: Path) -> None:
     rows = read(write(tmp_path, "b.csv", b"email,name\n\n\na@example.com,Ann\r\n\r\nb@example.com,Bob\n\n"))
-    assert good(rows) == [(4, {"email": "a@example.com", "name": "Ann"}), (6, {"email": "b@example.com", "name": "Bob"})]
+    assert good(rows) == [
+        (4, {"email": "a@example.com", "name": "Ann"}), (6, {"email": "b@example.com", "name": "Bob"}),
+    ]
 
 
 @pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])

@@ -30,13 +30,30 @@ class Azurite:
         binary = ROOT / "node_modules" / ".bin" / "azurite"
         if not binary.exists():
             raise RuntimeError(f"{binary} is missing: run `npm ci` (make does it)")
-        command = [str(binary), "--blobHost", "127.0.0.1", "--blobPort", "0",
-                   "--queueHost", "127.0.0.1", "--queuePort", "0", "--tableHost", "127.0.0.1", "--tablePort", "0",
-                   "--skipApiVersionCheck", "--loose", "--disableProductStyleUrl", "--disableTelemetry"]
+        command = [
+            str(binary),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            "0",
+            "--queueHost",
+            "127.0.0.1",
+            "--queuePort",
+            "0",
+            "--tableHost",
+            "127.0.0.1",
+            "--tablePort",
+            "0",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--disableProductStyleUrl",
+            "--disableTelemetry",
+        ]
         # Azurite refuses --location together with --inMemoryPersistence; it runs in that folder either way.
         command += ["--inMemoryPersistence"] if self.in_memory else ["--location", self.location]
-        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                         cwd=self.location)
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=self.location
+        )
         deadline = time.monotonic() + timeout
         seen: list[str] = []
         assert self._process.stdout is not None
@@ -64,10 +81,12 @@ class Azurite:
 
     @property
     def connection_string(self) -> str:
-        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-                f"BlobEndpoint=http://127.0.0.1:{self.ports['blob']}/{ACCOUNT};"
-                f"QueueEndpoint=http://127.0.0.1:{self.ports['queue']}/{ACCOUNT};"
-                f"TableEndpoint=http://127.0.0.1:{self.ports['table']}/{ACCOUNT};")
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{self.ports['blob']}/{ACCOUNT};"
+            f"QueueEndpoint=http://127.0.0.1:{self.ports['queue']}/{ACCOUNT};"
+            f"TableEndpoint=http://127.0.0.1:{self.ports['table']}/{ACCOUNT};"
+        )
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:

@@ -30,8 +30,10 @@ def main() -> int:
     with Azurite() as azurite, KlaviyoSimulator(SimulatorConfig(processing_seconds=0.2)) as klaviyo:
         klaviyo.add_api_key(DEMO_KEY)
         list_id = klaviyo.create_list("VIP customers")
-        print(f"Azurite blob endpoint http://127.0.0.1:{azurite.ports['blob']}, Klaviyo simulator {klaviyo.url}, "
-              f"list {list_id}")
+        print(
+            f"Azurite blob endpoint http://127.0.0.1:{azurite.ports['blob']}, Klaviyo simulator {klaviyo.url}, "
+            f"list {list_id}"
+        )
 
         say(f"writing a segment of {ROWS:,} synthetic profiles to {CONTAINER}/{BLOB}")
         expected = Expected()
@@ -39,18 +41,48 @@ def main() -> int:
         service.create_container(CONTAINER)
         data = b"".join(encode(generate_rows(ROWS, seed=2026, expected=expected)))
         service.get_blob_client(CONTAINER, BLOB).upload_blob(data)
-        print(f"{len(data):,} bytes; {expected.invalid:,} rows deliberately invalid, "
-              f"{expected.duplicates:,} deliberate duplicates")
+        print(
+            f"{len(data):,} bytes; {expected.invalid:,} rows deliberately invalid, "
+            f"{expected.duplicates:,} deliberate duplicates"
+        )
 
         say("klaviyo-export run (the same engine the Functions app runs)")
         report_path = Path(tempfile.mkdtemp(prefix="klaviyo-demo-")) / "report.json"
-        env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string, "KLAVIYO_BASE_URL": klaviyo.url,
-               "KLAVIYO_API_KEY": DEMO_KEY}
-        command = [sys.executable, "-m", "shared.cli", "run", f"{CONTAINER}/{BLOB}", "--list-id", list_id,
-                   "--export-name", "vip-customers", "--map", "phone_number=phone", "--map", "external_id=customer_id",
-                   "--map", "first_name=first_name", "--map", "last_name=last_name", "--map", "city=city",
-                   "--map", "country=country", "--map", "properties.loyalty_tier=loyalty_tier",
-                   "--map", "properties.lifetime_value=lifetime_value", "--report", str(report_path)]
+        env = {
+            **os.environ,
+            "AzureWebJobsStorage": azurite.connection_string,
+            "KLAVIYO_BASE_URL": klaviyo.url,
+            "KLAVIYO_API_KEY": DEMO_KEY,
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "run",
+            f"{CONTAINER}/{BLOB}",
+            "--list-id",
+            list_id,
+            "--export-name",
+            "vip-customers",
+            "--map",
+            "phone_number=phone",
+            "--map",
+            "external_id=customer_id",
+            "--map",
+            "first_name=first_name",
+            "--map",
+            "last_name=last_name",
+            "--map",
+            "city=city",
+            "--map",
+            "country=country",
+            "--map",
+            "properties.loyalty_tier=loyalty_tier",
+            "--map",
+            "properties.lifetime_value=lifetime_value",
+            "--report",
+            str(report_path),
+        ]
         print("$ klaviyo-export run " + " ".join(command[4:]), flush=True)
         started = time.monotonic()
         exit_code = subprocess.call(command, env=env)
@@ -63,8 +95,10 @@ def main() -> int:
         counts = report["counts"]
         accounted = counts["sent"] + counts["rejected"] + counts["duplicates"] == counts["rows_read"] == ROWS
         print(f"exit code {exit_code}; the export took {elapsed:.1f} s (command start to finish)")
-        print(f"profiles now in simulated list {list_id}: {len(members):,} "
-              f"(expected {expected.valid:,} valid, distinct profiles)")
+        print(
+            f"profiles now in simulated list {list_id}: {len(members):,} "
+            f"(expected {expected.valid:,} valid, distinct profiles)"
+        )
         print(f"every row accounted for (sent + rejected + duplicates = rows read): {accounted}")
         print(f"the list holds exactly the valid profiles: {emails == expected.valid_emails}")
         print(f"report: {report_path}\nrejected and duplicate rows: {report['rejects_file']}")

@@ -13,20 +13,86 @@ from pathlib import Path
 
 import orjson
 
-COLUMNS = ["customer_id", "email", "phone", "first_name", "last_name", "city", "country", "loyalty_tier",
-           "lifetime_value", "signup_date"]
-FIRST = ["Ann", "Bob", "Chloé", "Dmitri", "Eva", "Farid", "Grace", "Hiro", "Inès", "Jamal", "Kai", "Lena",
-         "Marta", "Noah", "Olu", "Priya", "Quinn", "Rosa", "Sven", "Tariq", "Uma", "Viktor", "Wen", "Ximena"]
-LAST = ["Lee", "García", "Smith", "Nguyen", "O'Brien", "Müller", "Kowalski", "Rossi", "Khan", "Dubois",
-        "Silva", "Tanaka", "Johnson", "Okafor", "Novak", "Jensen"]
-CITIES = [("Seattle", "US"), ("Austin", "US"), ("Boston", "US"), ("Denver", "US"), ("New York", "US"),
-          ("Chicago", "US"), ("Portland", "US"), ("Atlanta", "US")]
+COLUMNS = [
+    "customer_id",
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "city",
+    "country",
+    "loyalty_tier",
+    "lifetime_value",
+    "signup_date",
+]
+FIRST = [
+    "Ann",
+    "Bob",
+    "Chloé",
+    "Dmitri",
+    "Eva",
+    "Farid",
+    "Grace",
+    "Hiro",
+    "Inès",
+    "Jamal",
+    "Kai",
+    "Lena",
+    "Marta",
+    "Noah",
+    "Olu",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sven",
+    "Tariq",
+    "Uma",
+    "Viktor",
+    "Wen",
+    "Ximena",
+]
+LAST = [
+    "Lee",
+    "García",
+    "Smith",
+    "Nguyen",
+    "O'Brien",
+    "Müller",
+    "Kowalski",
+    "Rossi",
+    "Khan",
+    "Dubois",
+    "Silva",
+    "Tanaka",
+    "Johnson",
+    "Okafor",
+    "Novak",
+    "Jensen",
+]
+CITIES = [
+    ("Seattle", "US"),
+    ("Austin", "US"),
+    ("Boston", "US"),
+    ("Denver", "US"),
+    ("New York", "US"),
+    ("Chicago", "US"),
+    ("Portland", "US"),
+    ("Atlanta", "US"),
+]
 AREA_CODES = [206, 212, 303, 312, 404, 415, 503, 512, 617, 646]
 TIERS = ["bronze", "silver", "gold", "platinum"]
 DOMAINS = ["example.com", "mail.example.org", "example.net", "shop.example.co.uk"]
 # Each is invalid for any reasonable email rule.
-BAD_EMAILS = ["not-an-email", "bob@", "@example.com", "ann lee@example.com", "x@@example.com",
-              "trailing.dot.@example.com", "a@b", "semi;colon@example.com"]
+BAD_EMAILS = [
+    "not-an-email",
+    "bob@",
+    "@example.com",
+    "ann lee@example.com",
+    "x@@example.com",
+    "trailing.dot.@example.com",
+    "a@b",
+    "semi;colon@example.com",
+]
 BAD_PHONES = ["12", "+99912", "call me", "555"]
 
 
@@ -44,8 +110,9 @@ class Expected:
         return self.rows - self.invalid - self.duplicates
 
 
-def generate_rows(count: int, seed: int = 7, bad_rate: float = 0.01, duplicate_rate: float = 0.01,
-                  expected: Expected | None = None) -> Iterator[dict[str, str]]:
+def generate_rows(
+    count: int, seed: int = 7, bad_rate: float = 0.01, duplicate_rate: float = 0.01, expected: Expected | None = None
+) -> Iterator[dict[str, str]]:
     """Profiles as dicts of strings; `expected` (if given) is filled with the ground truth."""
     rng = random.Random(seed)
     recent: list[str] = []
@@ -81,9 +148,16 @@ def generate_rows(count: int, seed: int = 7, bad_rate: float = 0.01, duplicate_r
             else:
                 recent[rng.randrange(1000)] = email
         yield {
-            "customer_id": f"C-{i:08d}", "email": email, "phone": phone, "first_name": first, "last_name": last,
-            "city": city, "country": country, "loyalty_tier": rng.choice(TIERS),
-            "lifetime_value": f"{rng.uniform(0, 5000):.2f}", "signup_date": f"20{rng.randint(15, 25)}-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}",
+            "customer_id": f"C-{i:08d}",
+            "email": email,
+            "phone": phone,
+            "first_name": first,
+            "last_name": last,
+            "city": city,
+            "country": country,
+            "loyalty_tier": rng.choice(TIERS),
+            "lifetime_value": f"{rng.uniform(0, 5000):.2f}",
+            "signup_date": f"20{rng.randint(15, 25)}-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}",
         }
 
 

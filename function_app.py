@@ -1,0 +1,80 @@
+"""Trigger adapters: each function hands over to the engine in shared/ (no logic here)."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob_types
+import orjson
+
+from shared import api
+from shared.runs import execute_run, mark_poisoned, on_segment_blob, plan_scheduled_runs
+from shared.services import get_services
+from shared.settings import RUNS_QUEUE
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+def _http(request: func.HttpRequest, handler: api.Handler) -> func.HttpResponse:
+    base_url = request.url.split("/api/", 1)[0]
+    response = api.handle(
+        get_services(),
+        api.ApiRequest(request.method, dict(request.route_params), dict(request.headers), request.get_body(), base_url),
+        handler,
+    )
+    return func.HttpResponse(
+        response.json(), status_code=response.status, headers=response.headers, mimetype="application/json"
+    )
+
+
+@app.route(route="connections/{name?}", methods=["GET", "PUT", "DELETE"])
+def connections(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(req, api.connections)
+
+
+@app.route(route="exports/{name?}", methods=["GET", "PUT", "DELETE"])
+def exports(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(req, api.exports)
+
+
+@app.route(route="exports/{name}/runs", methods=["GET", "POST"])
+def export_runs(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(req, api.export_runs)
+
+
+@app.route(route="runs/{run_id}", methods=["GET"])
+def run_status(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(req, api.run_status)
+
+
+@app.timer_trigger(arg_name="timer", schedule="%EXPORT_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def scheduled_exports(timer: func.TimerRequest) -> None:
+    plan_scheduled_runs(get_services())
+
+
+@app.queue_trigger(arg_name="message", queue_name=RUNS_QUEUE, connection="AzureWebJobsStorage")
+def run_export(message: func.QueueMessage, context: func.Context) -> None:
+    invocation_id = context.invocation_id
+
+    def carry_invocation_id() -> None:  # log records from worker threads are dropped without it
+        context.thread_local_storage.invocation_id = invocation_id
+
+    execute_run(get_services(), orjson.loads(message.get_body()), carry_invocation_id)
+
+
+@app.queue_trigger(arg_name="message", queue_name=f"{RUNS_QUEUE}-poison", connection="AzureWebJobsStorage")
+def poisoned_run(message: func.QueueMessage) -> None:
+    logging.getLogger(__name__).error("run message moved to the poison queue after repeated failures")
+    mark_poisoned(get_services(), orjson.loads(message.get_body()))
+
+
+# Streams nothing itself: the SDK-typed binding hands over a client, not the blob's bytes.
+@app.blob_trigger(
+    arg_name="segment",
+    path="%SEGMENTS_CONTAINER%/{name}",
+    connection="SegmentsStorage",
+    source=func.BlobSource.EVENT_GRID,
+)
+def segment_dropped(segment: blob_types.BlobClient) -> None:
+    on_segment_blob(get_services(), segment.container_name, segment.blob_name)

@@ -1,0 +1,278 @@
+"""The admin and run API, free of the Functions SDK: requests in, JSON responses out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from shared.auth import AuthError, Caller, identify
+from shared.models import ConnectionIn, ExportIn, is_valid_name, validation_problems
+from shared.runs import start_run
+from shared.services import Services
+from shared.store import utc_now
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+@dataclass
+class ApiRequest:
+    method: str
+    params: dict[str, str]
+    headers: Mapping[str, str]
+    body: bytes = b""
+    base_url: str = ""
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> bytes:
+        return orjson.dumps(self.body) if self.body is not None else b""
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, problems: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.problems = status, problems
+
+
+Handler = Callable[[Services, ApiRequest, Caller], ApiResponse]
+
+
+def handle(services: Services, request: ApiRequest, handler: Handler) -> ApiResponse:
+    """Identifies the caller, runs the handler and turns every failure into a clear JSON error."""
+    try:
+        caller = identify(request.headers)
+        for key, value in request.params.items():
+            if key != "run_id" and value and not is_valid_name(value):
+                raise ApiError(400, f"{key}: must be lowercase letters, digits and single dashes (at most 63)")
+        return handler(services, request, caller)
+    except AuthError as exc:
+        return _error(exc.status, str(exc))
+    except ApiError as exc:
+        return _error(exc.status, str(exc), exc.problems)
+
+
+def _error(status: int, message: str, problems: list[dict[str, str]] | None = None) -> ApiResponse:
+    body: dict[str, Any] = {"error": message}
+    if problems:
+        body["problems"] = problems
+    return ApiResponse(status, body)
+
+
+def _body(request: ApiRequest) -> dict[str, Any]:
+    if len(request.body) > MAX_BODY_BYTES:
+        raise ApiError(413, f"the request body is larger than {MAX_BODY_BYTES:,} bytes")
+    try:
+        data = orjson.loads(request.body or b"")
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"the request body is not valid JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return data
+
+
+def _require_admin(caller: Caller) -> None:
+    if not caller.is_admin:
+        raise ApiError(403, "this needs the Admin role")
+
+
+def _usable(services: Services, caller: Caller, export: dict[str, Any]) -> bool:
+    """Admins use every export; contributors only those whose connection allows contributors."""
+    if caller.is_admin:
+        return True
+    if not caller.is_contributor:
+        return False
+    connection = services.store.get_connection(export["connection"])
+    return bool(connection and connection.get("usable_by") == "contributors")
+
+
+def _export_or_404(services: Services, caller: Caller, name: str) -> dict[str, Any]:
+    if not caller.is_contributor:
+        raise ApiError(403, "this needs the Admin or Contributor role")
+    export = services.store.get_export(name)
+    if export is None:
+        raise ApiError(404, f"no export named {name!r}")
+    if not _usable(services, caller, export):
+        raise ApiError(403, f"export {name!r} uses a connection reserved for admins")
+    return export
+
+
+# -- connections ------------------------------------------------------------------------------------
+def connections(services: Services, request: ApiRequest, caller: Caller) -> ApiResponse:
+    _require_admin(caller)
+    name = request.params.get("name")
+    store = services.store
+    if not name:
+        if request.method != "GET":
+            raise ApiError(405, "use GET on /api/connections, or PUT/GET/DELETE on /api/connections/{name}")
+        return ApiResponse(200, {"connections": [_public_connection(c) for c in store.list_connections()]})
+    if request.method == "GET":
+        found = store.get_connection(name)
+        if found is None:
+            raise ApiError(404, f"no connection named {name!r}")
+        return ApiResponse(200, _public_connection(found))
+    if request.method == "DELETE":
+        users = sorted(e["name"] for e in store.list_exports() if e["connection"] == name)
+        if users:
+            raise ApiError(
+                409, f"connection {name!r} is used by export(s) {', '.join(users)}: delete or move them first"
+            )
+        if not store.delete_connection(name):
+            raise ApiError(404, f"no connection named {name!r}")
+        return ApiResponse(204)
+    if request.method != "PUT":
+        raise ApiError(405, f"{request.method} is not allowed here")
+    try:
+        submitted = ConnectionIn.model_validate(_body(request))
+    except ValidationError as exc:
+        raise ApiError(400, "the connection is not valid", validation_problems(exc)) from None
+    existing = store.get_connection(name)
+    consent = (existing or {}).get("consent")
+    if submitted.privacy_consent and not consent:
+        consent = {"agreed_by": caller.name, "agreed_at": utc_now()}
+    elif not submitted.privacy_consent:
+        consent = None
+    data = {
+        "name": name,
+        "display_name": submitted.display_name,
+        "secret_name": submitted.secret_name,
+        "usable_by": submitted.usable_by,
+        "consent": consent,
+        "updated_by": caller.name,
+        "updated_at": utc_now(),
+        "created_at": (existing or {}).get("created_at") or utc_now(),
+    }
+    store.put_connection(name, data)
+    return ApiResponse(201 if existing is None else 200, _public_connection(data))
+
+
+def _public_connection(data: dict[str, Any]) -> dict[str, Any]:
+    keys = ("name", "display_name", "secret_name", "usable_by", "created_at", "updated_at", "updated_by")
+    return {**{k: data.get(k) for k in keys}, "privacy_consent": data.get("consent")}
+
+
+# -- exports ----------------------------------------------------------------------------------------
+_EXPORT_FIELDS = ("connection", "list_id", "segment", "format", "delimiter", "mapping", "enabled", "run_always")
+
+
+def exports(services: Services, request: ApiRequest, caller: Caller) -> ApiResponse:
+    name = request.params.get("name")
+    store = services.store
+    if not name:
+        if request.method != "GET":
+            raise ApiError(405, "use GET on /api/exports, or PUT/GET/DELETE on /api/exports/{name}")
+        if not caller.is_contributor:
+            raise ApiError(403, "this needs the Admin or Contributor role")
+        visible = [_public_export(e) for e in store.list_exports() if _usable(services, caller, e)]
+        return ApiResponse(200, {"exports": sorted(visible, key=lambda e: e["name"])})
+    if request.method == "GET":
+        return ApiResponse(200, _public_export(_export_or_404(services, caller, name)))
+    _require_admin(caller)
+    if request.method == "DELETE":
+        if not store.delete_export(name):
+            raise ApiError(404, f"no export named {name!r}")
+        return ApiResponse(204)
+    if request.method != "PUT":
+        raise ApiError(405, f"{request.method} is not allowed here")
+    try:
+        submitted = ExportIn.model_validate(_body(request))
+    except ValidationError as exc:
+        raise ApiError(400, "the export is not valid", validation_problems(exc)) from None
+    if store.get_connection(submitted.connection) is None:
+        raise ApiError(
+            400,
+            "the export is not valid",
+            [{"field": "connection", "reason": f"no connection named {submitted.connection!r}"}],
+        )
+    existing = store.get_export(name) or {}
+    data = {
+        "name": name,
+        **submitted.model_dump(include=set(_EXPORT_FIELDS)),
+        "updated_by": caller.name,
+        "updated_at": utc_now(),
+        "created_at": existing.get("created_at") or utc_now(),
+    }
+    # Run bookkeeping survives edits, so an unchanged segment is still not re-sent by the timer.
+    for key in ("last_success_version", "last_success_run"):
+        if key in existing:
+            data[key] = existing[key]
+    store.put_export(name, data)
+    return ApiResponse(201 if not existing else 200, _public_export(data))
+
+
+def _public_export(data: dict[str, Any]) -> dict[str, Any]:
+    keys = ("name", *_EXPORT_FIELDS, "last_success_run", "created_at", "updated_at", "updated_by")
+    return {k: data.get(k) for k in keys}
+
+
+# -- runs ---------------------------------------------------------------------------------------------
+def export_runs(services: Services, request: ApiRequest, caller: Caller) -> ApiResponse:
+    name = request.params["name"]
+    _export_or_404(services, caller, name)
+    if request.method == "POST":
+        run = start_run(services, name, "http", caller.name)
+        location = f"{request.base_url.rstrip('/')}/api/runs/{run['run_id']}"
+        return ApiResponse(202, _public_run(run), {"Location": location})
+    if request.method != "GET":
+        raise ApiError(405, f"{request.method} is not allowed here")
+    return ApiResponse(200, {"runs": [_public_run(r) for r in services.store.runs_of(name)]})
+
+
+def run_status(services: Services, request: ApiRequest, caller: Caller) -> ApiResponse:
+    run_id = request.params.get("run_id", "")
+    if not caller.is_contributor:
+        raise ApiError(403, "this needs the Admin or Contributor role")
+    if not run_id.replace("-", "").isalnum() or len(run_id) > 64:
+        raise ApiError(400, "run_id: not a run id")
+    run = services.store.get_run(run_id)
+    if run is None:
+        raise ApiError(404, f"no run {run_id}")
+    export = services.store.get_export(run["export_name"])
+    allowed = caller.is_admin or (export is not None and _usable(services, caller, export))
+    if not allowed:
+        raise ApiError(403, "this run belongs to an export you cannot use")
+    body = _public_run(run)
+    if run.get("report_path"):
+        body["report"] = _read_report(services, run["report_path"])
+    return ApiResponse(200, body)
+
+
+def _read_report(services: Services, path: str) -> dict[str, Any] | None:
+    container, _, blob = path.partition("/")
+    try:
+        return orjson.loads(services.blobs.get_blob_client(container, blob).download_blob().readall())
+    except Exception as exc:
+        log.warning("report %s could not be read: %s", path, type(exc).__name__)
+        return None
+
+
+def _public_run(run: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "run_id",
+        "export_name",
+        "trigger",
+        "status",
+        "requested_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "counts",
+        "reason",
+        "source_version",
+        "jobs",
+        "duration_seconds",
+        "report_path",
+        "attempts",
+    )
+    return {k: run[k] for k in keys if run.get(k) is not None}

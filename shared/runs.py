@@ -1,0 +1,323 @@
+"""Runs: queued by the timer, the HTTP API or a dropped blob; executed from the queue, exactly once in effect."""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from shared.exporter import ConfigurationError, ExportSpec, run_export
+from shared.klaviyo import KlaviyoError
+from shared.mapping import FieldMapping
+from shared.models import TERMINAL_STATES
+from shared.report import FAILED, Counts, RejectsFile
+from shared.secrets import SecretError
+from shared.segments import BlobPart, SegmentError, SegmentSource, SegmentUnavailable, blob_segment, is_data_name
+from shared.services import Services
+from shared.storage import report_prefix, save_report
+from shared.store import new_run_id, utc_now
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 15.0
+STALE_AFTER_SECONDS = 90.0
+_PROGRESS_EVERY_SECONDS = 2.0
+
+
+class RunBusy(Exception):
+    """Another worker holds this run right now: let the queue deliver the message again later."""
+
+
+# -- starting runs ----------------------------------------------------------------------------------
+def start_run(
+    services: Services, export_name: str, trigger: str, requested_by: str, segment_hint: str | None = None
+) -> dict[str, Any]:
+    """Records a queued run and puts its message on the queue."""
+    run = {
+        "run_id": new_run_id(),
+        "export_name": export_name,
+        "trigger": trigger,
+        "status": "queued",
+        "requested_by": requested_by,
+        "created_at": utc_now(),
+        "attempts": 0,
+    }
+    if segment_hint:
+        run["segment_hint"] = segment_hint
+    services.store.create_run(run)
+    services.queue.send_message(orjson.dumps({"run_id": run["run_id"]}).decode())
+    log.info("run %s of export %s queued (%s)", run["run_id"], export_name, trigger)
+    return run
+
+
+def record_skipped(services: Services, export_name: str, trigger: str, reason: str) -> dict[str, Any]:
+    now = utc_now()
+    run = {
+        "run_id": new_run_id(),
+        "export_name": export_name,
+        "trigger": trigger,
+        "status": "skipped",
+        "requested_by": trigger,
+        "created_at": now,
+        "finished_at": now,
+        "reason": reason,
+        "attempts": 0,
+    }
+    services.store.create_run(run)
+    log.info("export %s skipped (%s): %s", export_name, trigger, reason)
+    return run
+
+
+def plan_scheduled_runs(services: Services) -> list[dict[str, Any]]:
+    """Timer: a run for each enabled export whose segment changed since its last successful run."""
+    planned = []
+    active = {r["export_name"] for r in services.store.active_runs()}
+    for export in services.store.list_exports():
+        name = export["name"]
+        if not export.get("enabled", True):
+            continue
+        if name in active:
+            planned.append(record_skipped(services, name, "timer", "a run of this export is already queued or running"))
+            continue
+        try:
+            version = resolve_segment(services, export).version
+        except SegmentError as exc:
+            planned.append(record_skipped(services, name, "timer", f"segment not available: {exc}"))
+            continue
+        if not export.get("run_always") and version and version == export.get("last_success_version"):
+            planned.append(
+                record_skipped(services, name, "timer", f"segment unchanged since run {export.get('last_success_run')}")
+            )
+            continue
+        planned.append(start_run(services, name, "timer", "timer"))
+    return planned
+
+
+def on_segment_blob(services: Services, container: str, blob_name: str) -> list[dict[str, Any]]:
+    """Blob trigger: a run for each enabled export whose segment is this blob (or whose folder this
+    completion marker closes), once per segment version however often the trigger fires."""
+    runs = []
+    for export in services.store.list_exports():
+        segment = export["segment"]
+        if not export.get("enabled", True) or segment["container"] != container:
+            continue
+        hint = _matching_hint(segment, blob_name)
+        if hint is None:
+            continue
+        try:
+            version = resolve_segment(services, export, hint).version
+        except SegmentError as exc:
+            log.warning("export %s: dropped blob matched but the segment cannot be read: %s", export["name"], exc)
+            continue
+        if not services.store.first_sighting(export["name"], version):
+            log.info("export %s: segment version already seen; the repeated trigger is ignored", export["name"])
+            continue
+        runs.append(start_run(services, export["name"], "blob", "blob-trigger", hint))
+    if not runs:
+        log.info("blob %s/%s matches no enabled export, or was seen already; ignored", container, blob_name)
+    return runs
+
+
+def _matching_hint(segment: dict[str, Any], blob_name: str) -> str | None:
+    mode = segment.get("mode", "blob")
+    if mode == "blob":
+        return blob_name if blob_name == segment["blob"] else None
+    prefix = segment["prefix"]
+    if not blob_name.startswith(prefix):
+        return None
+    if mode == "newest":
+        return blob_name if is_data_name(blob_name) else None
+    if posixpath.basename(blob_name) == segment.get("marker", "model.json"):
+        return posixpath.dirname(blob_name) + "/"
+    return None
+
+
+# -- where the segment is -------------------------------------------------------------------------------
+def resolve_segment(services: Services, export: dict[str, Any], hint: str | None = None) -> SegmentSource:
+    """The segment's current blobs, each pinned to its etag."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    segment = export["segment"]
+    container = services.segments.get_container_client(segment["container"])
+    fmt = None if export.get("format", "auto") == "auto" else export["format"]
+    delimiter = export.get("delimiter")
+    mode = segment.get("mode", "blob")
+    location = f"{segment['container']}/{segment.get('blob') or segment.get('prefix')}"
+    try:
+        if mode == "blob":
+            props = container.get_blob_client(segment["blob"]).get_blob_properties()
+            return SegmentSource(
+                location, [BlobPart(container, segment["blob"], props.size, props.etag)], fmt, delimiter
+            )
+        if mode == "newest":
+            blobs = [b for b in container.list_blobs(name_starts_with=segment["prefix"]) if is_data_name(b.name)]
+            if not blobs:
+                raise SegmentUnavailable(f"{location}: no data blobs under the prefix")
+            newest = max(blobs, key=lambda b: (b.last_modified, b.name))
+            return SegmentSource(
+                f"{segment['container']}/{newest.name}",
+                [BlobPart(container, newest.name, newest.size, newest.etag)],
+                fmt,
+                delimiter,
+            )
+        folder = hint or _newest_complete_folder(container, segment)
+        return blob_segment(container, folder, fmt, delimiter)
+    except ResourceNotFoundError:
+        raise SegmentUnavailable(f"{location}: not found") from None
+
+
+def _newest_complete_folder(container: Any, segment: dict[str, Any]) -> str:
+    marker = segment.get("marker", "model.json")
+    markers = [
+        b for b in container.list_blobs(name_starts_with=segment["prefix"]) if posixpath.basename(b.name) == marker
+    ]
+    if not markers:
+        raise SegmentUnavailable(f"{segment['container']}/{segment['prefix']}: no complete folder yet (no {marker})")
+    newest = max(markers, key=lambda b: (b.last_modified, b.name))
+    return posixpath.dirname(newest.name) + "/"
+
+
+# -- executing a run ------------------------------------------------------------------------------------
+def execute_run(
+    services: Services, message: dict[str, Any], thread_initializer: Callable[[], None] | None = None
+) -> dict[str, Any] | None:
+    """Runs the run named by a queue message. A repeated message for a finished run does nothing;
+    one for a run another worker is executing raises RunBusy (the queue retries it later)."""
+    store = services.store
+    run_id = str(message.get("run_id", ""))
+    found = store.get_run_with_etag(run_id)
+    if found is None:
+        log.warning("queue message for unknown run %s ignored", run_id[:40])
+        return None
+    run, etag = found
+    if run["status"] in TERMINAL_STATES:
+        log.info("run %s is already %s; repeated message ignored", run_id, run["status"])
+        return run
+    if run["status"] == "running" and time.time() - float(run.get("heartbeat", 0)) < STALE_AFTER_SECONDS:
+        raise RunBusy(f"run {run_id} is being executed by another worker")
+    claim = {
+        "status": "running",
+        "started_at": utc_now(),
+        "heartbeat": time.time(),
+        "attempts": int(run.get("attempts", 0)) + 1,
+    }
+    if not store.update_run(run_id, claim, etag=etag):
+        raise RunBusy(f"run {run_id} was claimed by another worker")
+    run.update(claim)
+    return _execute(services, run, thread_initializer)
+
+
+def _finish(services: Services, run: dict[str, Any], status: str, **fields: Any) -> dict[str, Any]:
+    changes = {"status": status, "finished_at": utc_now(), **fields}
+    services.store.update_run(run["run_id"], changes)
+    run.update(changes)
+    log.info(
+        "run %s of export %s %s%s",
+        run["run_id"],
+        run["export_name"],
+        status,
+        f": {fields['reason']}" if fields.get("reason") else "",
+    )
+    return run
+
+
+def _execute(services: Services, run: dict[str, Any], thread_initializer: Callable[[], None] | None) -> dict[str, Any]:
+    store = services.store
+    export = store.get_export(run["export_name"])
+    if export is None:
+        return _finish(services, run, "skipped", reason="the export was deleted before the run started")
+    connection = store.get_connection(export["connection"])
+    if connection is None:
+        return _finish(services, run, FAILED, reason=f"connection {export['connection']!r} does not exist")
+    if not connection.get("consent"):
+        return _finish(
+            services,
+            run,
+            FAILED,
+            reason=f"connection {connection['name']!r} has no recorded privacy consent: nothing was sent",
+        )
+    try:
+        api_key = services.secrets.get(connection["secret_name"])
+        source = resolve_segment(services, export, run.get("segment_hint"))
+    except (SecretError, SegmentError) as exc:
+        return _finish(services, run, FAILED, reason=str(exc))
+    spec = ExportSpec(
+        export["name"],
+        export["list_id"],
+        FieldMapping.from_dict(export["mapping"]),
+        run_id=run["run_id"],
+        max_in_flight=services.settings.upload_concurrency,
+        thread_initializer=thread_initializer,
+    )
+    client = services.klaviyo(api_key)
+    rejects = RejectsFile()
+    try:
+        report = run_export(source, spec, client, _RunProgress(services, run["run_id"]), rejects)
+    except ConfigurationError as exc:
+        rejects.discard()
+        return _finish(services, run, FAILED, reason=str(exc), source_version=source.version)
+    except KlaviyoError as exc:
+        rejects.discard()
+        return _finish(services, run, FAILED, reason=str(exc), source_version=source.version)
+    finally:
+        client.close()
+    status, reason = report.status, report.error
+    try:
+        save_report(services.blobs, services.settings.reports_container, report, rejects)
+    except Exception as exc:  # a run whose report is lost must not pass for a success
+        status, reason = FAILED, f"the report could not be written to blob storage ({type(exc).__name__})"
+    finally:
+        rejects.discard()
+    fields: dict[str, Any] = {
+        "counts": _counts(report.counts),
+        "source_version": source.version,
+        "report_path": f"{services.settings.reports_container}/"
+        f"{report_prefix(export['name'], run['run_id'])}report.json",
+        "jobs": len(report.job_ids),
+        "duration_seconds": report.duration_seconds,
+    }
+    if reason:
+        fields["reason"] = reason
+    finished = _finish(services, run, status, **fields)
+    if status != FAILED:
+        store.update_export(export["name"], {"last_success_version": source.version, "last_success_run": run["run_id"]})
+    return finished
+
+
+def mark_poisoned(services: Services, message: dict[str, Any]) -> None:
+    """A message the queue gave up on: its run, if not finished, is failed with that reason."""
+    run = services.store.get_run(str(message.get("run_id", "")))
+    if run is None or run["status"] in TERMINAL_STATES:
+        return
+    _finish(
+        services,
+        run,
+        FAILED,
+        reason="the worker failed repeatedly on this run; its message was moved to the poison queue",
+    )
+
+
+def _counts(counts: Counts) -> dict[str, int]:
+    return {k: getattr(counts, k) for k in ("rows_read", "sent", "accepted", "failed", "rejected", "duplicates")}
+
+
+class _RunProgress:
+    """Writes progress counts and a heartbeat into the run record every few seconds."""
+
+    def __init__(self, services: Services, run_id: str) -> None:
+        self._services, self._run_id = services, run_id
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, counts: Counts) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < _PROGRESS_EVERY_SECONDS:
+                return
+            self._last = now
+        self._services.store.update_run(self._run_id, {"counts": _counts(counts), "heartbeat": time.time()})

@@ -1,0 +1,106 @@
+"""The app's clients (tables, queue, blobs, Key Vault, Klaviyo), created lazily once per process so
+that importing function_app needs no credentials."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from shared.auth import running_in_azure
+from shared.klaviyo import KlaviyoClient
+from shared.secrets import KeyVaultSecrets, SecretError
+from shared.settings import RUNS_QUEUE, Settings
+from shared.store import Store
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
+    from azure.storage.queue import QueueClient
+
+log = logging.getLogger(__name__)
+
+
+class SecretSource(Protocol):
+    def get(self, name: str) -> str: ...
+
+
+class LocalKeySecrets:
+    """Local development only: one API key from LOCAL_KLAVIYO_API_KEY for every connection."""
+
+    def __init__(self, key: str) -> None:
+        if running_in_azure():
+            raise SecretError(
+                "LOCAL_KLAVIYO_API_KEY is for local development and is refused in Azure: set KEY_VAULT_URL"
+            )
+        self._key = key
+
+    def get(self, name: str) -> str:
+        log.warning("using LOCAL_KLAVIYO_API_KEY instead of Key Vault secret %r (local development only)", name)
+        return self._key
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    queue: QueueClient
+    blobs: BlobServiceClient
+    segments: BlobServiceClient
+    secrets: SecretSource
+    klaviyo: Callable[[str], KlaviyoClient]
+
+    @classmethod
+    def from_settings(cls, settings: Settings, secrets: SecretSource | None = None) -> Services:
+        from azure.data.tables import TableServiceClient
+        from azure.storage.blob import BlobServiceClient
+        from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+        if not settings.storage_connection:
+            raise RuntimeError("AzureWebJobsStorage is not set")
+        if secrets is None:
+            if settings.key_vault_url:
+                secrets = KeyVaultSecrets(settings.key_vault_url, ttl_seconds=settings.secret_cache_seconds)
+            elif settings.local_api_key:
+                secrets = LocalKeySecrets(settings.local_api_key)
+            else:
+                raise RuntimeError("KEY_VAULT_URL is not set")
+        # The Functions queue trigger expects Base64 message bodies.
+        queue = QueueClient.from_connection_string(
+            settings.storage_connection,
+            RUNS_QUEUE,
+            message_encode_policy=TextBase64EncodePolicy(),
+            message_decode_policy=TextBase64DecodePolicy(),
+        )
+        blobs = BlobServiceClient.from_connection_string(settings.storage_connection)
+        segments = (
+            blobs
+            if settings.segments_connection == settings.storage_connection
+            else BlobServiceClient.from_connection_string(settings.segments_connection)
+        )
+
+        def klaviyo(api_key: str) -> KlaviyoClient:
+            return KlaviyoClient(api_key, settings.klaviyo_base_url, timeout=(5.0, settings.klaviyo_read_timeout))
+
+        store = Store(TableServiceClient.from_connection_string(settings.storage_connection))
+        return cls(settings, store, queue, blobs, segments, secrets, klaviyo)
+
+
+_services: Services | None = None
+_lock = threading.Lock()
+
+
+def get_services() -> Services:
+    global _services
+    with _lock:
+        if _services is None:
+            _services = Services.from_settings(Settings.from_env())
+        return _services
+
+
+def use_services(services: Services | None) -> None:
+    """Replaces the process's services (tests point them at local servers)."""
+    global _services
+    with _lock:
+        _services = services

@@ -1,0 +1,427 @@
+"""The Functions app through its user functions, with real azure.functions objects, against Azurite,
+the Klaviyo simulator and the local Key Vault."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import azure.functions as func
+import orjson
+import pytest
+from azure.data.tables import TableServiceClient
+from azure.functions.timer import TimerRequest
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+
+import function_app
+from shared.auth import ADMIN, CONTRIBUTOR, encode_principal
+from shared.klaviyo import KlaviyoClient
+from shared.secrets import KeyVaultSecrets
+from shared.services import Services, use_services
+from shared.settings import RUNS_QUEUE, Settings
+from shared.store import Store
+from tests.conftest import API_KEY, member_emails
+from tools.azurite import Azurite
+from tools.keyvault_sim import LocalKeyVault, StaticTokenCredential
+from tools.klaviyo_sim import KlaviyoSimulator
+
+SECRET = "klaviyo-main"
+ADMIN_HEADERS = {"x-ms-client-principal": encode_principal("ada@contoso.example", ADMIN)}
+CONTRIB_HEADERS = {"x-ms-client-principal": encode_principal("cole@contoso.example", CONTRIBUTOR)}
+NOBODY_HEADERS = {"x-ms-client-principal": encode_principal("nina@contoso.example", "Reader")}
+# Indexing registers names: the app can be indexed once per process, as the worker does.
+FUNCTIONS = {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+@pytest.fixture(scope="module")
+def vault() -> Iterator[LocalKeyVault]:
+    with LocalKeyVault() as local_vault:
+        local_vault.set_secret(SECRET, API_KEY)
+        yield local_vault
+
+
+class _Context(func.Context):
+    """The invocation context the Functions host passes (the SDK's own interface)."""
+
+    def __init__(self, name: str) -> None:
+        self._id = str(uuid.uuid4())
+        self._name = name
+        self._local = threading.local()
+
+    invocation_id = property(lambda self: self._id)
+    function_name = property(lambda self: self._name)
+    function_directory = property(lambda self: "/home/site/wwwroot")
+    trace_context = property(lambda self: None)
+    retry_context = property(lambda self: None)
+    thread_local_storage = property(lambda self: self._local)
+
+
+class App:
+    """Calls the app's user functions the way the host would."""
+
+    def __init__(self, services: Services, segments: str) -> None:
+        self.services, self.segments = services, segments
+        self.functions = {name: f.get_user_function() for name, f in FUNCTIONS.items()}
+        self.queue = QueueClient.from_connection_string(
+            services.settings.storage_connection, RUNS_QUEUE, message_decode_policy=TextBase64DecodePolicy()
+        )
+
+    def http(
+        self,
+        function: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        **route: str,
+    ) -> tuple[int, Any, func.HttpResponse]:
+        data = raw if raw is not None else (orjson.dumps(body) if body is not None else b"")
+        request = func.HttpRequest(
+            method, f"http://localhost:7071/api/{path}", headers=headers or ADMIN_HEADERS, route_params=route, body=data
+        )
+        response = self.functions[function](request)
+        payload = orjson.loads(response.get_body()) if response.get_body() else None
+        return response.status_code, payload, response
+
+    def drain_queue(self) -> int:
+        """Delivers every queued run message to the queue function (as the host would)."""
+        delivered = 0
+        while messages := list(self.queue.receive_messages(max_messages=32)):
+            for message in messages:
+                self.functions["run_export"](
+                    func.QueueMessage(id=message.id, body=message.content.encode()), _Context("run_export")
+                )
+                self.queue.delete_message(message)
+                delivered += 1
+        return delivered
+
+    def put_connection(self, name: str = "main", **fields: Any) -> Any:
+        body = {
+            "display_name": "Main Klaviyo",
+            "secret_name": SECRET,
+            "usable_by": "contributors",
+            "privacy_consent": True,
+            **fields,
+        }
+        return self.http("connections", "PUT", f"connections/{name}", body, name=name)
+
+    def put_export(self, name: str, list_id: str, segment: dict[str, Any], **fields: Any) -> Any:
+        body = {"connection": "main", "list_id": list_id, "segment": {"container": self.segments, **segment}, **fields}
+        return self.http("exports", "PUT", f"exports/{name}", body, name=name)
+
+    def upload(self, blob: str, data: bytes) -> None:
+        self.services.blobs.get_blob_client(self.segments, blob).upload_blob(data, overwrite=True)
+
+
+@pytest.fixture
+def app(azurite: Azurite, klaviyo: KlaviyoSimulator, vault: LocalKeyVault, monkeypatch) -> Iterator[App]:
+    for name in ("LOCAL_AUTH_BYPASS_ROLE", "WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME", "CONTAINER_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        storage_connection=azurite.connection_string,
+        segments_connection=azurite.connection_string,
+        klaviyo_base_url=klaviyo.url,
+        key_vault_url=vault.url,
+        reports_container=f"reports-{tag}",
+        segments_container=f"segments-{tag}",
+    )
+    secrets = KeyVaultSecrets(vault.url, StaticTokenCredential(), ttl_seconds=1.0, **vault.client_kwargs())
+    services = Services.from_settings(settings, secrets)
+    services.store = Store(TableServiceClient.from_connection_string(azurite.connection_string), prefix=f"t{tag}")
+    services.klaviyo = lambda key: KlaviyoClient(key, klaviyo.url, timeout=(2.0, 10.0))
+    try:
+        services.queue.create_queue()
+    except Exception:
+        services.queue.clear_messages()
+    BlobServiceClient.from_connection_string(azurite.connection_string).create_container(settings.segments_container)
+    use_services(services)
+    yield App(services, settings.segments_container)
+    use_services(None)
+
+
+def csv(*emails: str) -> bytes:
+    return ("email,first_name\n" + "".join(f"{e},N\n" for e in emails)).encode()
+
+
+# -- indexing -----------------------------------------------------------------------------------------
+def test_the_app_indexes_every_function_with_its_bindings():
+    triggers = {name: f.get_trigger() for name, f in FUNCTIONS.items()}
+    assert set(FUNCTIONS) == {
+        "connections",
+        "exports",
+        "export_runs",
+        "run_status",
+        "scheduled_exports",
+        "run_export",
+        "poisoned_run",
+        "segment_dropped",
+    }
+    http = {
+        name: (t.route, sorted(str(m) for m in t.methods), str(t.auth_level))
+        for name, t in triggers.items()
+        if t.type == "httpTrigger"
+    }
+    assert http == {
+        "connections": ("connections/{name?}", ["DELETE", "GET", "PUT"], "FUNCTION"),
+        "exports": ("exports/{name?}", ["DELETE", "GET", "PUT"], "FUNCTION"),
+        "export_runs": ("exports/{name}/runs", ["GET", "POST"], "FUNCTION"),
+        "run_status": ("runs/{run_id}", ["GET"], "FUNCTION"),
+    }
+    timer = triggers["scheduled_exports"]
+    assert (timer.type, timer.schedule, timer.run_on_startup) == ("timerTrigger", "%EXPORT_SCHEDULE%", False)
+    assert (triggers["run_export"].queue_name, triggers["run_export"].connection) == (RUNS_QUEUE, "AzureWebJobsStorage")
+    assert triggers["poisoned_run"].queue_name == f"{RUNS_QUEUE}-poison"
+    blob = triggers["segment_dropped"]
+    assert (blob.type, blob.path, blob.connection, str(blob.source)) == (
+        "blobTrigger",
+        "%SEGMENTS_CONTAINER%/{name}",
+        "SegmentsStorage",
+        "EventGrid",
+    )
+
+
+# -- the whole flow -------------------------------------------------------------------------------------
+def test_configure_run_on_demand_and_find_the_segment_in_the_list(app: App, klaviyo: KlaviyoSimulator):
+    list_id = klaviyo.create_list("VIP")
+    assert app.put_connection()[0] == 201
+    app.upload("vip.csv", csv("a@example.com", "b@example.com", "bad-email"))
+    status, export, _ = app.put_export("vip", list_id, {"blob": "vip.csv"})
+    assert status == 201 and export["enabled"] is True
+    assert klaviyo.stats["jobs_created"] == 0, "saving an export does not run it"
+
+    status, run, response = app.http("export_runs", "POST", "exports/vip/runs", name="vip")
+    assert status == 202 and run["status"] == "queued"
+    assert response.headers["Location"] == f"http://localhost:7071/api/runs/{run['run_id']}"
+
+    assert app.drain_queue() == 1
+    status, finished, _ = app.http("run_status", "GET", f"runs/{run['run_id']}", run_id=run["run_id"])
+    assert status == 200 and finished["status"] == "completed_with_rejects"
+    assert finished["counts"] == {"rows_read": 3, "sent": 2, "accepted": 2, "failed": 0, "rejected": 1, "duplicates": 0}
+    assert finished["report"]["counts"]["accepted"] == 2
+    assert member_emails(klaviyo, list_id) == {"a@example.com", "b@example.com"}
+    assert API_KEY not in orjson.dumps(finished).decode()
+
+    _, history, _ = app.http("export_runs", "GET", "exports/vip/runs", name="vip")
+    assert [r["run_id"] for r in history["runs"]] == [run["run_id"]]
+
+
+def test_a_repeated_queue_message_does_not_run_twice(app: App, klaviyo: KlaviyoSimulator):
+    list_id = klaviyo.create_list("L")
+    app.put_connection()
+    app.upload("s.csv", csv("a@example.com"))
+    app.put_export("s", list_id, {"blob": "s.csv"})
+    _, run, _ = app.http("export_runs", "POST", "exports/s/runs", name="s")
+    message = orjson.dumps({"run_id": run["run_id"]})
+    for _ in range(2):
+        app.functions["run_export"](func.QueueMessage(id="m", body=message), _Context("run_export"))
+    assert klaviyo.stats["jobs_created"] == 1
+
+
+def test_queue_messages_are_base64_as_the_queue_trigger_expects(app: App, klaviyo: KlaviyoSimulator):
+    import base64
+
+    app.put_connection()
+    app.upload("s.csv", csv("a@example.com"))
+    app.put_export("s", klaviyo.create_list("L"), {"blob": "s.csv"})
+    _, run, _ = app.http("export_runs", "POST", "exports/s/runs", name="s")
+    raw = QueueClient.from_connection_string(app.services.settings.storage_connection, RUNS_QUEUE)
+    [message] = raw.peek_messages()
+    assert orjson.loads(base64.b64decode(message.content)) == {"run_id": run["run_id"]}
+
+
+def test_a_dropped_blob_runs_the_matching_export_once(app: App, klaviyo: KlaviyoSimulator):
+    list_id = klaviyo.create_list("Drops")
+    app.put_connection()
+    app.put_export("drops", list_id, {"blob": "daily/drop.csv"})
+    app.upload("daily/drop.csv", csv("x@example.com", "y@example.com"))
+    blob = app.services.blobs.get_blob_client(app.segments, "daily/drop.csv")
+    app.functions["segment_dropped"](blob)
+    app.functions["segment_dropped"](blob)  # the blob trigger may fire twice for one upload
+    unmatched = app.services.blobs.get_blob_client(app.segments, "other/file.csv")
+    unmatched.upload_blob(csv("z@example.com"))
+    app.functions["segment_dropped"](unmatched)
+    assert app.drain_queue() == 1
+    assert member_emails(klaviyo, list_id) == {"x@example.com", "y@example.com"}
+
+
+def test_a_folder_segment_runs_when_its_marker_arrives_and_reads_all_parts(app: App, klaviyo: KlaviyoSimulator):
+    list_id = klaviyo.create_list("Folder")
+    app.put_connection()
+    app.put_export("cdp", list_id, {"prefix": "cdp/vip", "mode": "folder"})
+    app.upload("cdp/vip/2026-11-25/part-0001.csv", csv("p1@example.com"))
+    app.functions["segment_dropped"](
+        app.services.blobs.get_blob_client(app.segments, "cdp/vip/2026-11-25/part-0001.csv")
+    )
+    assert app.drain_queue() == 0, "a part alone does not start a run"
+    app.upload("cdp/vip/2026-11-25/part-0002.csv", csv("p2@example.com"))
+    app.upload("cdp/vip/2026-11-25/model.json", b"{}")
+    app.functions["segment_dropped"](app.services.blobs.get_blob_client(app.segments, "cdp/vip/2026-11-25/model.json"))
+    assert app.drain_queue() == 1
+    assert member_emails(klaviyo, list_id) == {"p1@example.com", "p2@example.com"}
+
+
+def test_the_timer_runs_only_enabled_and_changed_exports(app: App, klaviyo: KlaviyoSimulator):
+    list_id = klaviyo.create_list("Timer")
+    app.put_connection()
+    app.upload("on.csv", csv("on@example.com"))
+    app.upload("off.csv", csv("off@example.com"))
+    app.put_export("on", list_id, {"blob": "on.csv"})
+    app.put_export("off", list_id, {"blob": "off.csv"}, enabled=False)
+    app.functions["scheduled_exports"](TimerRequest())
+    assert app.drain_queue() == 1
+    assert member_emails(klaviyo, list_id) == {"on@example.com"}
+
+    app.functions["scheduled_exports"](TimerRequest())
+    assert app.drain_queue() == 0, "an unchanged segment is not sent again"
+    _, history, _ = app.http("export_runs", "GET", "exports/on/runs", name="on")
+    assert history["runs"][0]["status"] == "skipped" and "unchanged" in history["runs"][0]["reason"]
+
+    app.upload("on.csv", csv("on@example.com", "new@example.com"))
+    app.functions["scheduled_exports"](TimerRequest())
+    assert app.drain_queue() == 1
+    assert member_emails(klaviyo, list_id) == {"on@example.com", "new@example.com"}
+
+
+def test_deleting_an_export_stops_its_queued_run_and_keeps_past_runs(app: App, klaviyo: KlaviyoSimulator):
+    list_id = klaviyo.create_list("Del")
+    app.put_connection()
+    app.upload("d.csv", csv("d@example.com"))
+    app.put_export("d", list_id, {"blob": "d.csv"})
+    _, first, _ = app.http("export_runs", "POST", "exports/d/runs", name="d")
+    app.drain_queue()
+    _, second, _ = app.http("export_runs", "POST", "exports/d/runs", name="d")
+    assert app.http("exports", "DELETE", "exports/d", name="d")[0] == 204
+    app.drain_queue()
+    _, stopped, _ = app.http("run_status", "GET", f"runs/{second['run_id']}", run_id=second["run_id"])
+    assert stopped["status"] == "skipped" and "deleted" in stopped["reason"]
+    _, kept, _ = app.http("run_status", "GET", f"runs/{first['run_id']}", run_id=first["run_id"])
+    assert kept["status"] == "succeeded" and kept["report"]["counts"]["accepted"] == 1
+    assert klaviyo.stats["jobs_created"] == 1
+
+
+# -- refusals ----------------------------------------------------------------------------------------------
+def test_a_connection_without_consent_cannot_be_used(app: App, klaviyo: KlaviyoSimulator):
+    list_id = klaviyo.create_list("NoConsent")
+    _, connection, _ = app.put_connection(privacy_consent=False)
+    assert connection["privacy_consent"] is None
+    app.upload("n.csv", csv("n@example.com"))
+    app.put_export("n", list_id, {"blob": "n.csv"})
+    _, run, _ = app.http("export_runs", "POST", "exports/n/runs", name="n")
+    app.drain_queue()
+    _, refused, _ = app.http("run_status", "GET", f"runs/{run['run_id']}", run_id=run["run_id"])
+    assert refused["status"] == "failed" and "no recorded privacy consent" in refused["reason"]
+    assert klaviyo.stats["requests"] == 0, "nothing was sent"
+
+
+def test_consent_records_who_agreed_and_when(app: App):
+    _, connection, _ = app.put_connection()
+    assert connection["privacy_consent"]["agreed_by"] == "ada@contoso.example"
+    assert connection["privacy_consent"]["agreed_at"]
+
+
+def test_a_missing_secret_fails_the_run_naming_the_secret(app: App, klaviyo: KlaviyoSimulator):
+    app.put_connection(secret_name="no-such-secret")
+    app.upload("m.csv", csv("m@example.com"))
+    app.put_export("m", klaviyo.create_list("M"), {"blob": "m.csv"})
+    _, run, _ = app.http("export_runs", "POST", "exports/m/runs", name="m")
+    app.drain_queue()
+    _, failed, _ = app.http("run_status", "GET", f"runs/{run['run_id']}", run_id=run["run_id"])
+    assert failed["status"] == "failed" and "'no-such-secret'" in failed["reason"] and "not found" in failed["reason"]
+    assert klaviyo.stats["requests"] == 0
+
+
+@pytest.mark.parametrize(
+    ("headers", "function", "method", "path", "route", "status"),
+    [
+        pytest.param(CONTRIB_HEADERS, "connections", "GET", "connections", {}, 403, id="contributor-lists-connections"),
+        pytest.param(
+            CONTRIB_HEADERS, "exports", "PUT", "exports/x", {"name": "x"}, 403, id="contributor-writes-export"
+        ),
+        pytest.param(NOBODY_HEADERS, "exports", "GET", "exports", {}, 403, id="no-role-lists-exports"),
+        pytest.param({}, "exports", "GET", "exports", {}, 401, id="no-principal"),
+        pytest.param(ADMIN_HEADERS, "exports", "GET", "exports/..", {"name": ".."}, 400, id="dotdot-name"),
+        pytest.param(ADMIN_HEADERS, "connections", "GET", "connections/a%2Fb", {"name": "a/b"}, 400, id="slash-name"),
+    ],
+)
+def test_access_is_by_role(app: App, headers, function, method, path, route, status):
+    code, body, _ = app.http(function, method, path, {}, headers=headers or {"x-other": "1"}, **route)
+    assert code == status and body["error"]
+
+
+def test_a_contributor_only_uses_connections_open_to_contributors(app: App, klaviyo: KlaviyoSimulator):
+    list_id = klaviyo.create_list("C")
+    app.put_connection("main", usable_by="contributors")
+    app.put_connection("admins-only", usable_by="admins")
+    app.upload("c.csv", csv("c@example.com"))
+    app.put_export("open", list_id, {"blob": "c.csv"})
+    app.put_export("closed", list_id, {"blob": "c.csv"}, connection="admins-only")
+    _, listing, _ = app.http("exports", "GET", "exports", headers=CONTRIB_HEADERS)
+    assert [e["name"] for e in listing["exports"]] == ["open"]
+    assert app.http("export_runs", "POST", "exports/closed/runs", headers=CONTRIB_HEADERS, name="closed")[0] == 403
+    status, run, _ = app.http("export_runs", "POST", "exports/open/runs", headers=CONTRIB_HEADERS, name="open")
+    assert status == 202
+    assert (
+        app.http("run_status", "GET", f"runs/{run['run_id']}", headers=CONTRIB_HEADERS, run_id=run["run_id"])[0] == 200
+    )
+
+
+def test_validation_errors_name_the_field(app: App):
+    app.put_connection()
+    status, body, _ = app.http(
+        "exports",
+        "PUT",
+        "exports/bad",
+        {
+            "connection": "main",
+            "list_id": "has space",
+            "segment": {"container": "s", "blob": "../etc/passwd"},
+            "mapping": {"emial": "email"},
+        },
+        name="bad",
+    )
+    assert status == 400
+    fields = {p["field"] for p in body["problems"]}
+    assert fields == {"list_id", "segment.container", "segment.blob", "mapping"}
+
+
+def test_malformed_and_oversized_bodies(app: App):
+    assert app.http("connections", "PUT", "connections/x", raw=b"{not json", name="x")[0] == 400
+    assert app.http("connections", "PUT", "connections/x", raw=b"[1]", name="x")[0] == 400
+    assert app.http("connections", "PUT", "connections/x", raw=b" " * 70_000, name="x")[0] == 413
+
+
+def test_deleting_a_connection_in_use_is_refused_naming_the_exports(app: App, klaviyo: KlaviyoSimulator):
+    app.put_connection()
+    app.put_export("uses-main", klaviyo.create_list("U"), {"blob": "u.csv"})
+    status, body, _ = app.http("connections", "DELETE", "connections/main", name="main")
+    assert status == 409 and "uses-main" in body["error"]
+
+
+def test_responses_never_hold_the_api_key(app: App, klaviyo: KlaviyoSimulator):
+    _, connection, _ = app.put_connection()
+    _, listing, _ = app.http("connections", "GET", "connections")
+    assert API_KEY not in orjson.dumps([connection, listing]).decode()
+
+
+@pytest.mark.parametrize(
+    ("env", "status"),
+    [
+        pytest.param({"WEBSITE_INSTANCE_ID": "abc"}, 500, id="azure-without-easy-auth"),
+        pytest.param(
+            {"WEBSITE_INSTANCE_ID": "abc", "LOCAL_AUTH_BYPASS_ROLE": "Admin", "WEBSITE_AUTH_ENABLED": "True"},
+            500,
+            id="bypass-in-azure",
+        ),
+        pytest.param({"LOCAL_AUTH_BYPASS_ROLE": "Admin"}, 200, id="bypass-locally"),
+    ],
+)
+def test_forged_principals_and_the_local_bypass(app: App, monkeypatch, env, status):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    code, body, _ = app.http("exports", "GET", "exports", headers=ADMIN_HEADERS)
+    assert code == status, body
