@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: deps demo test lint bench clean
+.PHONY: deps demo host test lint bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Python 3.11+ is needed"'
@@ -21,6 +21,9 @@ deps: $(VENV)/.installed node_modules/.installed
 
 demo: deps
 	$(PY) -m tools.demo
+
+host: deps
+	$(PY) -m tools.functions_host --port 7071
 
 test: deps
 	$(PY) -m pytest

@@ -43,7 +43,7 @@ class Caller:
 
 
 def running_in_azure(env: Mapping[str, str] = os.environ) -> bool:
-    return bool(env.get("WEBSITE_INSTANCE_ID") or env.get("WEBSITE_SITE_NAME") or env.get("CONTAINER_NAME"))
+    return bool(env.get("WEBSITE_INSTANCE_ID") or env.get("WEBSITE_SITE_NAME"))
 
 
 def identify(headers: Mapping[str, str], env: Mapping[str, str] = os.environ) -> Caller:

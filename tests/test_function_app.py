@@ -3,7 +3,6 @@ the Klaviyo simulator and the local Key Vault."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,9 +13,8 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.functions.timer import TimerRequest
 from azure.storage.blob import BlobServiceClient
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+from azure.storage.queue import QueueClient
 
-import function_app
 from shared.auth import ADMIN, CONTRIBUTOR, encode_principal
 from shared.klaviyo import KlaviyoClient
 from shared.secrets import KeyVaultSecrets
@@ -25,6 +23,7 @@ from shared.settings import RUNS_QUEUE, Settings
 from shared.store import Store
 from tests.conftest import API_KEY, member_emails
 from tools.azurite import Azurite
+from tools.functions_host import FUNCTIONS, InvocationContext, LocalFunctionsHost
 from tools.keyvault_sim import LocalKeyVault, StaticTokenCredential
 from tools.klaviyo_sim import KlaviyoSimulator
 
@@ -32,8 +31,6 @@ SECRET = "klaviyo-main"
 ADMIN_HEADERS = {"x-ms-client-principal": encode_principal("ada@contoso.example", ADMIN)}
 CONTRIB_HEADERS = {"x-ms-client-principal": encode_principal("cole@contoso.example", CONTRIBUTOR)}
 NOBODY_HEADERS = {"x-ms-client-principal": encode_principal("nina@contoso.example", "Reader")}
-# Indexing registers names: the app can be indexed once per process, as the worker does.
-FUNCTIONS = {f.get_function_name(): f for f in function_app.app.get_functions()}
 
 
 @pytest.fixture(scope="module")
@@ -43,31 +40,13 @@ def vault() -> Iterator[LocalKeyVault]:
         yield local_vault
 
 
-class _Context(func.Context):
-    """The invocation context the Functions host passes (the SDK's own interface)."""
-
-    def __init__(self, name: str) -> None:
-        self._id = str(uuid.uuid4())
-        self._name = name
-        self._local = threading.local()
-
-    invocation_id = property(lambda self: self._id)
-    function_name = property(lambda self: self._name)
-    function_directory = property(lambda self: "/home/site/wwwroot")
-    trace_context = property(lambda self: None)
-    retry_context = property(lambda self: None)
-    thread_local_storage = property(lambda self: self._local)
-
-
 class App:
     """Calls the app's user functions the way the host would."""
 
     def __init__(self, services: Services, segments: str) -> None:
         self.services, self.segments = services, segments
-        self.functions = {name: f.get_user_function() for name, f in FUNCTIONS.items()}
-        self.queue = QueueClient.from_connection_string(
-            services.settings.storage_connection, RUNS_QUEUE, message_decode_policy=TextBase64DecodePolicy()
-        )
+        self.host = LocalFunctionsHost(services)
+        self.functions = self.host.user
 
     def http(
         self,
@@ -89,15 +68,7 @@ class App:
 
     def drain_queue(self) -> int:
         """Delivers every queued run message to the queue function (as the host would)."""
-        delivered = 0
-        while messages := list(self.queue.receive_messages(max_messages=32)):
-            for message in messages:
-                self.functions["run_export"](
-                    func.QueueMessage(id=message.id, body=message.content.encode()), _Context("run_export")
-                )
-                self.queue.delete_message(message)
-                delivered += 1
-        return delivered
+        return self.host.deliver_queue()
 
     def put_connection(self, name: str = "main", **fields: Any) -> Any:
         body = {
@@ -119,7 +90,7 @@ class App:
 
 @pytest.fixture
 def app(azurite: Azurite, klaviyo: KlaviyoSimulator, vault: LocalKeyVault, monkeypatch) -> Iterator[App]:
-    for name in ("LOCAL_AUTH_BYPASS_ROLE", "WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME", "CONTAINER_NAME"):
+    for name in ("LOCAL_AUTH_BYPASS_ROLE", "WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME", "WEBSITE_AUTH_ENABLED"):
         monkeypatch.delenv(name, raising=False)
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
@@ -218,7 +189,7 @@ def test_a_repeated_queue_message_does_not_run_twice(app: App, klaviyo: KlaviyoS
     _, run, _ = app.http("export_runs", "POST", "exports/s/runs", name="s")
     message = orjson.dumps({"run_id": run["run_id"]})
     for _ in range(2):
-        app.functions["run_export"](func.QueueMessage(id="m", body=message), _Context("run_export"))
+        app.functions["run_export"](func.QueueMessage(id="m", body=message), InvocationContext("run_export"))
     assert klaviyo.stats["jobs_created"] == 1
 
 
@@ -425,3 +396,14 @@ def test_forged_principals_and_the_local_bypass(app: App, monkeypatch, env, stat
         monkeypatch.setenv(key, value)
     code, body, _ = app.http("exports", "GET", "exports", headers=ADMIN_HEADERS)
     assert code == status, body
+
+
+def test_routes_resolve_through_the_route_templates(app: App, klaviyo: KlaviyoSimulator):
+    app.put_connection()
+    app.upload("r.csv", csv("r@example.com"))
+    app.put_export("routed", klaviyo.create_list("R"), {"blob": "r.csv"})
+    run = orjson.loads(app.host.http("POST", "exports/routed/runs", headers=ADMIN_HEADERS).get_body())
+    assert app.host.http("GET", f"runs/{run['run_id']}", headers=ADMIN_HEADERS).status_code == 200
+    assert app.host.http("GET", "exports", headers=ADMIN_HEADERS).status_code == 200
+    assert app.host.http("GET", "exports/a%2Fb", headers=ADMIN_HEADERS).status_code == 400
+    assert app.host.http("PATCH", "exports/routed", headers=ADMIN_HEADERS).status_code == 405

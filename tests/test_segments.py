@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.segments import SegmentError, SegmentRow, SegmentSource, detect_format, local_segment
+from shared.segments import MAX_FIELD_CHARS, SegmentError, SegmentRow, SegmentSource, detect_format, local_segment
 
 BOM = b"\xef\xbb\xbf"
 
@@ -151,7 +151,7 @@ def test_single_column_file_reads_with_the_comma_default(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("delimiter", "expected"),
     [
-        pytest.param(";", {"a": "1", "b,c": "2,3"}, id="semicolon-beats-tied-comma"),
+        pytest.param(";", {"a": "1", "b,c": "2,3"}, id="semicolon-where-sniffing-would-pick-comma"),
         pytest.param(",", {"a;b": "1;2", "c": "3"}, id="comma"),
         pytest.param("|", {"a;b,c": "1;2,3"}, id="pipe-absent-one-column"),
     ],
@@ -214,6 +214,13 @@ def test_jsonl_bad_lines_are_rejected_with_their_line_numbers_and_the_rest_is_re
     assert "int" in errors[5]
     assert "not an object" in errors[6]
     assert "UTF-8" in errors[7]
+
+
+def test_jsonl_line_past_the_length_limit_is_rejected_and_the_rest_is_read(tmp_path: Path) -> None:
+    huge = b'{"email": "a@example.com", "note": "' + b"x" * MAX_FIELD_CHARS + b'"}'
+    rows = read(write(tmp_path, "s.jsonl", huge + b'\n{"email": "b@example.com"}\n'))
+    assert bad(rows) == [(1, f"line is longer than {MAX_FIELD_CHARS:,} bytes")]
+    assert [(r.number, r.fields) for r in rows if r.error is None] == [(2, {"email": "b@example.com"})]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,180 @@
+"""A stand-in for the Azure Functions host (Core Tools cannot be installed here): indexes
+function_app, routes HTTP requests to its user functions with real azure.functions objects,
+delivers queue messages, fires the timer and reports dropped blobs.
+
+`python -m tools.functions_host` runs it as a local HTTP server on the real Azurite, the Klaviyo
+simulator and the local Key Vault, for trying the API with curl (see the README)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import azure.functions as func
+from azure.functions.timer import TimerRequest
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+
+import function_app
+from shared.services import Services
+from shared.settings import RUNS_QUEUE
+
+# The worker indexes the app once per process; so does this host.
+FUNCTIONS = {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+class InvocationContext(func.Context):
+    """The per-invocation context the host passes to a function."""
+
+    def __init__(self, function_name: str) -> None:
+        self._id, self._name, self._local = str(uuid.uuid4()), function_name, threading.local()
+
+    invocation_id = property(lambda self: self._id)
+    function_name = property(lambda self: self._name)
+    function_directory = property(lambda self: ".")
+    trace_context = property(lambda self: None)
+    retry_context = property(lambda self: None)
+    thread_local_storage = property(lambda self: self._local)
+
+
+def _route_pattern(template: str) -> re.Pattern[str]:
+    pattern = re.sub(r"/\{(\w+)\?\}", r"(?:/(?P<\1>[^/]+))?", template)
+    pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
+    return re.compile(f"^{pattern}$")
+
+
+class LocalFunctionsHost:
+    """Calls the app's user functions the way the Functions host does."""
+
+    def __init__(self, services: Services, base_url: str = "http://localhost:7071") -> None:
+        self.services, self.base_url = services, base_url
+        self.user = {name: f.get_user_function() for name, f in FUNCTIONS.items()}
+        self.routes: list[tuple[re.Pattern[str], set[str], str]] = []
+        for name, function in FUNCTIONS.items():
+            trigger = function.get_trigger()
+            if trigger.type == "httpTrigger":
+                methods = {str(m) for m in trigger.methods}
+                self.routes.append((_route_pattern(trigger.route), methods, name))
+        self.queue = QueueClient.from_connection_string(
+            services.settings.storage_connection, RUNS_QUEUE, message_decode_policy=TextBase64DecodePolicy()
+        )
+
+    def http(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> func.HttpResponse:
+        """`path` without the /api/ prefix, as in a function route; URL-decoding as the host does."""
+        from urllib.parse import unquote
+
+        segments = [unquote(s) for s in path.strip("/").split("/")]
+        for pattern, methods, name in self.routes:
+            match = pattern.match("/".join(s.replace("/", "\x00") for s in segments))
+            if match is None:
+                continue
+            if method not in methods:
+                return func.HttpResponse(b'{"error": "method not allowed"}', status_code=405)
+            params = {k: v.replace("\x00", "/") for k, v in match.groupdict().items() if v is not None}
+            request = func.HttpRequest(
+                method, f"{self.base_url}/api/{path.strip('/')}", headers=headers or {}, route_params=params, body=body
+            )
+            return self.user[name](request)
+        return func.HttpResponse(b'{"error": "no such route"}', status_code=404)
+
+    def deliver_queue(self, max_messages: int = 32) -> int:
+        """Runs every message on the runs queue through the queue function; returns how many."""
+        delivered = 0
+        while messages := list(self.queue.receive_messages(max_messages=max_messages, visibility_timeout=600)):
+            for message in messages:
+                self.user["run_export"](
+                    func.QueueMessage(id=message.id, body=message.content.encode()), InvocationContext("run_export")
+                )
+                self.queue.delete_message(message)
+                delivered += 1
+        return delivered
+
+    def fire_timer(self) -> None:
+        self.user["scheduled_exports"](TimerRequest())
+
+    def blob_dropped(self, container: str, blob: str) -> None:
+        self.user["segment_dropped"](self.services.segments.get_blob_client(container, blob))
+
+
+def serve(host: LocalFunctionsHost, port: int, poll_seconds: float = 1.0) -> Callable[[], None]:
+    """Serves /api/... over HTTP on 127.0.0.1 and delivers queue messages in the background."""
+    stop = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _handle(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
+            path = self.path.split("?", 1)[0]
+            if path == "/admin/functions/scheduled_exports" and self.command == "POST":
+                host.fire_timer()  # the real host's admin endpoint for firing a timer by hand
+                response = func.HttpResponse(b"", status_code=202)
+            elif not path.startswith("/api/"):
+                response = func.HttpResponse(b'{"error": "not found"}', status_code=404)
+            else:
+                response = host.http(self.command, path[len("/api/") :], body, dict(self.headers.items()))
+            payload = response.get_body()
+            self.send_response(response.status_code)
+            for key, value in response.headers.items():
+                if key.lower() != "content-length":
+                    self.send_header(key, value)
+            if payload:
+                self.send_header("content-type", response.mimetype or "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_PUT = do_POST = do_DELETE = _handle
+
+        def log_message(self, fmt: str, *args: Any) -> None:
+            print(f"{self.command} {self.path} -> {args[1] if len(args) > 1 else ''}", flush=True)
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def worker() -> None:
+        while not stop.is_set():
+            try:
+                host.deliver_queue()
+            except Exception as exc:  # keep serving; the run's record says what failed
+                print(f"queue worker: {type(exc).__name__}: {exc}", flush=True)
+            stop.wait(poll_seconds)
+
+    threading.Thread(target=worker, daemon=True).start()
+
+    def shutdown() -> None:
+        stop.set()
+        server.shutdown()
+
+    return shutdown
+
+
+def main() -> None:
+    from tools.local_stack import LocalStack
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=7071)
+    args = parser.parse_args()
+    with LocalStack() as stack:
+        host = LocalFunctionsHost(stack.services, f"http://127.0.0.1:{args.port}")
+        shutdown = serve(host, args.port)
+        print(stack.describe(f"http://127.0.0.1:{args.port}"), flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            shutdown()
+
+
+if __name__ == "__main__":
+    main()
