@@ -203,3 +203,29 @@ def test_profiles_failing_inside_a_job_are_reported_against_their_rows(
     assert (report.counts.sent, report.counts.accepted, report.counts.failed) == (2, 1, 1)
     [failed] = [r for r in exporter.rejects_rows if r[3] == "failed"]
     assert failed[0] == "conflict.csv" and failed[1] == "3" and failed[2] == "f***@e***"
+
+
+def test_profiles_klaviyo_refuses_are_taken_out_and_the_rest_resent(client, klaviyo: KlaviyoSimulator, list_id: str):
+    # Our validation keeps such profiles out; this drives the splitter directly with ones Klaviyo refuses.
+    from shared.batching import Batch, serialize_profile
+    from shared.exporter import ExportSpec, _Run
+    from shared.mapping import identifier_key
+    from shared.report import RejectsFile, RunReport
+    from shared.segments import local_segment
+
+    emails = ["ok1@example.com", "bad@@example.com", "ok2@example.com", "also bad@example.com", "ok3@example.com"]
+    batch = Batch()
+    for row, email in enumerate(emails, start=2):
+        batch.add(serialize_profile({"email": email}), identifier_key("email", email), row)
+    rejects = RejectsFile()
+    source = local_segment(__file__)
+    report = RunReport("r", "t", list_id, "seg.csv", "", started_at="")
+    run = _Run(source, ExportSpec("t", list_id, FieldMapping()), client, report, rejects, None)
+    run._upload(batch)
+    run._wait_for_jobs()
+    rows = rejects.read_bytes().decode().splitlines()[1:]
+    assert sorted(r.split(",")[1] for r in rows) == ["3", "5"]
+    assert all("Klaviyo refused the profile" in r for r in rows)
+    assert (report.counts.sent, report.counts.rejected, report.counts.accepted) == (3, 2, 3)
+    assert member_emails(klaviyo, list_id) == {"ok1@example.com", "ok2@example.com", "ok3@example.com"}
+    rejects.discard()
