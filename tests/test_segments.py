@@ -90,17 +90,18 @@ def test_header_names_are_trimmed_but_values_are_kept_as_written(tmp_path: Path)
 
 # --------------------------------------------------------------------------------------------- quoting
 
+
 @pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"], ids=["comma", "semicolon", "tab", "pipe"])
 def test_quoted_fields_hold_delimiters_quotes_and_newlines_and_rows_number_from_their_first_line(
     tmp_path: Path, delimiter: str
 ) -> None:
     d = delimiter
     text = (
-        f"email{d}note\r\n"                                     # line 1
-        f'a@example.com{d}"one{d} two"\r\n'                     # line 2
-        f'b@example.com{d}"say ""hi""\r\nsecond line"\r\n'      # lines 3-4
-        f'c@example.com{d}"x\n\ny{d}z"\r\n'                     # lines 5-7
-        f"d@example.com{d}plain\r\n"                            # line 8
+        f"email{d}note\r\n"  # line 1
+        f'a@example.com{d}"one{d} two"\r\n'  # line 2
+        f'b@example.com{d}"say ""hi""\r\nsecond line"\r\n'  # lines 3-4
+        f'c@example.com{d}"x\n\ny{d}z"\r\n'  # lines 5-7
+        f"d@example.com{d}plain\r\n"  # line 8
     )
     rows = read(write(tmp_path, "q.csv", text.encode()))
     assert good(rows) == [
@@ -129,6 +130,7 @@ def test_row_numbers_stay_right_across_read_buffer_boundaries(tmp_path: Path) ->
 
 
 # --------------------------------------------------------------------------------------------- delimiters
+
 
 @pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"], ids=["comma", "semicolon", "tab", "pipe"])
 def test_delimiter_is_sniffed_from_the_header(tmp_path: Path, delimiter: str) -> None:
@@ -173,10 +175,10 @@ def test_unusable_explicit_delimiter_is_a_segment_error(tmp_path: Path, delimite
 
 # --------------------------------------------------------------------------------------------- JSON Lines
 
+
 def test_jsonl_rows_carry_line_numbers_and_blank_lines_are_skipped(tmp_path: Path) -> None:
     data = (
-        b'{"email": "a@example.com", "n": 1}\n\n   \r\n'
-        b'{"email": "b@example.com", "tags": ["x"], "o": {"k": null}}\r\n'
+        b'{"email": "a@example.com", "n": 1}\n\n   \r\n{"email": "b@example.com", "tags": ["x"], "o": {"k": null}}\r\n'
     )
     rows = read(write(tmp_path, "s.jsonl", data))
     assert good(rows) == [
@@ -191,20 +193,26 @@ def test_jsonl_bom_on_the_first_line_is_ignored(tmp_path: Path) -> None:
 
 
 def test_jsonl_bad_lines_are_rejected_with_their_line_numbers_and_the_rest_is_read(tmp_path: Path) -> None:
-    data = b"\n".join([
-        b'{"email": "a@example.com"}',       # 1
-        b'{"email": "b@example.com"',        # 2 malformed
-        b'["c@example.com"]',                # 3 list
-        b'"d@example.com"',                  # 4 string
-        b"42",                               # 5 number
-        b"null",                             # 6
-        b'{"email": "\xff@example.com"}',    # 7 not UTF-8
-        b"",                                 # 8 blank
-        b'{"email": "e@example.com"}',       # 9
-    ]) + b"\n"
+    data = (
+        b"\n".join(
+            [
+                b'{"email": "a@example.com"}',  # 1
+                b'{"email": "b@example.com"',  # 2 malformed
+                b'["c@example.com"]',  # 3 list
+                b'"d@example.com"',  # 4 string
+                b"42",  # 5 number
+                b"null",  # 6
+                b'{"email": "\xff@example.com"}',  # 7 not UTF-8
+                b"",  # 8 blank
+                b'{"email": "e@example.com"}',  # 9
+            ]
+        )
+        + b"\n"
+    )
     rows = read(write(tmp_path, "s.jsonl", data))
     assert [(r.number, r.fields) for r in rows if r.error is None] == [
-        (1, {"email": "a@example.com"}), (9, {"email": "e@example.com"}),
+        (1, {"email": "a@example.com"}),
+        (9, {"email": "e@example.com"}),
     ]
     errors = dict(bad(rows))
     assert sorted(errors) == [2, 3, 4, 5, 6, 7]
@@ -238,6 +246,7 @@ def test_jsonl_is_read_for_its_suffixes_or_when_given(tmp_path: Path, name: str,
 
 
 # --------------------------------------------------------------------------------------------- gzip
+
 
 @pytest.mark.parametrize(
     ("name", "data", "expected"),
@@ -351,6 +360,7 @@ def test_truncated_gzip_file_is_closed_after_the_error() -> None:
 
 # --------------------------------------------------------------------------------------------- folders
 
+
 def test_folder_parts_are_read_in_name_order_as_one_segment(tmp_path: Path) -> None:
     folder = tmp_path / "segment"
     folder.mkdir()
@@ -402,6 +412,7 @@ def test_missing_path_is_a_segment_error(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- headers and shapes
+
 
 @pytest.mark.parametrize(
     ("name", "data"),
@@ -458,7 +469,8 @@ def test_ragged_rows_are_rejected_with_their_row_number_and_field_counts(tmp_pat
 def test_blank_lines_between_csv_rows_are_skipped_but_counted(tmp_path: Path) -> None:
     rows = read(write(tmp_path, "b.csv", b"email,name\n\n\na@example.com,Ann\r\n\r\nb@example.com,Bob\n\n"))
     assert good(rows) == [
-        (4, {"email": "a@example.com", "name": "Ann"}), (6, {"email": "b@example.com", "name": "Bob"}),
+        (4, {"email": "a@example.com", "name": "Ann"}),
+        (6, {"email": "b@example.com", "name": "Bob"}),
     ]
 
 
@@ -466,15 +478,16 @@ def test_blank_lines_between_csv_rows_are_skipped_but_counted(tmp_path: Path) ->
 def test_undecodable_bytes_reject_only_their_row(tmp_path: Path, compressed: bool) -> None:
     data = (
         b"email,name\n"
-        b"a@example.com,Ann\n"            # 2
-        b"b@example.com,B\xe9atrice\n"    # 3 latin-1
+        b"a@example.com,Ann\n"  # 2
+        b"b@example.com,B\xe9atrice\n"  # 3 latin-1
         b'c@example.com,"multi\n\xff"\n'  # 4-5, bad byte on the second line
-        b"d@example.com,Dee\n"            # 6
+        b"d@example.com,Dee\n"  # 6
     )
     name = "u.csv.gz" if compressed else "u.csv"
     rows = read(write(tmp_path, name, gzip.compress(data) if compressed else data))
     assert [(r.number, r.fields) for r in rows if r.error is None] == [
-        (2, {"email": "a@example.com", "name": "Ann"}), (6, {"email": "d@example.com", "name": "Dee"}),
+        (2, {"email": "a@example.com", "name": "Ann"}),
+        (6, {"email": "d@example.com", "name": "Dee"}),
     ]
     assert [(n, "UTF-8" in e) for n, e in bad(rows)] == [(3, True), (4, True)]
 
@@ -488,11 +501,18 @@ def test_undecodable_bytes_in_the_header_are_a_segment_error(tmp_path: Path) -> 
 
 # --------------------------------------------------------------------------------------------- formats
 
+
 @pytest.mark.parametrize(
     ("name", "fmt"),
     [
-        ("a.csv", "csv"), ("a.CSV", "csv"), ("a.tsv", "csv"), ("a.txt.gz", "csv"), ("dir/a.csv.gz", "csv"),
-        ("a.jsonl", "jsonl"), ("a.ndjson.gz", "jsonl"), ("a.JSON", "jsonl"),
+        ("a.csv", "csv"),
+        ("a.CSV", "csv"),
+        ("a.tsv", "csv"),
+        ("a.txt.gz", "csv"),
+        ("dir/a.csv.gz", "csv"),
+        ("a.jsonl", "jsonl"),
+        ("a.ndjson.gz", "jsonl"),
+        ("a.JSON", "jsonl"),
     ],
 )
 def test_format_is_detected_from_the_name(name: str, fmt: str) -> None:
@@ -509,8 +529,26 @@ def test_unknown_format_is_a_segment_error_naming_the_file(name: str) -> None:
 # --------------------------------------------------------------------------------------------- properties
 
 CSV_PIECES = st.one_of(
-    st.sampled_from([b",", b";", b"\t", b"|", b'"', b'""', b"\n", b"\r\n", b"\r", BOM, b"\xff", b"\xc3", b"\x00",
-                     b"email", b"name", b" "]),
+    st.sampled_from(
+        [
+            b",",
+            b";",
+            b"\t",
+            b"|",
+            b'"',
+            b'""',
+            b"\n",
+            b"\r\n",
+            b"\r",
+            BOM,
+            b"\xff",
+            b"\xc3",
+            b"\x00",
+            b"email",
+            b"name",
+            b" ",
+        ]
+    ),
     st.binary(max_size=6),
     st.text(max_size=6).map(str.encode),
 )
