@@ -25,14 +25,14 @@ class Batch:
     """Profiles of one import job, with the input rows they came from (for error reports)."""
 
     profiles: list[bytes] = field(default_factory=list)
-    keys: list[bytes] = field(default_factory=list)
+    keys: list[int] = field(default_factory=list)
     rows: array = field(default_factory=lambda: array("q"))  # (part index << 40) | row number
     size: int = 0
 
     def __len__(self) -> int:
         return len(self.profiles)
 
-    def add(self, profile: bytes, key: bytes, row: int) -> None:
+    def add(self, profile: bytes, key: int, row: int) -> None:
         self.profiles.append(profile)
         self.keys.append(key)
         self.rows.append(row)
@@ -58,7 +58,7 @@ class Batcher:
         self._room = max_bytes - len(head) - len(tail)
         self.current = Batch()
 
-    def add(self, profile: bytes, key: bytes, row: int) -> Batch | None:
+    def add(self, profile: bytes, key: int, row: int) -> Batch | None:
         """Adds a profile; returns the batch it completed, if this profile did not fit."""
         full: Batch | None = None
         if len(self.current) >= self.max_profiles or self.current.size + len(profile) + 1 > self._room:

@@ -6,17 +6,22 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.batching import Batch, Batcher, serialize_profile, too_large
+import numpy as np
+from orjson import dumps
+
+from shared.batching import Batch, Batcher
+from shared.dedupe import SeenKeys
 from shared.klaviyo import MAX_PROFILE_BYTES, ImportJob, InvalidPayload, KlaviyoClient, KlaviyoError
-from shared.mapping import FieldMapping, Profile, ProfileMapper, identifier_key, mask_email, mask_phone, mask_text
+from shared.mapping import FieldMapping, Profile, ProfileMapper, attributes_key, mask_attributes
 from shared.report import COMPLETED_WITH_REJECTS, FAILED, SUCCEEDED, Counts, RejectsFile, RunReport
-from shared.segments import SegmentError, SegmentSource, SegmentUnavailable
+from shared.segments import RowChunk, SegmentError, SegmentSource, SegmentUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +165,7 @@ class _Run:
     def _stream_and_upload(self) -> None:
         mapper = ProfileMapper(self.spec.mapping)
         batcher = Batcher(self.spec.list_id)
-        seen: set[bytes] = set()
+        seen = SeenKeys()
         counts = self.counts
         part_index = {name: i for i, name in enumerate(self.part_names)}
         with ThreadPoolExecutor(
@@ -180,48 +185,53 @@ class _Run:
                         future.result()
                 in_flight.add(pool.submit(self._upload, batch))
 
-            for row in self.source.rows():
-                counts.rows_read += 1
-                if row.error is not None:
-                    self._reject(row.source, row.number, "", "rejected", "", row.error)
-                    continue
-                mapped = mapper.map(row.fields or {})
-                if not isinstance(mapped, Profile):
-                    self._reject(row.source, row.number, mapped.masked, "rejected", mapped.field, mapped.reason)
-                    continue
-                if mapped.key in seen:
-                    counts.duplicates += 1
-                    self.rejects.add(
-                        row.source,
-                        row.number,
-                        mapped.masked,
-                        "duplicate",
-                        "",
-                        "same identifier as an earlier row; the first row was kept",
-                    )
-                    continue
-                seen.add(mapped.key)
-                body = serialize_profile(mapped.attributes)
-                if too_large(body):
-                    self._reject(
-                        row.source,
-                        row.number,
-                        mapped.masked,
-                        "rejected",
-                        "",
-                        f"profile is {len(body):,} bytes; Klaviyo allows {MAX_PROFILE_BYTES:,}",
-                    )
-                    continue
-                full = batcher.add(body, mapped.key, (part_index[row.source] << 40) | row.number)
-                if full is not None:
-                    submit(full)
-                if counts.rows_read % 2048 == 0:
-                    self._emit_progress()
+            for chunk in self.source.chunks():
+                for body, key, row in self._valid_new_profiles(chunk, mapper, seen, part_index[chunk.source]):
+                    full = batcher.add(body, key, row)
+                    if full is not None:
+                        submit(full)
+                self._emit_progress()
             last = batcher.flush()
             if last is not None:
                 submit(last)
             for future in in_flight:
                 future.result()
+
+    def _valid_new_profiles(
+        self, chunk: RowChunk, mapper: ProfileMapper, seen: SeenKeys, part: int
+    ) -> Iterator[tuple[bytes, int, int]]:
+        """Maps a chunk, rejects invalid rows, drops duplicates (first row wins); yields what to send:
+        (serialized profile, key, packed row)."""
+        source, counts = chunk.source, self.counts
+        counts.rows_read += len(chunk.numbers) + len(chunk.errors)
+        for number, reason in chunk.errors:
+            self._reject(source, number, "", "rejected", "", reason)
+        apply = mapper.for_columns(chunk.columns) if chunk.columns is not None else mapper.map
+        profiles: list[dict[str, object]] = []
+        numbers: list[int] = []
+        keys = array("q")
+        for number, record in zip(chunk.numbers, chunk.records, strict=True):
+            mapped = apply(record)
+            if type(mapped) is Profile:
+                profiles.append(mapped.attributes)
+                numbers.append(number)
+                keys.append(mapped.key)
+            else:
+                self._reject(source, number, mapped.masked, "rejected", mapped.field, mapped.reason)
+        first = seen.add_chunk(np.frombuffer(keys, dtype=np.int64)).tolist()
+        base = part << 40
+        for attributes, number, key, is_first in zip(profiles, numbers, keys, first, strict=True):
+            if not is_first:
+                counts.duplicates += 1
+                self.rejects.add(source, number, mask_attributes(attributes), "duplicate", "",
+                                 "same identifier as an earlier row; the first row was kept")
+                continue
+            body = dumps({"type": "profile", "attributes": attributes})
+            if len(body) > MAX_PROFILE_BYTES:
+                self._reject(source, number, mask_attributes(attributes), "rejected", "",
+                             f"profile is {len(body):,} bytes; Klaviyo allows {MAX_PROFILE_BYTES:,}")
+                continue
+            yield body, key, base | number
 
     def _upload(self, batch: Batch) -> None:
         assert self.client is not None
@@ -300,14 +310,14 @@ class _Run:
             index = {key: i for i, key in enumerate(batch.keys)}
             for error in self.client.import_errors(job.id):
                 failed += 1
-                position = index.get(_payload_key(error.get("original_payload") or {}), -1)
+                position = index.get(attributes_key(_payload_attributes(error.get("original_payload") or {})), -1)
                 detail = error.get("detail") or error.get("title") or error.get("code") or "failed"
                 if position >= 0:
                     part, number = self._row_of(batch.rows[position])
                     self.rejects.add(
                         part,
                         number,
-                        _mask_payload(error.get("original_payload") or {}),
+                        mask_attributes(_payload_attributes(error.get("original_payload") or {})),
                         "failed",
                         "",
                         f"Klaviyo could not import the profile: {detail}",
@@ -316,7 +326,7 @@ class _Run:
                     self.rejects.add(
                         "",
                         0,
-                        _mask_payload(error.get("original_payload") or {}),
+                        mask_attributes(_payload_attributes(error.get("original_payload") or {})),
                         "failed",
                         "",
                         f"Klaviyo could not import a profile of job {job.id}: {detail}",
@@ -344,7 +354,7 @@ class _Run:
 
     def _reject_sent(self, batch: Batch, index: int, reason: str) -> None:
         part, number = self._row_of(batch.rows[index])
-        masked = _mask_payload(_attributes(batch.profiles[index]))
+        masked = mask_attributes(_attributes(batch.profiles[index]))
         self._reject(part, number, masked, "rejected", "", reason)
 
     def _row_of(self, packed: int) -> tuple[str, int]:
@@ -368,19 +378,5 @@ def _attributes(profile: bytes) -> dict[str, Any]:
     return orjson.loads(profile).get("attributes", {})
 
 
-def _payload_key(payload: dict[str, Any]) -> bytes:
-    attributes = payload.get("attributes", payload)
-    if attributes.get("email"):
-        return identifier_key("email", attributes["email"])
-    if attributes.get("phone_number"):
-        return identifier_key("phone", attributes["phone_number"])
-    return identifier_key("external_id", str(attributes.get("external_id") or ""))
-
-
-def _mask_payload(payload: dict[str, Any]) -> str:
-    attributes = payload.get("attributes", payload)
-    if attributes.get("email"):
-        return mask_email(attributes["email"])
-    if attributes.get("phone_number"):
-        return mask_phone(attributes["phone_number"])
-    return mask_text(str(attributes.get("external_id") or ""))
+def _payload_attributes(payload: dict[str, Any]) -> dict[str, Any]:
+    return payload.get("attributes", payload)

@@ -8,10 +8,10 @@ import gzip
 import io
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NamedTuple, Protocol
 
 import orjson
 
@@ -24,6 +24,7 @@ DELIMITERS = ",;\t|"
 MAX_FIELD_CHARS = 1_000_000
 DEFAULT_MAX_UNCOMPRESSED_BYTES = 50 * 1024**3
 DOWNLOAD_CHUNK_BYTES = 4 * 1024 * 1024
+CHUNK_ROWS = 4096
 # Files a CDP writes next to the data parts of a folder segment.
 NON_DATA_NAMES = {"model.json", "_success", "_committed", "_started"}
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
@@ -44,6 +45,17 @@ class SegmentError(Exception):
 class SegmentUnavailable(SegmentError):
     """The data could not be fetched (changed, deleted, storage failing): the run fails, it is not a
     configuration mistake."""
+
+
+class RowChunk(NamedTuple):
+    """Consecutive rows of one part: CSV records as lists of values under `columns`, JSON Lines
+    records as dicts (`columns` None); rows that could not be read are in `errors`."""
+
+    source: str
+    columns: list[str] | None
+    numbers: list[int]
+    records: list[Any]
+    errors: list[tuple[int, str]]
 
 
 class SegmentRow(NamedTuple):
@@ -190,11 +202,22 @@ class SegmentSource:
 
     def rows(self) -> Iterator[SegmentRow]:
         """Every row of every part, in order, each with its source and number."""
+        for chunk in self.chunks():
+            fields: list[tuple[int, dict[str, object] | None, str | None]] = [
+                (n, dict(zip(chunk.columns, r, strict=True)) if chunk.columns is not None else r, None)
+                for n, r in zip(chunk.numbers, chunk.records, strict=True)
+            ]
+            fields += [(n, None, reason) for n, reason in chunk.errors]
+            for number, row, error in sorted(fields, key=lambda f: f[0]):
+                yield SegmentRow(chunk.source, number, row, error)
+
+    def chunks(self, size: int = CHUNK_ROWS) -> Iterator[RowChunk]:
+        """The rows in chunks: the fast path (no object per row beyond the parsed values)."""
         for part in self.parts:
             if self.format_of(part) == "csv":
-                yield from self._csv_rows(part)
+                yield from self._csv_chunks(part, size)
             else:
-                yield from self._jsonl_rows(part)
+                yield from self._jsonl_chunks(part, size)
 
     def _binary(self, part: SegmentPart) -> BinaryIO:
         raw = part.open()
@@ -220,62 +243,74 @@ class SegmentSource:
             )
         return _make_dialect(delimiter)
 
-    def _csv_rows(self, part: SegmentPart) -> Iterator[SegmentRow]:
+    def _csv_chunks(self, part: SegmentPart, size: int) -> Iterator[RowChunk]:
         name = part.name
         with self._text(part) as text:
-            lines = _LineTracker(text)
-            reader = csv.reader(lines, dialect=self._dialect(part, text))
+            watch: _ReadErrors = text.buffer.raw  # type: ignore[attr-defined]
+            reader = csv.reader(text, dialect=self._dialect(part, text))
             try:
                 header = next(reader, None)
             except csv.Error as exc:
                 raise SegmentError(f"{name}: unreadable header row: {exc}") from None
             columns = _clean_header(name, header)
             width = len(columns)
+            line = reader.line_num
             while True:
-                start = lines.count + 1
+                chunk = RowChunk(name, columns, [], [], [])
+                records, numbers = chunk.records, chunk.numbers
                 try:
-                    values = next(reader)
-                except StopIteration:
-                    return
+                    for values in reader:
+                        start, line = line + 1, reader.line_num  # a record starts after the previous one
+                        if len(values) == width:
+                            numbers.append(start)
+                            records.append(values)
+                            if len(records) >= size:
+                                break
+                        elif values and (values != [""] or width == 1):  # else a blank line, not a row
+                            chunk.errors.append((start, f"row has {len(values)} fields but the header has {width}"))
+                    else:
+                        size = 0  # the reader is exhausted: this is the last chunk
                 except csv.Error as exc:
-                    yield SegmentRow(name, start, None, f"unreadable CSV row: {exc}")
-                    continue
-                if lines.undecodable_since(start):
-                    yield SegmentRow(name, start, None, "row holds bytes that are not valid UTF-8")
-                    continue
-                if len(values) != width:
-                    if not values or values == [""] and width > 1:
-                        continue  # a blank line is not a row
-                    yield SegmentRow(
-                        name,
-                        start,
-                        None,
-                        f"row has {len(values)} fields but the header has {width}",
-                    )
-                    continue
-                yield SegmentRow(name, start, dict(zip(columns, values, strict=True)))
+                    chunk.errors.append((line + 1, f"unreadable CSV row: {exc}"))
+                    line = reader.line_num
+                if watch.undecodable:
+                    _move_undecodable(chunk)
+                if records or chunk.errors:
+                    yield chunk
+                if size == 0:
+                    return
 
-    def _jsonl_rows(self, part: SegmentPart) -> Iterator[SegmentRow]:
+    def _jsonl_chunks(self, part: SegmentPart, size: int) -> Iterator[RowChunk]:
         name = part.name
+        loads, decode_error = orjson.loads, orjson.JSONDecodeError
+        chunk = RowChunk(name, None, [], [], [])
         with self._buffered(part) as stream:
             for number, line in enumerate(stream, start=1):
                 if number == 1 and line.startswith(codecs.BOM_UTF8):
                     line = line[len(codecs.BOM_UTF8) :]
-                if not line.strip():
-                    continue
-                if len(line) > MAX_FIELD_CHARS:
-                    yield SegmentRow(name, number, None, f"line is longer than {MAX_FIELD_CHARS:,} bytes")
-                    continue
                 try:
-                    value = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    reason = "line is not valid UTF-8" if "utf-8" in str(exc).lower() else "line is not valid JSON"
-                    yield SegmentRow(name, number, None, reason)
+                    value = loads(line)
+                except decode_error as exc:
+                    if not line.strip():
+                        continue  # a blank line is not a row
+                    if len(line) > MAX_FIELD_CHARS:
+                        reason = f"line is longer than {MAX_FIELD_CHARS:,} bytes"
+                    else:
+                        reason = "line is not valid UTF-8" if "utf-8" in str(exc).lower() else "line is not valid JSON"
+                    chunk.errors.append((number, reason))
                     continue
-                if not isinstance(value, dict):
-                    yield SegmentRow(name, number, None, f"line is a JSON {type(value).__name__}, not an object")
-                    continue
-                yield SegmentRow(name, number, value)
+                if type(value) is not dict:
+                    chunk.errors.append((number, f"line is a JSON {type(value).__name__}, not an object"))
+                elif len(line) > MAX_FIELD_CHARS:
+                    chunk.errors.append((number, f"line is longer than {MAX_FIELD_CHARS:,} bytes"))
+                else:
+                    chunk.numbers.append(number)
+                    chunk.records.append(value)
+                    if len(chunk.records) >= size:
+                        yield chunk
+                        chunk = RowChunk(name, None, [], [], [])
+        if chunk.records or chunk.errors:
+            yield chunk
 
 
 class _ReadErrors(io.RawIOBase):
@@ -284,11 +319,25 @@ class _ReadErrors(io.RawIOBase):
 
     def __init__(self, inner: BinaryIO, name: str) -> None:
         self._inner, self._name = inner, name
+        # Once a read holds bytes that are not UTF-8, rows are checked one by one (a rare, slower path).
+        self.undecodable = False
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        count = self._read(target)
+        if count and not self.undecodable:
+            data = bytes(target[:count])
+            if not data.isascii():
+                try:
+                    self._decoder.decode(data)
+                except UnicodeDecodeError:
+                    self.undecodable = True
+        return count
+
+    def _read(self, target: bytearray | memoryview) -> int:
         try:
             if hasattr(self._inner, "readinto"):
                 return self._inner.readinto(target)  # type: ignore[attr-defined]
@@ -315,27 +364,15 @@ class _ReadErrors(io.RawIOBase):
             super().close()
 
 
-class _LineTracker:
-    """Feeds lines to csv.reader while counting them, so each record knows its first line, and
-    remembering where undecodable bytes were."""
-
-    def __init__(self, lines: Iterable[str]) -> None:
-        self._lines = iter(lines)
-        self.count = 0
-        self._last_bad = 0
-
-    def __iter__(self) -> _LineTracker:
-        return self
-
-    def __next__(self) -> str:
-        line = next(self._lines)
-        self.count += 1
-        if _UNDECODABLE.search(line):
-            self._last_bad = self.count
-        return line
-
-    def undecodable_since(self, line_number: int) -> bool:
-        return self._last_bad >= line_number
+def _move_undecodable(chunk: RowChunk) -> None:
+    """Moves rows holding bytes that were not UTF-8 (kept as surrogates) from records to errors."""
+    keep = [i for i, values in enumerate(chunk.records) if not _UNDECODABLE.search("".join(values))]
+    if len(keep) == len(chunk.records):
+        return
+    bad = sorted(set(range(len(chunk.records))) - set(keep))
+    chunk.errors.extend((chunk.numbers[i], "row holds bytes that are not valid UTF-8") for i in bad)
+    chunk.records[:] = [chunk.records[i] for i in keep]
+    chunk.numbers[:] = [chunk.numbers[i] for i in keep]
 
 
 def _sniff_delimiter(text: io.TextIOWrapper) -> str:

@@ -574,7 +574,6 @@ def test_dedupe_key_is_the_same_for_the_same_email_whatever_its_case_or_spaces(v
     profile = EMAIL_ONLY.map({"Email": variant})
     assert isinstance(profile, Profile)
     assert profile.key == identifier_key("email", "ann@example.com")
-    assert len(profile.key) == 8
 
 
 def test_dedupe_key_differs_between_identifier_kinds_and_values() -> None:
@@ -622,7 +621,7 @@ def test_mapping_any_row_of_text_returns_a_profile_or_a_rejection(row: dict[str,
     result = FUZZ_MAPPER.map(row)
     assert isinstance(result, Profile | Rejection)
     if isinstance(result, Profile):
-        assert len(result.key) == 8
+        assert isinstance(result.key, int)
         assert set(result.attributes) & {"email", "phone_number", "external_id"}
     else:
         assert result.reason
