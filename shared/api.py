@@ -274,5 +274,6 @@ def _public_run(run: dict[str, Any]) -> dict[str, Any]:
         "duration_seconds",
         "report_path",
         "attempts",
+        "continuations",
     )
     return {k: run[k] for k in keys if run.get(k) is not None}

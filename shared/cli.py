@@ -6,19 +6,21 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
+from shared.checkpoint import FileCheckpoints
 from shared.exporter import ConfigurationError, ExportSpec, run_export
 from shared.klaviyo import KlaviyoClient, KlaviyoError
 from shared.mapping import STANDARD_FIELDS, FieldMapping, MappingError
 from shared.progress import ProgressBar, ProgressLog
-from shared.report import FAILED, RejectsFile
+from shared.report import FAILED, INCOMPLETE, RejectsFile
 from shared.secrets import KeyVaultSecrets, SecretError
 from shared.segments import SegmentError, SegmentSource, blob_segment, local_segment
 from shared.settings import Settings
 from shared.storage import blob_service, save_report, split_blob_path
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--key-vault-url", help="read the API key from this Key Vault (with --secret-name)")
     run.add_argument("--secret-name", help="the Key Vault secret holding the Klaviyo API key")
     run.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+    run.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="keep progress in this file; if it exists, go on from it (a crashed or stopped run "
+        "resumes without sending an accepted batch again)",
+    )
+    run.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="stop after about this long, checkpoint (needs --checkpoint) and exit 3",
+    )
     return parser
 
 
@@ -97,15 +111,22 @@ def _run(args: argparse.Namespace) -> int:
         if args.dry_run
         else KlaviyoClient(_api_key(args), settings.klaviyo_base_url, timeout=(5.0, settings.klaviyo_read_timeout))
     )
+    if args.time_budget and not args.checkpoint:
+        raise ConfigurationError("--time-budget needs --checkpoint (where to go on from)")
+    checkpoints = FileCheckpoints(args.checkpoint) if args.checkpoint else None
     spec = ExportSpec(
         args.export_name, args.list_id, mapping, dry_run=args.dry_run, max_in_flight=settings.upload_concurrency
     )
+    if checkpoints is not None and (existing := checkpoints.load()) is not None:
+        spec.run_id = existing.run_id  # the same run, going on
+    if args.time_budget:
+        spec.deadline = time.monotonic() + args.time_budget
     progress = ProgressBar() if sys.stderr.isatty() and not args.no_progress else ProgressLog(spec.run_id)
     if isinstance(progress, ProgressLog):
         logging.getLogger("shared").setLevel(logging.INFO)
     rejects = RejectsFile()
     try:
-        report = run_export(source, spec, client, progress, rejects)
+        report = run_export(source, spec, client, progress, rejects, checkpoints)
     finally:
         if isinstance(progress, ProgressBar):
             progress.close()
@@ -122,6 +143,11 @@ def _run(args: argparse.Namespace) -> int:
         args.report.write_bytes(report.to_json())
     rejects.discard()
     print(report.summary())
+    if report.status == INCOMPLETE:
+        print("incomplete: the time budget ran out; run the same command again to go on from the checkpoint")
+        return EXIT_INCOMPLETE
+    if checkpoints is not None and report.status != FAILED:
+        checkpoints.delete()
     return EXIT_FAILED if report.status == FAILED else EXIT_OK
 
 

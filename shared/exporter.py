@@ -17,10 +17,11 @@ import numpy as np
 from orjson import dumps
 
 from shared.batching import Batch, Batcher
+from shared.checkpoint import Checkpoint, CheckpointStore
 from shared.dedupe import SeenKeys
 from shared.klaviyo import MAX_PROFILE_BYTES, ImportJob, InvalidPayload, KlaviyoClient, KlaviyoError
 from shared.mapping import FieldMapping, Profile, ProfileMapper, attributes_key, mask_attributes
-from shared.report import COMPLETED_WITH_REJECTS, FAILED, SUCCEEDED, Counts, RejectsFile, RunReport
+from shared.report import COMPLETED_WITH_REJECTS, FAILED, INCOMPLETE, SUCCEEDED, Counts, RejectsFile, RunReport
 from shared.segments import RowChunk, SegmentError, SegmentSource, SegmentUnavailable
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class ExportSpec:
     poll_interval: float = 0.5
     job_timeout: float = 3600.0
     thread_initializer: Callable[[], None] | None = None  # e.g. carries the Functions invocation id
+    deadline: float | None = None  # time.monotonic() after which the run checkpoints and stops
 
 
 def now_iso() -> str:
@@ -56,6 +58,7 @@ def run_export(
     client: KlaviyoClient | None,
     progress: ProgressCallback | None = None,
     rejects: RejectsFile | None = None,
+    checkpoints: CheckpointStore | None = None,
 ) -> RunReport:
     """Runs one export to the end and returns its report. Raises ConfigurationError only for
     problems found before anything was sent; any later failure is a report with status failed."""
@@ -68,7 +71,7 @@ def run_export(
         started_at=now_iso(),
         dry_run=spec.dry_run,
     )
-    run = _Run(source, spec, client, report, rejects or RejectsFile(), progress)
+    run = _Run(source, spec, client, report, rejects or RejectsFile(), progress, checkpoints)
     return run.execute()
 
 
@@ -81,8 +84,13 @@ class _Run:
         report: RunReport,
         rejects: RejectsFile,
         progress: ProgressCallback | None,
+        checkpoints: CheckpointStore | None = None,
     ) -> None:
         self.source, self.spec, self.client, self.report = source, spec, client, report
+        self.checkpoints = None if spec.dry_run else checkpoints
+        self.checkpoint = Checkpoint(spec.run_id, source.version)
+        self.interrupted = False
+        self.sent_new = False
         self.counts = report.counts
         self.rejects = rejects
         self.progress = progress
@@ -96,8 +104,11 @@ class _Run:
         started = time.monotonic()
         try:
             self._check_before_sending()
+            self._load_checkpoint()
             self._stream_and_upload()
-            if not self.spec.dry_run:
+            if self.interrupted:
+                self._save_checkpoint()
+            elif not self.spec.dry_run:
                 self._wait_for_jobs()
         except ConfigurationError:
             raise
@@ -117,6 +128,8 @@ class _Run:
             r.retries = {k: v for k, v in self.client.stats.counts.items() if k.startswith("retried_")}
         if r.error:
             r.status = FAILED
+        elif self.interrupted:
+            r.status = INCOMPLETE
         elif self.counts.rejected or self.counts.failed:
             r.status = COMPLETED_WITH_REJECTS
         else:
@@ -174,6 +187,10 @@ class _Run:
             in_flight: set[Future[None]] = set()
 
             def submit(batch: Batch) -> None:
+                done = self.checkpoint.batches.get(_batch_key(batch))
+                if done is not None:
+                    self._replay(batch, done)
+                    return
                 if self.spec.dry_run:
                     with self.lock:
                         counts.sent += len(batch)
@@ -183,15 +200,34 @@ class _Run:
                     for future in done:
                         in_flight.discard(future)
                         future.result()
+                self.sent_new = True
                 in_flight.add(pool.submit(self._upload, batch))
 
+            flush_points = set(self.checkpoint.flush_points)
+            deadline = self.spec.deadline
             for chunk in self.source.chunks():
                 for body, key, row in self._valid_new_profiles(chunk, mapper, seen, part_index[chunk.source]):
                     full = batcher.add(body, key, row)
                     if full is not None:
                         submit(full)
+                    if flush_points and row in flush_points and (early := batcher.flush()) is not None:
+                        submit(early)
                 self._emit_progress()
-            last = batcher.flush()
+                # Only once this invocation has sent something new, so every invocation makes progress.
+                if deadline is not None and self.sent_new and time.monotonic() > deadline:
+                    early = batcher.flush()
+                    if early is not None:
+                        self.checkpoint.flush_points.append(early.rows[-1])
+                        submit(early)
+                    self.interrupted = True
+                    log.info(
+                        "run %s: time budget spent after %d rows; checkpointing",
+                        self.spec.run_id,
+                        counts.rows_read,
+                        extra=self.log_extra,
+                    )
+                    break
+            last = None if self.interrupted else batcher.flush()
             if last is not None:
                 submit(last)
             for future in in_flight:
@@ -223,30 +259,92 @@ class _Run:
         for attributes, number, key, is_first in zip(profiles, numbers, keys, first, strict=True):
             if not is_first:
                 counts.duplicates += 1
-                self.rejects.add(source, number, mask_attributes(attributes), "duplicate", "",
-                                 "same identifier as an earlier row; the first row was kept")
+                self.rejects.add(
+                    source,
+                    number,
+                    mask_attributes(attributes),
+                    "duplicate",
+                    "",
+                    "same identifier as an earlier row; the first row was kept",
+                )
                 continue
             body = dumps({"type": "profile", "attributes": attributes})
             if len(body) > MAX_PROFILE_BYTES:
-                self._reject(source, number, mask_attributes(attributes), "rejected", "",
-                             f"profile is {len(body):,} bytes; Klaviyo allows {MAX_PROFILE_BYTES:,}")
+                self._reject(
+                    source,
+                    number,
+                    mask_attributes(attributes),
+                    "rejected",
+                    "",
+                    f"profile is {len(body):,} bytes; Klaviyo allows {MAX_PROFILE_BYTES:,}",
+                )
                 continue
             yield body, key, base | number
 
     def _upload(self, batch: Batch) -> None:
+        """Sends a batch (split as Klaviyo's refusals require), then records it as done."""
+        record: dict[str, Any] = {"jobs": [], "sent": 0, "rejects": []}
+        self._send(batch, record)
+        with self.lock:
+            self.checkpoint.batches[_batch_key(batch)] = record
+        self._save_checkpoint()
+
+    def _send(self, batch: Batch, record: dict[str, Any]) -> None:
         assert self.client is not None
         try:
             job = self.client.create_import_job(batch.body(self.spec.list_id))
         except InvalidPayload as exc:
-            self._split_invalid(batch, exc)
+            self._split_invalid(batch, exc, record)
             return
         with self.lock:
             self.jobs[job.id] = (job, batch)
             self.report.job_ids.append(job.id)
             self.counts.sent += len(batch)
+            record["jobs"].append(job.id)
+            record["sent"] += len(batch)
         log.info("import job %s: %d profiles sent", job.id, len(batch), extra=self.log_extra)
 
-    def _split_invalid(self, batch: Batch, exc: InvalidPayload) -> None:
+    def _replay(self, batch: Batch, record: dict[str, Any]) -> None:
+        """A batch an earlier invocation already sent: count it, never send it again."""
+        with self.lock:
+            self.counts.sent += record["sent"]
+            self.report.job_ids.extend(record["jobs"])
+        for line in record["rejects"]:
+            self._reject(*line)
+        for job_id in record["jobs"]:
+            finished = self.checkpoint.finished_jobs.get(job_id)
+            if finished is None:  # still to poll, with this batch to attribute its errors to rows
+                self.jobs[job_id] = (ImportJob(job_id, "queued", record["sent"], 0, 0, ""), batch)
+                continue
+            with self.lock:
+                self.counts.accepted += finished["accepted"]
+                self.counts.failed += finished["failed"]
+            for line in finished["rejects"]:
+                self.rejects.add(*line)
+
+    def _load_checkpoint(self) -> None:
+        if self.checkpoints is None:
+            return
+        found = self.checkpoints.load()
+        if found is not None:
+            if found.source_version != self.source.version:
+                raise SegmentUnavailable(
+                    f"{self.source.location}: the segment changed since this run started; start a new run"
+                )
+            self.checkpoint = found
+            log.info(
+                "run %s resumes: %d batches already sent", self.spec.run_id, len(found.batches), extra=self.log_extra
+            )
+        self.checkpoint.invocations += 1
+        self._save_checkpoint()
+
+    def _save_checkpoint(self) -> None:
+        if self.checkpoints is not None:
+            with self.lock:
+                snapshot = Checkpoint.from_json(self.checkpoint.to_json())
+            self.checkpoints.save(snapshot)
+
+    def _split_invalid(self, batch: Batch, exc: InvalidPayload, record: dict[str, Any]) -> None:
         """Klaviyo refuses a whole job for one bad profile: take out the profiles its pointers name
         and resend the rest; with no usable pointer, halve the batch until the culprit is alone."""
         bad: dict[int, str] = {}
@@ -256,16 +354,16 @@ class _Run:
                 bad.setdefault(index, error.get("detail") or error.get("title") or "invalid profile")
         if bad:
             for index, reason in bad.items():
-                self._reject_sent(batch, index, f"Klaviyo refused the profile: {reason}")
+                self._reject_sent(batch, index, f"Klaviyo refused the profile: {reason}", record)
             rest = [i for i in range(len(batch)) if i not in bad]
             if rest:
-                self._upload(batch.subset(rest))
+                self._send(batch.subset(rest), record)
         elif len(batch) == 1:
-            self._reject_sent(batch, 0, f"Klaviyo refused the profile: {exc}")
+            self._reject_sent(batch, 0, f"Klaviyo refused the profile: {exc}", record)
         else:
             half = len(batch) // 2
-            self._upload(batch.subset(list(range(half))))
-            self._upload(batch.subset(list(range(half, len(batch)))))
+            self._send(batch.subset(list(range(half))), record)
+            self._send(batch.subset(list(range(half, len(batch)))), record)
 
     def _wait_for_jobs(self) -> None:
         assert self.client is not None
@@ -305,46 +403,37 @@ class _Run:
 
     def _finish_job(self, job: ImportJob, batch: Batch) -> None:
         assert self.client is not None
-        failed = 0
+        lines: list[list[Any]] = []
         if job.failed:
             index = {key: i for i, key in enumerate(batch.keys)}
             for error in self.client.import_errors(job.id):
-                failed += 1
-                position = index.get(attributes_key(_payload_attributes(error.get("original_payload") or {})), -1)
+                attributes = _payload_attributes(error.get("original_payload") or {})
+                position = index.get(attributes_key(attributes), -1)
                 detail = error.get("detail") or error.get("title") or error.get("code") or "failed"
-                if position >= 0:
-                    part, number = self._row_of(batch.rows[position])
-                    self.rejects.add(
+                part, number = self._row_of(batch.rows[position]) if position >= 0 else ("", 0)
+                where = "the profile" if position >= 0 else f"a profile of job {job.id}"
+                lines.append(
+                    [
                         part,
                         number,
-                        mask_attributes(_payload_attributes(error.get("original_payload") or {})),
+                        mask_attributes(attributes),
                         "failed",
                         "",
-                        f"Klaviyo could not import the profile: {detail}",
-                    )
-                else:
-                    self.rejects.add(
-                        "",
-                        0,
-                        mask_attributes(_payload_attributes(error.get("original_payload") or {})),
-                        "failed",
-                        "",
-                        f"Klaviyo could not import a profile of job {job.id}: {detail}",
-                    )
-            failed = max(failed, job.failed)
+                        f"Klaviyo could not import {where}: {detail}",
+                    ]
+                )
+        failed = max(len(lines), job.failed)
         if job.status == "cancelled":
             failed = max(failed, job.total - job.completed)
+        accepted = (job.total or len(batch)) - failed
+        for line in lines:
+            self.rejects.add(*line)
         with self.lock:
             self.counts.failed += failed
-            self.counts.accepted += len(batch) - failed
-        log.info(
-            "import job %s %s: %d imported, %d failed",
-            job.id,
-            job.status,
-            len(batch) - failed,
-            failed,
-            extra=self.log_extra,
-        )
+            self.counts.accepted += accepted
+            self.checkpoint.finished_jobs[job.id] = {"accepted": accepted, "failed": failed, "rejects": lines}
+        self._save_checkpoint()
+        log.info("import job %s %s: %d imported, %d failed", job.id, job.status, accepted, failed, extra=self.log_extra)
 
     # -- accounting ----------------------------------------------------------------------------
     def _reject(self, source: str, number: int, identifier: str, outcome: str, field_name: str, reason: str) -> None:
@@ -352,10 +441,11 @@ class _Run:
             self.counts.rejected += 1
         self.rejects.add(source, number, identifier, outcome, field_name, reason)
 
-    def _reject_sent(self, batch: Batch, index: int, reason: str) -> None:
+    def _reject_sent(self, batch: Batch, index: int, reason: str, record: dict[str, Any]) -> None:
         part, number = self._row_of(batch.rows[index])
-        masked = mask_attributes(_attributes(batch.profiles[index]))
-        self._reject(part, number, masked, "rejected", "", reason)
+        line = [part, number, mask_attributes(_attributes(batch.profiles[index])), "rejected", "", reason]
+        record["rejects"].append(line)
+        self._reject(*line)
 
     def _row_of(self, packed: int) -> tuple[str, int]:
         return self.part_names[packed >> 40], packed & ((1 << 40) - 1)
@@ -363,6 +453,10 @@ class _Run:
     def _emit_progress(self, force: bool = False) -> None:
         if self.progress is not None:
             self.progress(self.counts)
+
+
+def _batch_key(batch: Batch) -> str:
+    return f"{batch.rows[0]}:{batch.rows[-1]}"
 
 
 def _pointer_index(pointer: str, size: int) -> int | None:

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 SUCCEEDED, COMPLETED_WITH_REJECTS, FAILED = "succeeded", "completed_with_rejects", "failed"
+INCOMPLETE = "incomplete"  # the time budget ran out: a checkpoint says where to go on
 REJECTS_COLUMNS = ["source", "row", "identifier", "outcome", "field", "reason"]
 
 

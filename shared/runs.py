@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import posixpath
 import threading
@@ -10,12 +11,14 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from azure.core.exceptions import ResourceExistsError
 
+from shared.checkpoint import BlobCheckpoints
 from shared.exporter import ConfigurationError, ExportSpec, run_export
 from shared.klaviyo import KlaviyoError
 from shared.mapping import FieldMapping
 from shared.models import TERMINAL_STATES
-from shared.report import FAILED, Counts, RejectsFile
+from shared.report import FAILED, INCOMPLETE, Counts, RejectsFile, RunReport
 from shared.secrets import SecretError
 from shared.segments import BlobPart, SegmentError, SegmentSource, SegmentUnavailable, blob_segment, is_data_name
 from shared.services import Services
@@ -253,11 +256,13 @@ def _execute(services: Services, run: dict[str, Any], thread_initializer: Callab
         run_id=run["run_id"],
         max_in_flight=services.settings.upload_concurrency,
         thread_initializer=thread_initializer,
+        deadline=time.monotonic() + services.settings.run_time_budget,
     )
     client = services.klaviyo(api_key)
     rejects = RejectsFile()
+    checkpoints = _checkpoints(services, export["name"], run["run_id"])
     try:
-        report = run_export(source, spec, client, _RunProgress(services, run["run_id"]), rejects)
+        report = run_export(source, spec, client, _RunProgress(services, run["run_id"]), rejects, checkpoints)
     except ConfigurationError as exc:
         rejects.discard()
         return _finish(services, run, FAILED, reason=str(exc), source_version=source.version)
@@ -266,6 +271,9 @@ def _execute(services: Services, run: dict[str, Any], thread_initializer: Callab
         return _finish(services, run, FAILED, reason=str(exc), source_version=source.version)
     finally:
         client.close()
+    if report.status == INCOMPLETE:
+        rejects.discard()
+        return _continue_later(services, run, report)
     status, reason = report.status, report.error
     try:
         save_report(services.blobs, services.settings.reports_container, report, rejects)
@@ -284,9 +292,31 @@ def _execute(services: Services, run: dict[str, Any], thread_initializer: Callab
     if reason:
         fields["reason"] = reason
     finished = _finish(services, run, status, **fields)
+    checkpoints.delete()
     if status != FAILED:
         store.update_export(export["name"], {"last_success_version": source.version, "last_success_run": run["run_id"]})
     return finished
+
+
+def _checkpoints(services: Services, export_name: str, run_id: str) -> BlobCheckpoints:
+    container = services.blobs.get_container_client(services.settings.reports_container)
+    with contextlib.suppress(ResourceExistsError):
+        container.create_container()
+    return BlobCheckpoints(container, report_prefix(export_name, run_id) + "checkpoint.json")
+
+
+def _continue_later(services: Services, run: dict[str, Any], report: RunReport) -> dict[str, Any]:
+    """The time budget ran out: the run goes back on the queue and resumes from its checkpoint."""
+    changes = {
+        "status": "queued",
+        "counts": _counts(report.counts),
+        "continuations": int(run.get("continuations", 0)) + 1,
+    }
+    services.store.update_run(run["run_id"], changes)
+    run.update(changes)
+    services.queue.send_message(orjson.dumps({"run_id": run["run_id"]}).decode())
+    log.info("run %s continues in a new invocation (%d so far)", run["run_id"], changes["continuations"])
+    return run
 
 
 def mark_poisoned(services: Services, message: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ class Settings:
     local_api_key: str = ""
     upload_concurrency: int = 6
     klaviyo_read_timeout: float = 60.0
+    run_time_budget: float = 540.0  # a little under the Consumption plan's 10-minute limit
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -38,4 +39,5 @@ class Settings:
             local_api_key=env.get("LOCAL_KLAVIYO_API_KEY", ""),
             upload_concurrency=int(env.get("UPLOAD_CONCURRENCY") or 6),
             klaviyo_read_timeout=float(env.get("KLAVIYO_TIMEOUT_SECONDS") or 60),
+            run_time_budget=float(env.get("RUN_TIME_BUDGET_SECONDS") or 540),
         )

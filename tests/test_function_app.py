@@ -407,3 +407,23 @@ def test_routes_resolve_through_the_route_templates(app: App, klaviyo: KlaviyoSi
     assert app.host.http("GET", "exports", headers=ADMIN_HEADERS).status_code == 200
     assert app.host.http("GET", "exports/a%2Fb", headers=ADMIN_HEADERS).status_code == 400
     assert app.host.http("PATCH", "exports/routed", headers=ADMIN_HEADERS).status_code == 405
+
+
+def test_a_run_longer_than_its_time_budget_continues_in_new_queue_messages(app: App, klaviyo: KlaviyoSimulator):
+    from dataclasses import replace
+
+    from tools.segment_gen import Expected, encode, generate_rows
+
+    app.services.settings = replace(app.services.settings, run_time_budget=0.0)
+    list_id = klaviyo.create_list("Long")
+    app.put_connection()
+    expected = Expected()
+    app.upload("long.csv", b"".join(encode(generate_rows(25_000, seed=5, expected=expected))))
+    app.put_export("long", list_id, {"blob": "long.csv"}, mapping={"email": "email", "phone_number": "phone"})
+    _, run, _ = app.http("export_runs", "POST", "exports/long/runs", name="long")
+    assert app.drain_queue() >= 3, "each invocation sends a batch, checkpoints and queues the rest"
+    _, done, _ = app.http("run_status", "GET", f"runs/{run['run_id']}", run_id=run["run_id"])
+    assert done["status"] == "completed_with_rejects" and done["continuations"] >= 2
+    assert done["counts"]["rows_read"] == 25_000 and done["counts"]["accepted"] == expected.valid
+    assert member_emails(klaviyo, list_id) == expected.valid_emails
+    assert klaviyo.stats["jobs_created"] == done["jobs"], "no batch was sent twice"
