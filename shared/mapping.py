@@ -175,10 +175,16 @@ def _without_value(message: str, value: str) -> str:
 def identifier_key(kind: str, value: str) -> int:
     """The dedupe key of an identifier: a 64-bit hash, stable within one process (enough: a
     resumed run recomputes every key by replaying its input)."""
-    return hash(_KEY_PREFIX[kind] + value)
+    return hash(value if kind != "external_id" else "x:" + value)
 
 
-_KEY_PREFIX = {"email": "e:", "phone": "p:", "external_id": "x:"}
+def mask_identifier(identifier: str) -> str:
+    """Masks a primary identifier as keyed: an email (has '@'), an E.164 phone, or 'x:' + external id."""
+    if identifier.startswith("x:"):
+        return mask_text(identifier[2:])
+    if identifier.startswith("+"):
+        return mask_phone(identifier)
+    return mask_email(identifier)
 
 
 def _possible_lengths() -> dict[str, frozenset[int]]:
@@ -287,7 +293,7 @@ class ProfileMapper:
                     except ValueError as exc:
                         return Rejection("email", f"email is not valid: {exc}", mask_email(raw))
                 attributes["email"] = email
-                key = hash("e:" + email)
+                key = hash(email)  # emails hold '@' and phones start with '+': they cannot collide
         if phone_column:
             raw = values[at].strip()
             at += 1
@@ -299,7 +305,7 @@ class ProfileMapper:
                         return Rejection("phone_number", f"phone_number cannot be made E.164: {exc}", mask_phone(raw))
                 attributes["phone_number"] = raw
                 if key is None:
-                    key = hash("p:" + raw)
+                    key = hash(raw)
         if external_column:
             raw = values[at].strip()
             at += 1
