@@ -578,9 +578,11 @@ def test_dedupe_key_is_the_same_for_the_same_email_whatever_its_case_or_spaces(v
 
 def test_dedupe_key_differs_between_identifier_kinds_and_values() -> None:
     keys = {
-        identifier_key("email", "4155550123"),
-        identifier_key("phone", "4155550123"),
-        identifier_key("external_id", "4155550123"),
+        # Normalized identifiers of different kinds never look alike (emails hold '@', phones
+        # start with '+'); an external id that copies either one must still be its own key.
+        identifier_key("phone", "+14155550123"),
+        identifier_key("external_id", "+14155550123"),
+        identifier_key("external_id", "ann@example.com"),
         identifier_key("email", "ann@example.com"),
         identifier_key("email", "bob@example.com"),
     }
