@@ -296,6 +296,7 @@ class _Run:
         except InvalidPayload as exc:
             self._split_invalid(batch, exc, record)
             return
+        batch.release()
         with self.lock:
             self.jobs[job.id] = (job, batch)
             self.report.job_ids.append(job.id)
@@ -314,6 +315,7 @@ class _Run:
         for job_id in record["jobs"]:
             finished = self.checkpoint.finished_jobs.get(job_id)
             if finished is None:  # still to poll, with this batch to attribute its errors to rows
+                batch.release()
                 self.jobs[job_id] = (ImportJob(job_id, "queued", record["sent"], 0, 0, ""), batch)
                 continue
             with self.lock:
@@ -443,7 +445,7 @@ class _Run:
 
     def _reject_sent(self, batch: Batch, index: int, reason: str, record: dict[str, Any]) -> None:
         part, number = self._row_of(batch.rows[index])
-        line = [part, number, mask_attributes(_attributes(batch.profiles[index])), "rejected", "", reason]
+        line = [part, number, mask_attributes(_attributes(batch.profile(index))), "rejected", "", reason]
         record["rejects"].append(line)
         self._reject(*line)
 
