@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[Counts], None]
 _POINTER_PREFIX = "/data/attributes/profiles/data/"
+_POLL_DURING_UPLOAD_SECONDS = 5.0
 
 
 class ConfigurationError(Exception):
@@ -204,6 +205,7 @@ class _Run:
                 in_flight.add(pool.submit(self._upload, batch))
 
             flush_points = set(self.checkpoint.flush_points)
+            next_poll = time.monotonic() + _POLL_DURING_UPLOAD_SECONDS
             deadline = self.spec.deadline
             for chunk in self.source.chunks():
                 for body, key, row in self._valid_new_profiles(chunk, mapper, seen, part_index[chunk.source]):
@@ -213,6 +215,10 @@ class _Run:
                     if flush_points and row in flush_points and (early := batcher.flush()) is not None:
                         submit(early)
                 self._emit_progress()
+                if not self.spec.dry_run and time.monotonic() >= next_poll:
+                    # Finishing jobs as they complete keeps memory flat: each holds its rows' keys.
+                    self._collect_finished(pages=1, direct=0)
+                    next_poll = time.monotonic() + _POLL_DURING_UPLOAD_SECONDS
                 # Only once this invocation has sent something new, so every invocation makes progress.
                 if deadline is not None and self.sent_new and time.monotonic() > deadline:
                     early = batcher.flush()
@@ -368,36 +374,45 @@ class _Run:
             self._send(batch.subset(list(range(half, len(batch)))), record)
 
     def _wait_for_jobs(self) -> None:
-        assert self.client is not None
-        pending = {job_id for job_id, (job, _) in self.jobs.items() if not job.done}
         deadline = time.monotonic() + self.spec.job_timeout
-        for job, batch in list(self.jobs.values()):
-            if job.done:
-                self._finish_job(job, batch)
-        while pending:
+        while self._collect_finished():
             if time.monotonic() > deadline:
                 raise KlaviyoError(
-                    f"{len(pending)} import job(s) still not complete after {self.spec.job_timeout:.0f} s"
+                    f"{len(self.jobs)} import job(s) still not complete after {self.spec.job_timeout:.0f} s"
                 )
             time.sleep(self.spec.poll_interval)
-            for job in self._poll(pending):
-                pending.discard(job.id)
-                self._finish_job(job, self.jobs[job.id][1])
             self._emit_progress()
 
-    def _poll(self, pending: set[str]) -> list[ImportJob]:
+    def _collect_finished(self, pages: int | None = None, direct: int = 10) -> int:
+        """Finishes the jobs Klaviyo has completed (releasing what was kept for them); returns how
+        many are still pending."""
+        with self.lock:
+            pending = {job_id for job_id, (job, _) in self.jobs.items()}
+            done_already = [job for job, _ in self.jobs.values() if job.done]
+        finished = done_already + self._poll(pending - {j.id for j in done_already}, pages, direct)
+        for job in finished:
+            with self.lock:
+                _, batch = self.jobs.pop(job.id)
+            self._finish_job(job, batch)
+        return len(pending) - len(finished)
+
+    def _poll(self, pending: set[str], pages: int | None = None, direct: int = 10) -> list[ImportJob]:
         """Finished jobs among `pending`: one listing call covers up to 100 jobs (newest first)."""
         assert self.client is not None
         finished: list[ImportJob] = []
+        if not pending:
+            return finished
         unseen = set(pending)
-        for job in self.client.recent_import_jobs():
+        for seen, job in enumerate(self.client.recent_import_jobs(), start=1):
             if job.id in unseen:
                 unseen.discard(job.id)
                 if job.done:
                     finished.append(job)
             if not unseen or job.created_at < self.report.started_at[:19]:
                 break
-        for job_id in list(unseen)[:10]:  # not in the listing (another writer's jobs crowd it): ask directly
+            if pages is not None and seen >= pages * 100:
+                return finished
+        for job_id in list(unseen)[:direct]:  # not in the listing (another writer's jobs crowd it): ask directly
             job = self.client.get_import_job(job_id)
             if job.done:
                 finished.append(job)
