@@ -28,8 +28,13 @@ host: deps
 test: deps
 	$(PY) -m pytest
 
+# Benchmarks of issue 4 (not part of the tests; 15-25 minutes on 2 cores). Rewrites the table in
+# BENCHMARKS.md; raw JSON in bench/results/. Select with e.g. BENCH_ARGS="--sizes 100k,1m".
+bench: deps
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 lint: deps
-	$(VENV)/bin/ruff check shared tools tests function_app.py
+	$(VENV)/bin/ruff check shared tools tests bench function_app.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache

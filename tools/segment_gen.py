@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
+import csv
+import functools
 import gzip
 import io
+import itertools
+import os
 import random
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient
 
 COLUMNS = [
     "customer_id",
@@ -111,83 +121,118 @@ class Expected:
 
 
 def generate_rows(
-    count: int, seed: int = 7, bad_rate: float = 0.01, duplicate_rate: float = 0.01, expected: Expected | None = None
+    count: int,
+    seed: int = 7,
+    bad_rate: float = 0.01,
+    duplicate_rate: float = 0.01,
+    expected: Expected | None = None,
+    start: int = 0,
 ) -> Iterator[dict[str, str]]:
-    """Profiles as dicts of strings; `expected` (if given) is filled with the ground truth."""
+    """Profiles as dicts of strings; `expected` (if given) is filled with the ground truth.
+
+    `start` numbers the rows from there (emails, phones and customer ids derive from that number), so
+    segments generated with disjoint ranges share no identifier.
+    """
+    for values in generate_values(count, seed, bad_rate, duplicate_rate, expected, start):
+        yield dict(zip(COLUMNS, values, strict=True))
+
+
+def generate_values(
+    count: int,
+    seed: int = 7,
+    bad_rate: float = 0.01,
+    duplicate_rate: float = 0.01,
+    expected: Expected | None = None,
+    start: int = 0,
+) -> Iterator[tuple[str, ...]]:
+    """The rows of `generate_rows` as tuples in COLUMNS order (the fast path for large segments)."""
     rng = random.Random(seed)
+    # The same draws as rng.choice / rng.randint / rng.uniform make (so a seed keeps giving the same
+    # segment), without their per-call overhead.
+    below, draw = rng._randbelow, rng.random  # type: ignore[attr-defined]
     recent: list[str] = []
-    for i in range(count):
-        first, last = rng.choice(FIRST), rng.choice(LAST)
-        city, country = rng.choice(CITIES)
-        email = f"{_ascii(first)}.{_ascii(last)}.{i}@{rng.choice(DOMAINS)}"
-        # Unique per row (two people sharing a number would be a real conflict in Klaviyo).
-        phone = f"+1{AREA_CODES[(i // 7_900_000) % 10]}{200 + (i // 10_000) % 790}{i % 10_000:04d}"
-        roll = rng.random()
-        kind = "valid"
-        if roll < bad_rate:
-            kind = "invalid"
-            if rng.random() < 0.75:
-                email = rng.choice(BAD_EMAILS)
+    valid_emails = expected.valid_emails if expected is not None else None
+    rows = invalid = duplicates = 0
+    n_first, n_last, n_cities, n_domains, n_tiers = len(FIRST), len(LAST), len(CITIES), len(DOMAINS), len(TIERS)
+    try:
+        for i in range(start, start + count):
+            first, last = FIRST[below(n_first)], LAST[below(n_last)]
+            city, country = CITIES[below(n_cities)]
+            email = f"{_ascii(first)}.{_ascii(last)}.{i}@{DOMAINS[below(n_domains)]}"
+            # Unique per row (two people sharing a number would be a real conflict in Klaviyo).
+            phone = f"+1{AREA_CODES[(i // 7_900_000) % 10]}{200 + (i // 10_000) % 790}{i % 10_000:04d}"
+            roll = draw()
+            rows += 1
+            if roll < bad_rate:
+                invalid += 1
+                if draw() < 0.75:
+                    email = BAD_EMAILS[below(len(BAD_EMAILS))]
+                else:
+                    phone = BAD_PHONES[below(len(BAD_PHONES))]
+            elif roll < bad_rate + duplicate_rate and recent:
+                duplicates += 1
+                email = recent[below(len(recent))]
+                email = f"  {email.upper()} " if draw() < 0.5 else email.title()
             else:
-                phone = rng.choice(BAD_PHONES)
-        elif roll < bad_rate + duplicate_rate and recent:
-            kind = "duplicate"
-            email = rng.choice(recent)
-            email = f"  {email.upper()} " if rng.random() < 0.5 else email.title()
+                if valid_emails is not None:
+                    valid_emails.add(email)
+                if len(recent) < 1000:
+                    recent.append(email)
+                else:
+                    recent[below(1000)] = email
+            yield (
+                f"C-{i:08d}",
+                email,
+                phone,
+                first,
+                last,
+                city,
+                country,
+                TIERS[below(n_tiers)],
+                f"{5000 * draw():.2f}",
+                f"20{15 + below(11)}-0{1 + below(9)}-1{below(10)}",
+            )
+    finally:  # the counts hold for the rows produced, also when the consumer stops early
         if expected is not None:
-            expected.rows += 1
-            if kind == "invalid":
-                expected.invalid += 1
-            elif kind == "duplicate":
-                expected.duplicates += 1
-            elif expected.valid_emails is not None:
-                expected.valid_emails.add(email)
-        if kind == "valid":
-            if len(recent) < 1000:
-                recent.append(email)
-            else:
-                recent[rng.randrange(1000)] = email
-        yield {
-            "customer_id": f"C-{i:08d}",
-            "email": email,
-            "phone": phone,
-            "first_name": first,
-            "last_name": last,
-            "city": city,
-            "country": country,
-            "loyalty_tier": rng.choice(TIERS),
-            "lifetime_value": f"{rng.uniform(0, 5000):.2f}",
-            "signup_date": f"20{rng.randint(15, 25)}-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}",
-        }
+            expected.rows += rows
+            expected.invalid += invalid
+            expected.duplicates += duplicates
 
 
+@functools.lru_cache(maxsize=256)
 def _ascii(name: str) -> str:
     folded = unicodedata.normalize("NFKD", name.lower()).encode("ascii", "ignore").decode()
     return folded.replace("'", "")
 
 
-def _csv_line(values: list[str]) -> str:
-    out = []
-    for v in values:
-        out.append('"' + v.replace('"', '""') + '"' if any(c in v for c in ',"\r\n') else v)
-    return ",".join(out) + "\r\n"
-
-
-def encode(rows: Iterator[dict[str, str]], fmt: str = "csv", chunk_rows: int = 20_000) -> Iterator[bytes]:
-    """The rows as CSV (with header) or JSON Lines, in byte chunks of `chunk_rows` rows."""
-    buffer: list[str] | list[bytes] = []
+def encode(
+    rows: Iterable[dict[str, str]] | Iterable[tuple[str, ...]], fmt: str = "csv", chunk_rows: int = 20_000
+) -> Iterator[bytes]:
+    """The rows (dicts, or tuples in COLUMNS order) as CSV (with header) or JSON Lines, in byte chunks of
+    `chunk_rows` rows. CSV fields are quoted only when they must be (a comma, a quote or a line break)."""
+    sink = io.StringIO()
+    writer = csv.writer(sink, lineterminator="\r\n")
     if fmt == "csv":
-        yield _csv_line(COLUMNS).encode()
-    for row in rows:
+        writer.writerow(COLUMNS)
+    dumps = orjson.dumps
+    for batch in _batched(rows, chunk_rows):
         if fmt == "csv":
-            buffer.append(_csv_line([row[c] for c in COLUMNS]))  # type: ignore[arg-type]
+            writer.writerows([row[c] for c in COLUMNS] if isinstance(row, dict) else row for row in batch)
+            yield sink.getvalue().encode()
+            sink.seek(0)
+            sink.truncate()
         else:
-            buffer.append(orjson.dumps(row) + b"\n")  # type: ignore[arg-type]
-        if len(buffer) >= chunk_rows:
-            yield "".join(buffer).encode() if fmt == "csv" else b"".join(buffer)  # type: ignore[arg-type]
-            buffer = []
-    if buffer:
-        yield "".join(buffer).encode() if fmt == "csv" else b"".join(buffer)  # type: ignore[arg-type]
+            lines = [dumps(row if isinstance(row, dict) else dict(zip(COLUMNS, row, strict=True))) for row in batch]
+            lines.append(b"")
+            yield b"\n".join(lines)
+    if fmt == "csv" and sink.tell():
+        yield sink.getvalue().encode()
+
+
+def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
 
 
 def gzipped(chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -202,25 +247,76 @@ def gzipped(chunks: Iterator[bytes]) -> Iterator[bytes]:
     yield sink.getvalue()
 
 
-def write_segment(path: Path, count: int, seed: int = 7, track: bool = True, **rates: float) -> Expected:
+def segment_chunks(
+    name: str, count: int, seed: int, expected: Expected, start: int = 0, **rates: float
+) -> Iterator[bytes]:
+    """The encoded segment for a file or blob `name` (.csv or .jsonl, optionally .gz)."""
+    fmt = "jsonl" if ".jsonl" in name else "csv"
+    chunks = encode(generate_values(count, seed, expected=expected, start=start, **rates), fmt)
+    return gzipped(chunks) if name.endswith(".gz") else chunks
+
+
+def write_segment(
+    path: Path, count: int, seed: int = 7, track: bool = True, start: int = 0, **rates: float
+) -> Expected:
     expected = Expected(valid_emails=set() if track else None)
-    fmt = "jsonl" if ".jsonl" in path.name else "csv"
-    chunks = encode(generate_rows(count, seed, expected=expected, **rates), fmt)
-    if path.name.endswith(".gz"):
-        chunks = gzipped(chunks)
     with path.open("wb") as f:
-        for chunk in chunks:
+        for chunk in segment_chunks(path.name, count, seed, expected, start, **rates):
             f.write(chunk)
+    return expected
+
+
+def upload_segment(
+    blob: BlobClient, count: int, seed: int = 7, track: bool = False, start: int = 0, **rates: float
+) -> Expected:
+    """Generates a segment straight into a block blob (format from its name), in blocks of about 8 MB
+    staged while the next ones are generated, so no file and no whole segment is ever held."""
+    expected = Expected(valid_emails=set() if track else None)
+    block_ids: list[str] = []
+    pending: list[bytes] = []
+    size = 0
+    with ThreadPoolExecutor(2) as pool:
+        staged: list[Future[None]] = []
+
+        def stage() -> None:
+            block_id = base64.b64encode(f"{len(block_ids):08d}".encode()).decode()
+            block_ids.append(block_id)
+            staged.append(pool.submit(blob.stage_block, block_id, b"".join(pending)))
+            while len(staged) > 4:  # bounded memory: at most a few blocks in flight
+                staged.pop(0).result()
+
+        for chunk in segment_chunks(blob.blob_name, count, seed, expected, start, **rates):
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= 8 << 20:
+                stage()
+                pending, size = [], 0
+        if pending or not block_ids:
+            stage()
+        for future in staged:
+            future.result()
+    blob.commit_block_list([BlobBlock(block_id) for block_id in block_ids])
     return expected
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("path", type=Path, help="output file: .csv, .jsonl, optionally .gz")
+    parser.add_argument("path", help="output file: .csv, .jsonl, optionally .gz (container/blob with --blob)")
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--start", type=int, default=0, help="number of the first row (identifiers derive from it)")
+    parser.add_argument(
+        "--blob", action="store_true", help="write to the blob container/name in AzureWebJobsStorage's account"
+    )
     args = parser.parse_args()
-    expected = write_segment(args.path, args.rows, args.seed, track=False)
+    if args.blob:
+        container, _, name = args.path.partition("/")
+        service = BlobServiceClient.from_connection_string(os.environ["AzureWebJobsStorage"])  # noqa: SIM112
+        with contextlib.suppress(ResourceExistsError):
+            service.create_container(container)
+        expected = upload_segment(service.get_blob_client(container, name), args.rows, args.seed, start=args.start)
+    else:
+        expected = write_segment(Path(args.path), args.rows, args.seed, track=False, start=args.start)
     print(f"{args.path}: {expected.rows:,} rows, {expected.invalid:,} invalid, {expected.duplicates:,} duplicates")
 
 

@@ -14,7 +14,7 @@ from dataclasses import fields
 from .server import KlaviyoSimulator
 from .state import ALL_SCOPES, SimulatorConfig
 
-_NOT_FLOATS = {"rate_limits", "seed"}
+_NOT_FLOATS = {"rate_limits", "seed", "keep_attributes", "fast_import"}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -34,6 +34,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--list", action="append", default=[], metavar="ID[:NAME]", help="create this list (repeatable)"
     )
     parser.add_argument("--no-rate-limits", action="store_true", help="do not enforce Klaviyo's rate limits")
+    parser.add_argument(
+        "--no-profile-attributes",
+        action="store_true",
+        help="keep only profiles' identifiers (list members still counted exactly): for runs of millions",
+    )
+    parser.add_argument(
+        "--fast-import",
+        action="store_true",
+        help="read import jobs by a scan for emails, without validating profiles: for benchmarks only",
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--log-level", default="WARNING")
     defaults = SimulatorConfig()
@@ -53,7 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.set_threshold(200_000, 20, 1_000_000)
     settings = {s.name: getattr(args, s.name) for s in fields(SimulatorConfig) if s.name not in _NOT_FLOATS}
     try:
-        config = SimulatorConfig(rate_limits=not args.no_rate_limits, seed=args.seed, **settings)
+        config = SimulatorConfig(
+            rate_limits=not args.no_rate_limits,
+            seed=args.seed,
+            keep_attributes=not args.no_profile_attributes,
+            fast_import=args.fast_import,
+            **settings,
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

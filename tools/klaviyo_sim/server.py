@@ -37,6 +37,7 @@ from .state import (
     SimulatorConfig,
     error_object,
     iso,
+    scan_import,
     validate_import,
 )
 
@@ -859,8 +860,12 @@ class KlaviyoApi:
 
     def create_job(self, request: Request) -> Response:
         names = sparse(request.query, "profile-bulk-import-job", _JOB_FIELDS)
-        pending, list_id = validate_import(parse_json(request.body))
-        job = self.state.create_job(request.account, pending, list_id)
+        scanned = scan_import(request.body) if self.state.config.fast_import else None
+        if scanned is not None:
+            job = self.state.create_job(request.account, [], scanned[1], emails=scanned[0])
+        else:
+            pending, list_id = validate_import(parse_json(request.body))
+            job = self.state.create_job(request.account, pending, list_id)
         with self.state.lock:
             data = render_job(job, request.base, names)
         return document({"data": data, "links": {"self": data["links"]["self"]}}, 202)
