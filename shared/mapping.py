@@ -256,6 +256,12 @@ class ProfileMapper:
         self._properties = [(name, column) for column, name in mapping.properties.items()]
         self._columns = [c for _, c in self._ids if c] + [c for _, c in self._plain + self._location]
         self._text_count = len(self._columns)
+        # Where each group starts in the values handed to _apply (identifiers come first).
+        self._plain_names = [f for f, _ in self._plain]
+        self._location_names = [f for f, _ in self._location]
+        self._property_names = [name for name, _ in self._properties]
+        self._plain_end = sum(1 for c in self._id_columns if c) + len(self._plain)
+        self._location_end = self._plain_end + len(self._location)
         self._columns += [c for _, c in self._properties]
         self._missing_identifier = " and ".join(f for f, c in self._ids if c)
         self._first_identifier = next(f for f, c in self._ids if c)
@@ -318,25 +324,22 @@ class ProfileMapper:
                     key = hash("x:" + raw)
         if key is None:
             return Rejection(self._first_identifier, f"no identifier: {self._missing_identifier} empty", "")
-        for name, _ in self._plain:
-            value = values[at].strip()
-            at += 1
+        plain_end, location_end = self._plain_end, self._location_end
+        for name, value in zip(self._plain_names, values[at:plain_end]):
+            value = value.strip()
             if value:
                 attributes[name] = value
-        if self._location:
+        if location_end > plain_end:
             location = {}
-            for name, _ in self._location:
-                value = values[at].strip()
-                at += 1
+            for name, value in zip(self._location_names, values[plain_end:location_end]):
+                value = value.strip()
                 if value:
                     location[name] = value
             if location:
                 attributes["location"] = location
-        if self._properties:
+        if self._property_names:
             properties = {}
-            for name, _ in self._properties:
-                value = values[at]
-                at += 1
+            for name, value in zip(self._property_names, values[location_end:]):
                 if value is not None and value != "":
                     properties[name] = value
             if properties:
