@@ -325,13 +325,13 @@ class ProfileMapper:
         if key is None:
             return Rejection(self._first_identifier, f"no identifier: {self._missing_identifier} empty", "")
         plain_end, location_end = self._plain_end, self._location_end
-        for name, value in zip(self._plain_names, values[at:plain_end]):
+        for name, value in zip(self._plain_names, values[at:plain_end], strict=True):
             value = value.strip()
             if value:
                 attributes[name] = value
         if location_end > plain_end:
             location = {}
-            for name, value in zip(self._location_names, values[plain_end:location_end]):
+            for name, value in zip(self._location_names, values[plain_end:location_end], strict=True):
                 value = value.strip()
                 if value:
                     location[name] = value
@@ -339,7 +339,7 @@ class ProfileMapper:
                 attributes["location"] = location
         if self._property_names:
             properties = {}
-            for name, value in zip(self._property_names, values[location_end:]):
+            for name, value in zip(self._property_names, values[location_end:], strict=True):
                 if value is not None and value != "":
                     properties[name] = value
             if properties:
