@@ -6,6 +6,7 @@ import numpy as np
 
 _EMPTY = 0
 _MAX_LOAD = 0.7
+_GROW_SLICE = 1 << 18
 
 
 class SeenKeys:
@@ -60,8 +61,11 @@ class SeenKeys:
         while capacity * _MAX_LOAD < needed:
             capacity <<= 1
         old = self._table[self._table != _EMPTY]
+        self._table = np.zeros(0, dtype=np.int64)  # let the old table go before the new one exists
         self._table = np.zeros(capacity, dtype=np.int64)
-        self._insert(old)
+        # In slices, so the probing temporaries stay small next to the table itself.
+        for start in range(0, len(old), _GROW_SLICE):
+            self._insert(old[start : start + _GROW_SLICE])
 
     @property
     def nbytes(self) -> int:

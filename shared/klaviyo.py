@@ -6,9 +6,11 @@ import contextlib
 import logging
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
@@ -27,6 +29,8 @@ MAX_PROFILES_PER_JOB = 10_000
 MAX_JOB_BYTES = 5_000_000  # Klaviyo says 5 MB; the decimal reading is the safe one
 MAX_PROFILE_BYTES = 100_000
 RETRY_STATUSES = (429, 500, 502, 503, 504, 524)
+# The client retries 429s itself, through the rate limiter; urllib3 retries the rest.
+_TRANSPORT_RETRY_STATUSES = tuple(s for s in RETRY_STATUSES if s != 429)
 
 
 class KlaviyoError(Exception):
@@ -88,20 +92,22 @@ class CallStats:
 
 
 class _ObservedRetry(Retry):
-    """urllib3 Retry that tells the run what was retried and pauses the shared limiter on a 429,
-    so the other threads stop sending into a throttled window too."""
+    """urllib3 Retry for server errors and lost connections that tells the run what was retried.
 
+    429s are not retried here: a retry sent from inside urllib3 would bypass the rate limiter,
+    which must count every request and hear of every throttle (see KlaviyoClient._call)."""
+
+    RETRY_AFTER_STATUS_CODES = frozenset({503})
     stats: CallStats | None = None
-    limiter_for: Any = None
 
     def new(self, **kw: Any) -> Retry:
         retry = super().new(**kw)
-        retry.stats, retry.limiter_for = self.stats, self.limiter_for  # type: ignore[attr-defined]
+        retry.stats = self.stats  # type: ignore[attr-defined]
         return retry
 
     def get_retry_after(self, response: Any) -> float | None:
-        # A little jitter on top of Retry-After, so the threads (and runs) that were throttled
-        # together do not all land in the same new window.
+        # A little jitter on top of Retry-After, so the threads (and runs) told to wait together
+        # do not all come back at once.
         seconds = super().get_retry_after(response)
         return None if seconds is None else seconds + random.uniform(0.05, 0.25 + 0.1 * seconds)
 
@@ -117,10 +123,6 @@ class _ObservedRetry(Retry):
         if self.stats is not None:
             if response is not None and response.status:
                 self.stats.add(f"retried_{response.status}")
-                if response.status == 429 and self.limiter_for is not None:
-                    limiter = self.limiter_for(url or "")
-                    if limiter is not None:
-                        limiter.pause(self.parse_retry_after(response.headers.get("Retry-After", "1")))
             elif error is not None:
                 self.stats.add(f"retried_{type(error).__name__}")
         return super().increment(method, url, response, error, _pool, _stacktrace)
@@ -143,8 +145,18 @@ class KlaviyoClient:
             raise KlaviyoError("no Klaviyo API key was given", fatal=True)
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.max_throttled = max_retries
         self.stats = CallStats()
-        limits = {"import": BULK_IMPORT, "jobs": JOB_READS, "lists": LIST_READS, **(limits or {})}
+        # One limiter per window Klaviyo counts in: reading the job list, one job and a job's
+        # errors are separate endpoints with a limit each, and their RateLimit headers differ.
+        limits = {
+            "import": BULK_IMPORT,
+            "jobs": JOB_READS,
+            "job": JOB_READS,
+            "job_errors": JOB_READS,
+            "lists": LIST_READS,
+            **(limits or {}),
+        }
         self.limiters = {group: RateLimiter(limit) for group, limit in limits.items()}
         retry = _ObservedRetry(
             total=max_retries * 2,
@@ -153,7 +165,7 @@ class KlaviyoClient:
             status=max_retries,
             other=0,
             allowed_methods=None,  # re-sending an import job is safe: Klaviyo upserts profiles
-            status_forcelist=RETRY_STATUSES,
+            status_forcelist=_TRANSPORT_RETRY_STATUSES,
             backoff_factor=0.5,
             backoff_max=30,
             backoff_jitter=0.5,
@@ -161,7 +173,7 @@ class KlaviyoClient:
             raise_on_status=False,
             raise_on_redirect=False,
         )
-        retry.stats, retry.limiter_for = self.stats, self._limiter_for_url
+        retry.stats = self.stats
         self._session = requests.Session()
         self._session.mount(self.base_url, HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=pool_size))
         self._session.headers.update(
@@ -200,7 +212,7 @@ class KlaviyoClient:
         return ImportJob.from_resource(data["data"])
 
     def get_import_job(self, job_id: str) -> ImportJob:
-        data = self._call("GET", f"/api/profile-bulk-import-jobs/{job_id}", "jobs", what=f"import job {job_id}")
+        data = self._call("GET", f"/api/profile-bulk-import-jobs/{job_id}", "job", what=f"import job {job_id}")
         return ImportJob.from_resource(data["data"])
 
     def recent_import_jobs(self, page_size: int = 100) -> Iterator[ImportJob]:
@@ -218,7 +230,7 @@ class KlaviyoClient:
         path: str | None = f"/api/profile-bulk-import-jobs/{job_id}/import-errors"
         params: dict[str, str] | None = {"page[size]": "100"}
         while path:
-            data = self._call("GET", path, "jobs", params=params, what=f"import errors of job {job_id}")
+            data = self._call("GET", path, "job_errors", params=params, what=f"import errors of job {job_id}")
             for resource in data.get("data", []):
                 yield resource.get("attributes", {})
             path, params = self._next_page(data), None
@@ -232,11 +244,6 @@ class KlaviyoClient:
             raise KlaviyoError(f"pagination link leaves {self.base_url}; refusing to follow it")
         return link[len(self.base_url) :]
 
-    def _limiter_for_url(self, url: str) -> RateLimiter | None:
-        if "/relationships/" not in url and url.rstrip("/").endswith("/profile-bulk-import-jobs") and "?" not in url:
-            return self.limiters["import"]
-        return None
-
     def _call(
         self,
         method: str,
@@ -247,18 +254,45 @@ class KlaviyoClient:
         body: bytes | None = None,
         params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        self.limiters[group].acquire()
+        limiter = self.limiters[group]
         self.stats.add("requests")
         headers = {"content-type": JSON_API} if body is not None else None
-        try:
-            response = self._session.request(
-                method, self.base_url + path, data=body, params=params, headers=headers, timeout=self.timeout
-            )
-        except requests.RequestException as exc:
-            raise KlaviyoError(f"{what}: no answer from Klaviyo after retries ({type(exc).__name__})") from None
+        throttled = 0
+        while True:
+            sent_at = limiter.acquire()
+            try:
+                response = self._session.request(
+                    method, self.base_url + path, data=body, params=params, headers=headers, timeout=self.timeout
+                )
+            except BaseException as exc:
+                limiter.completed(sent_at)
+                if isinstance(exc, requests.RequestException):
+                    raise KlaviyoError(f"{what}: no answer from Klaviyo after retries ({type(exc).__name__})") from None
+                raise
+            if response.status_code != 429:
+                limiter.completed(sent_at, response.headers)
+                break
+            # Every sender on the account shares its limit: the limiter backs off and holds the
+            # other threads too, and the retry waits its turn in the limiter like any request.
+            hold = limiter.throttled(sent_at, _retry_after(response))
+            if throttled >= self.max_throttled:
+                break
+            throttled += 1
+            self.stats.add("retried_429")
+            log.debug("%s: throttled (429), retrying in %.2f s", what, hold)
         if response.status_code < 300:
             return orjson.loads(response.content) if response.content else {}
         raise _error_for(response, what)
+
+
+def _retry_after(response: requests.Response) -> float:
+    """Seconds from a 429's Retry-After (a number or an HTTP date); 1 when absent or unreadable."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    return 1.0
 
 
 def _error_for(response: requests.Response, what: str) -> KlaviyoError:

@@ -1,8 +1,20 @@
-"""The client-side limiter keeps within Klaviyo's burst and steady windows."""
+"""The client-side limiter, on a fake clock against the simulator's fixed windows: alone, shared, throttled."""
 
 from __future__ import annotations
 
-from shared.ratelimit import Limit, RateLimiter
+import heapq
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from shared.ratelimit import BULK_IMPORT, Limit, RateLimiter
+from tools.klaviyo_sim.state import RateDecision, RateLimit
+from tools.klaviyo_sim.state import RateLimiter as AccountWindows
+
+ACCOUNT_LIMIT = RateLimit(10, 150)
 
 
 class FakeClock:
@@ -16,37 +28,274 @@ class FakeClock:
         self.now += seconds
 
 
-def sent_times(limit: Limit, requests: int) -> list[float]:
-    clock = FakeClock()
-    limiter = RateLimiter(limit, clock=clock, sleep=clock.sleep)
-    times = []
-    for _ in range(requests):
-        limiter.acquire()
-        times.append(clock.now)
-    return times
+class Account:
+    """One Klaviyo account's import-job windows (the simulator's own), on the fake clock."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.windows = AccountWindows(clock=clock)
+        self.admitted: list[float] = []
+        self.throttled = 0
+        self.clock = clock
+
+    def request(self) -> RateDecision:
+        decision = self.windows.acquire("acct", "POST jobs", ACCOUNT_LIMIT)
+        if decision.allowed:
+            self.admitted.append(self.clock())
+        else:
+            self.throttled += 1
+        return decision
 
 
 def max_in_window(times: list[float], window: float) -> int:
-    return max(sum(1 for t in times if start <= t < start + window) for start in times)
+    return max((sum(1 for t in times if start <= t < start + window) for start in times), default=0)
 
 
-def test_no_second_holds_more_than_the_burst_limit():
-    times = sent_times(Limit(10, 150), 60)
+# --------------------------------------------------------------------------------------------- alone
+
+
+def send_alone(requests: int, headers: bool = True) -> tuple[list[float], Account, RateLimiter]:
+    """One sender, answers arriving at once: the send time of each admitted request."""
+    clock = FakeClock()
+    account = Account(clock)
+    limiter = RateLimiter(BULK_IMPORT, clock=clock, sleep=clock.sleep, rng=random.Random(1))
+    sent: list[float] = []
+    while len(sent) < requests:
+        at = limiter.acquire()
+        decision = account.request()
+        if decision.allowed:
+            limiter.completed(at, decision.headers if headers else {})
+            sent.append(at)
+        else:
+            limiter.throttled(at, decision.retry_after)
+    return sent, account, limiter
+
+
+@pytest.mark.parametrize("headers", [True, False], ids=["with-ratelimit-headers", "without"])
+def test_alone_it_bursts_to_the_limit_and_never_over_it(headers: bool):
+    times, account, limiter = send_alone(400, headers)
+    assert account.throttled == 0
+    assert times[:10] == [0.0] * 10, "the first second's burst goes out at once"
     assert max_in_window(times, 1.0) <= 10
-
-
-def test_no_minute_holds_more_than_the_steady_limit():
-    times = sent_times(Limit(10, 150), 400)
     assert max_in_window(times, 60.0) <= 150
+    # 10 per 1.05 s, as fast as the account allows: 100 jobs (a million profiles) in under 10 s.
+    assert times[99] == pytest.approx(9 * 1.05)
+    assert limiter.share is None and limiter.rate() == 10
 
 
-def test_a_burst_goes_out_without_waiting():
-    assert sent_times(Limit(10, 150), 10) == [0.0] * 10
+def test_alone_it_waits_out_the_steady_window_without_a_429():
+    times, account, _ = send_alone(160)
+    assert account.throttled == 0
+    assert times[149] < 16 and times[150] >= 60
 
 
-def test_pause_holds_every_caller_until_retry_after():
+# --------------------------------------------------------------------------------------------- 429
+
+
+def test_a_429_halves_the_rate_once_per_episode_and_holds_every_caller():
+    clock = FakeClock()
+    limiter = RateLimiter(BULK_IMPORT, clock=clock, sleep=clock.sleep, rng=random.Random(1))
+    in_flight = [limiter.acquire() for _ in range(2)]
+    for at in in_flight:
+        limiter.completed(at, {"RateLimit-Limit": "150", "RateLimit-Remaining": "149", "RateLimit-Reset": "60"})
+    first, second = limiter.acquire(), limiter.acquire()
+    hold = limiter.throttled(first, 1.0)
+    assert 1.05 <= hold <= 1.35
+    assert limiter.rate() == 5
+    limiter.throttled(second, 1.0)  # sent before the decrease: the same episode
+    assert limiter.rate() == 5
+    at = limiter.acquire()
+    assert at >= hold, "Retry-After is honoured"
+    # Another episode with nothing admitted in between: halved again and held longer.
+    assert limiter.throttled(at, 1.0) >= 1.05 + 0.5
+    assert limiter.rate() == 2.5
+
+
+def test_alone_the_rate_recovers_additively_after_a_429():
+    clock = FakeClock()
+    limiter = RateLimiter(BULK_IMPORT, clock=clock, sleep=clock.sleep, rng=random.Random(1))
+    at = limiter.acquire()
+    limiter.completed(at, {"RateLimit-Limit": "150", "RateLimit-Remaining": "149", "RateLimit-Reset": "60"})
+    hold = limiter.throttled(limiter.acquire(), 1.0)
+    rates = []
+    for _ in range(5):
+        rates.append(limiter.rate())
+        clock.now = hold + len(rates)
+    assert rates[0] == pytest.approx(5 + 1.5 * (1 - hold % 1), abs=1.5)
+    assert [round(b - a, 2) for a, b in itertools.pairwise(rates[:3])] == [1.5, 1.5]
+    assert rates[-1] == 10
+
+
+def test_pause_holds_every_caller_without_changing_the_pace():
     clock = FakeClock()
     limiter = RateLimiter(Limit(10, 150), clock=clock, sleep=clock.sleep)
     limiter.pause(3.0)
-    waited = limiter.acquire()
-    assert waited >= 3.0 and clock.now >= 3.0
+    assert limiter.acquire() >= 3.0
+    assert limiter.rate() == 10
+
+
+# ------------------------------------------------------------------------------------ shared account
+
+
+class _Wait(Exception):
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+def _wait(seconds: float) -> None:
+    # A limiter's sleep hands control back to the event loop, so that senders take turns on one clock.
+    raise _Wait(seconds)
+
+
+@dataclass
+class Sender:
+    limiter: RateLimiter
+    total: int
+    start: float
+    jobs: int = 0  # still to send
+    done_at: float | None = None
+    admitted: list[float] = field(default_factory=list)
+    throttled: int = 0
+
+
+@dataclass
+class Shared:
+    account: Account
+    senders: list[Sender]
+
+    @property
+    def finished(self) -> float:
+        return max(s.done_at or float("inf") for s in self.senders)
+
+
+def share_account(
+    starts: list[float],
+    jobs: list[int],
+    threads: int = 6,
+    latency: float = 0.005,
+    background: tuple[float, float] = (0.0, 0.0),
+    until: float = 300.0,
+) -> Shared:
+    """Senders (processes) of several upload threads each, on one account, on one fake clock; with
+    `background` (per second, for seconds), another integration sends requests, ignoring everyone."""
+    clock = FakeClock()
+    account = Account(clock)
+    senders = [
+        Sender(RateLimiter(BULK_IMPORT, clock=clock, sleep=_wait, rng=random.Random(i)), n, start, n)
+        for i, (start, n) in enumerate(zip(starts, jobs, strict=True))
+    ]
+    events: list[tuple[float, int, Callable[[], None]]] = []
+    order = itertools.count()
+
+    def at(time: float, action: Callable[[], None]) -> None:
+        heapq.heappush(events, (time, next(order), action))
+
+    def worker(sender: Sender) -> Callable[[], None]:
+        def send() -> None:
+            if sender.jobs <= 0:
+                return
+            try:
+                sent = sender.limiter.acquire()
+            except _Wait as wait:
+                at(clock.now + wait.seconds, send)
+                return
+            sender.jobs -= 1
+            at(clock.now + latency, lambda: arrive(sent))
+
+        def arrive(sent: float) -> None:
+            decision = account.request()
+            at(clock.now + latency, lambda: answer(sent, decision))
+
+        def answer(sent: float, decision: RateDecision) -> None:
+            if decision.allowed:
+                sender.limiter.completed(sent, decision.headers)
+                sender.admitted.append(sent)
+                if len(sender.admitted) == sender.total:
+                    sender.done_at = clock.now
+            else:
+                sender.throttled += 1
+                sender.limiter.throttled(sent, decision.retry_after)
+                sender.jobs += 1
+            send()
+
+        return send
+
+    for sender in senders:
+        for thread in range(threads):
+            at(sender.start + thread * 0.001, worker(sender))
+    per_second, seconds = background
+    for tick in range(int(per_second * seconds)):
+        at(tick / per_second, account.request)
+    while events and events[0][0] <= until:
+        clock.now, _, action = heapq.heappop(events)
+        action()
+    return Shared(account, senders)
+
+
+def admitted_per_window(times: list[float], start: float, end: float) -> list[int]:
+    return [
+        sum(1 for t in times if s <= t < s + 1.05) for s in (start + 1.05 * i for i in range(int((end - start) / 1.05)))
+    ]
+
+
+def test_three_senders_started_together_converge_below_the_limit():
+    shared = share_account([0.0, 0.01, 0.02], [45, 45, 45])  # 135 jobs: within the minute's 150
+    assert all(s.done_at is not None for s in shared.senders)
+    # Each sender assuming the whole 10/s (the old limiter) draws over a hundred 429s here: now
+    # only the first collision, before the answers show the others, and a few after it.
+    assert shared.account.throttled <= 10
+    # 135 jobs at the account's 10 per 1.05 s take 14 s; sharing costs a little of that.
+    assert shared.finished < 14 * 1.3
+    # While all three send: together they fill most of each second, one request short of the limit.
+    first_done = min(s.done_at or 0.0 for s in shared.senders)
+    together = admitted_per_window(shared.account.admitted, 2.1, first_done - 1.05)
+    assert min(together) >= 7 and sum(together) / len(together) >= 8, together
+
+
+def test_a_sender_that_joins_gets_in_and_the_others_make_room():
+    shared = share_account([0.0, 0.0, 3.0], [50, 50, 30])
+    assert all(s.done_at is not None for s in shared.senders)
+    first, second, joiner = shared.senders
+    assert shared.account.throttled <= 12
+    # The others leave it room from the moment its requests show in their answers.
+    assert joiner.admitted[0] < 3.0 + 3.0
+    assert len([t for t in joiner.admitted if t < min(first.done_at or 0.0, second.done_at or 0.0)]) >= 10
+
+
+def test_alone_again_once_the_others_are_done():
+    shared = share_account([0.0, 0.0], [20, 120])
+    short, long = shared.senders
+    assert short.done_at is not None and long.done_at is not None
+    assert long.limiter.share is None and long.limiter.rate() == 10
+    # Back at the full burst for its last seconds.
+    assert max(admitted_per_window(long.admitted, long.done_at - 4.5, long.done_at)) == 10
+
+
+def test_the_rate_follows_the_headers_around_a_sender_that_ignores_them():
+    # Another integration sends 4 requests a second on the same account, knowing nothing of us.
+    shared = share_account([0.5], [50], background=(4.0, 20.0))
+    ours = shared.senders[0]
+    assert ours.done_at is not None
+    assert ours.limiter.share is not None and ours.limiter.share < 0.7
+    # We take what the target leaves, about 5 a second, and neither of us is throttled.
+    assert shared.account.throttled == 0
+    assert max(admitted_per_window(ours.admitted, 0.5, ours.done_at)) <= 5
+
+
+def test_sharing_the_steady_window_ends_it_without_a_429_storm():
+    # Three senders that need 300 requests together: twice the minute's 150.
+    shared = share_account([0.0, 0.01, 0.02], [100, 100, 100])
+    assert all(s.done_at is not None for s in shared.senders)
+    assert shared.account.throttled <= 20
+    # The second minute's requests wait for it: about 75 s for all, not minutes of retries.
+    assert shared.finished < 100
+
+
+def test_steady_window_headers_in_the_ietf_form_are_read():
+    clock = FakeClock()
+    limiter = RateLimiter(BULK_IMPORT, clock=clock, sleep=clock.sleep)
+    at = limiter.acquire()
+    limiter.completed(
+        at, {"RateLimit-Limit": "150, 10;w=1, 150;w=60", "RateLimit-Remaining": "0", "RateLimit-Reset": "42"}
+    )
+    # The minute's budget is spent: the next request waits for the window to reset.
+    assert limiter.acquire() >= 42
