@@ -257,7 +257,7 @@ class KlaviyoClient:
         limiter = self.limiters[group]
         self.stats.add("requests")
         headers = {"content-type": JSON_API} if body is not None else None
-        throttled = 0
+        throttled = challenged = 0
         while True:
             sent_at = limiter.acquire()
             try:
@@ -269,6 +269,15 @@ class KlaviyoClient:
                 if isinstance(exc, requests.RequestException):
                     raise KlaviyoError(f"{what}: no answer from Klaviyo after retries ({type(exc).__name__})") from None
                 raise
+            if _is_challenge(response):
+                # Klaviyo's edge sometimes challenges cloud IPs: not a missing scope, so retry.
+                limiter.completed(sent_at)
+                if challenged >= self.max_throttled:
+                    break
+                challenged += 1
+                self.stats.add("retried_challenge")
+                time.sleep(min(8.0, 0.5 * 2**challenged) * random.uniform(0.75, 1.25))
+                continue
             if response.status_code != 429:
                 limiter.completed(sent_at, response.headers)
                 break
@@ -283,6 +292,10 @@ class KlaviyoClient:
         if response.status_code < 300:
             return orjson.loads(response.content) if response.content else {}
         raise _error_for(response, what)
+
+
+def _is_challenge(response: requests.Response) -> bool:
+    return response.status_code == 403 and response.headers.get("cf-mitigated", "").lower() == "challenge"
 
 
 def _retry_after(response: requests.Response) -> float:
@@ -308,6 +321,12 @@ def _error_for(response: requests.Response, what: str) -> KlaviyoError:
             status,
             code,
             fatal=True,
+        )
+    if _is_challenge(response):
+        return KlaviyoError(
+            f"{what}: Klaviyo's edge kept answering with a browser challenge (403); try again later",
+            status,
+            "challenge",
         )
     if status == 403:
         return KlaviyoError(

@@ -122,3 +122,21 @@ def test_batch_body_is_the_documented_json_api_document():
             "relationships": {"lists": {"data": [{"type": "list", "id": "Y6nRLr"}]}},
         }
     }
+
+
+def test_cloudflare_challenges_are_retried_not_taken_for_a_missing_scope(klaviyo: KlaviyoSimulator, list_id: str):
+    klaviyo.configure(challenge_rate=0.5, seed=3)
+    api = KlaviyoClient(API_KEY, klaviyo.url)
+    for _ in range(8):
+        assert api.get_list(list_id)["id"] == list_id
+    assert api.stats.counts["retried_challenge"] >= 1
+
+
+def test_a_challenge_that_never_clears_fails_without_calling_it_a_scope_problem(
+    klaviyo: KlaviyoSimulator, list_id: str
+):
+    klaviyo.configure(challenge_rate=1.0)
+    api = KlaviyoClient(API_KEY, klaviyo.url, max_retries=2)
+    with pytest.raises(KlaviyoError, match="browser challenge") as info:
+        api.get_list(list_id)
+    assert not info.value.fatal and "scope" not in str(info.value)
