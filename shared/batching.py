@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from shared.klaviyo import MAX_JOB_BYTES, MAX_PROFILE_BYTES, MAX_PROFILES_PER_JOB
+from shared.klaviyo import MAX_JOB_BYTES, MAX_PROFILES_PER_JOB
 
 
 def _envelope(list_id: str) -> tuple[bytes, bytes]:
@@ -86,6 +86,3 @@ class Batcher:
         full, self.current = self.current, Batch()
         return full if len(full) else None
 
-
-def too_large(profile: bytes) -> bool:
-    return len(profile) > MAX_PROFILE_BYTES

@@ -178,15 +178,6 @@ def identifier_key(kind: str, value: str) -> int:
     return hash(value if kind != "external_id" else "x:" + value)
 
 
-def mask_identifier(identifier: str) -> str:
-    """Masks a primary identifier as keyed: an email (has '@'), an E.164 phone, or 'x:' + external id."""
-    if identifier.startswith("x:"):
-        return mask_text(identifier[2:])
-    if identifier.startswith("+"):
-        return mask_phone(identifier)
-    return mask_email(identifier)
-
-
 def _possible_lengths() -> dict[str, frozenset[int]]:
     """National number lengths per country calling code, from phonenumbers' own metadata."""
     lengths: dict[str, frozenset[int]] = {}

@@ -7,7 +7,6 @@ import os
 import tempfile
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import orjson
 
@@ -106,6 +105,3 @@ class RejectsFile:
         if os.path.exists(self.path):
             os.unlink(self.path)
 
-
-def report_from_json(data: bytes) -> dict[str, Any]:
-    return orjson.loads(data)
