@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from shared.auth import AuthError, Caller, identify
 from shared.models import ConnectionIn, ExportIn, is_valid_name, validation_problems
@@ -19,6 +19,7 @@ from shared.store import utc_now
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 @dataclass
@@ -82,6 +83,14 @@ def _body(request: ApiRequest) -> dict[str, Any]:
     return data
 
 
+def _validated(model: type[ModelT], request: ApiRequest, what: str) -> ModelT:
+    """The body as `model`, or a 400 naming each field that is wrong and why."""
+    try:
+        return model.model_validate(_body(request))
+    except ValidationError as exc:
+        raise ApiError(400, f"the {what} is not valid", validation_problems(exc)) from None
+
+
 def _require_admin(caller: Caller) -> None:
     if not caller.is_admin:
         raise ApiError(403, "this needs the Admin role")
@@ -133,10 +142,7 @@ def connections(services: Services, request: ApiRequest, caller: Caller) -> ApiR
         return ApiResponse(204)
     if request.method != "PUT":
         raise ApiError(405, f"{request.method} is not allowed here")
-    try:
-        submitted = ConnectionIn.model_validate(_body(request))
-    except ValidationError as exc:
-        raise ApiError(400, "the connection is not valid", validation_problems(exc)) from None
+    submitted = _validated(ConnectionIn, request, "connection")
     existing = store.get_connection(name)
     consent = (existing or {}).get("consent")
     if submitted.privacy_consent and not consent:
@@ -185,10 +191,7 @@ def exports(services: Services, request: ApiRequest, caller: Caller) -> ApiRespo
         return ApiResponse(204)
     if request.method != "PUT":
         raise ApiError(405, f"{request.method} is not allowed here")
-    try:
-        submitted = ExportIn.model_validate(_body(request))
-    except ValidationError as exc:
-        raise ApiError(400, "the export is not valid", validation_problems(exc)) from None
+    submitted = _validated(ExportIn, request, "export")
     if store.get_connection(submitted.connection) is None:
         raise ApiError(
             400,

@@ -85,4 +85,3 @@ class Batcher:
     def flush(self) -> Batch | None:
         full, self.current = self.current, Batch()
         return full if len(full) else None
-

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from orjson import dumps
+from orjson import dumps, loads
 
 from shared.batching import Batch, Batcher
 from shared.checkpoint import Checkpoint, CheckpointStore
@@ -135,7 +135,7 @@ class _Run:
             r.status = COMPLETED_WITH_REJECTS
         else:
             r.status = SUCCEEDED
-        self._emit_progress(force=True)
+        self._emit_progress()
         log.info(
             "run %s %s: %d read, %d sent, %d accepted, %d failed, %d rejected, %d duplicates in %.1f s",
             r.run_id,
@@ -467,7 +467,7 @@ class _Run:
     def _row_of(self, packed: int) -> tuple[str, int]:
         return self.part_names[packed >> 40], packed & ((1 << 40) - 1)
 
-    def _emit_progress(self, force: bool = False) -> None:
+    def _emit_progress(self) -> None:
         if self.progress is not None:
             self.progress(self.counts)
 
@@ -484,9 +484,7 @@ def _pointer_index(pointer: str, size: int) -> int | None:
 
 
 def _attributes(profile: bytes) -> dict[str, Any]:
-    import orjson
-
-    return orjson.loads(profile).get("attributes", {})
+    return loads(profile).get("attributes", {})
 
 
 def _payload_attributes(payload: dict[str, Any]) -> dict[str, Any]:

@@ -104,4 +104,3 @@ class RejectsFile:
         self.close()
         if os.path.exists(self.path):
             os.unlink(self.path)
-
