@@ -6,21 +6,24 @@ import logging
 import threading
 import time
 import uuid
-from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from orjson import dumps, loads
+import pyarrow as pa
+import pyarrow.compute as pc
+from orjson import loads
 
 from shared.batching import Batch, Batcher
 from shared.checkpoint import Checkpoint, CheckpointStore
+from shared.columnar_mapping import ColumnarMapper
+from shared.csv_blocks import TableChunk
 from shared.dedupe import SeenKeys
 from shared.klaviyo import MAX_PROFILE_BYTES, ImportJob, InvalidPayload, KlaviyoClient, KlaviyoError
-from shared.mapping import FieldMapping, Profile, ProfileMapper, attributes_key, mask_attributes
+from shared.mapping import FieldMapping, ProfileMapper, attributes_key, mask_attributes
 from shared.report import COMPLETED_WITH_REJECTS, FAILED, INCOMPLETE, SUCCEEDED, Counts, RejectsFile, RunReport
 from shared.segments import RowChunk, SegmentError, SegmentSource, SegmentUnavailable
 
@@ -178,6 +181,7 @@ class _Run:
 
     def _stream_and_upload(self) -> None:
         mapper = ProfileMapper(self.spec.mapping)
+        columnar = ColumnarMapper(mapper)
         batcher = Batcher(self.spec.list_id)
         seen = SeenKeys()
         counts = self.counts
@@ -208,12 +212,16 @@ class _Run:
             next_poll = time.monotonic() + _POLL_DURING_UPLOAD_SECONDS
             deadline = self.spec.deadline
             for chunk in self.source.chunks():
-                for body, key, row in self._valid_new_profiles(chunk, mapper, seen, part_index[chunk.source]):
-                    full = batcher.add(body, key, row)
-                    if full is not None:
+                bodies, keys, rows = self._valid_new_profiles(chunk, mapper, columnar, seen, part_index[chunk.source])
+                # A resumed run flushes early where the run it resumes did, so its batches are the same.
+                cuts = (np.flatnonzero(np.isin(rows, list(flush_points))) + 1).tolist() if flush_points else []
+                start = 0
+                for end in [*cuts, None]:
+                    for full in batcher.add_many(bodies[start:end], keys[start:end], rows[start:end]):
                         submit(full)
-                    if flush_points and row in flush_points and (early := batcher.flush()) is not None:
+                    if end is not None and (early := batcher.flush()) is not None:
                         submit(early)
+                    start = end
                 self._emit_progress()
                 if not self.spec.dry_run and time.monotonic() >= next_poll:
                     # Finishing jobs as they complete keeps memory flat: each holds its rows' keys.
@@ -240,52 +248,34 @@ class _Run:
                 future.result()
 
     def _valid_new_profiles(
-        self, chunk: RowChunk, mapper: ProfileMapper, seen: SeenKeys, part: int
-    ) -> Iterator[tuple[bytes, int, int]]:
-        """Maps a chunk, rejects invalid rows, drops duplicates (first row wins); yields what to send:
-        (serialized profile, key, packed row)."""
+        self, chunk: RowChunk | TableChunk, mapper: ProfileMapper, columnar: ColumnarMapper, seen: SeenKeys, part: int
+    ) -> tuple[pa.BinaryArray, np.ndarray, np.ndarray]:
+        """Maps a chunk, rejects invalid rows, drops duplicates (first row wins); returns what to
+        send: serialized profiles (each with a trailing comma), their keys and packed rows."""
         source, counts = chunk.source, self.counts
         counts.rows_read += len(chunk.numbers) + len(chunk.errors)
         for number, reason in chunk.errors:
             self._reject(source, number, "", "rejected", "", reason)
-        apply = mapper.for_columns(chunk.columns) if chunk.columns is not None else mapper.map
-        profiles: list[dict[str, object]] = []
-        numbers: list[int] = []
-        keys = array("q")
-        for number, record in zip(chunk.numbers, chunk.records, strict=True):
-            mapped = apply(record)
-            if type(mapped) is Profile:
-                profiles.append(mapped.attributes)
-                numbers.append(number)
-                keys.append(mapped.key)
-            else:
-                self._reject(source, number, mapped.masked, "rejected", mapped.field, mapped.reason)
-        first = seen.add_chunk(np.frombuffer(keys, dtype=np.int64)).tolist()
-        base = part << 40
-        for attributes, number, key, is_first in zip(profiles, numbers, keys, first, strict=True):
-            if not is_first:
+        if isinstance(chunk, TableChunk):
+            mapped = columnar.map(chunk.table, chunk.numbers)
+        else:
+            mapped = mapper.map_records(chunk.columns, chunk.numbers, chunk.records)
+        for number, rejection in mapped.rejections:
+            self._reject(source, number, rejection.masked, "rejected", rejection.field, rejection.reason)
+        first = seen.add_chunk(mapped.keys)
+        sizes = pc.binary_length(mapped.bodies).to_numpy() - 1  # without the comma
+        keep = first & (sizes <= MAX_PROFILE_BYTES)
+        for index in np.flatnonzero(~keep).tolist():
+            number, masked = mapped.numbers[index], mapped.masked(index)
+            if not first[index]:
                 counts.duplicates += 1
-                self.rejects.add(
-                    source,
-                    number,
-                    mask_attributes(attributes),
-                    "duplicate",
-                    "",
-                    "same identifier as an earlier row; the first row was kept",
-                )
-                continue
-            body = dumps({"type": "profile", "attributes": attributes})
-            if len(body) > MAX_PROFILE_BYTES:
-                self._reject(
-                    source,
-                    number,
-                    mask_attributes(attributes),
-                    "rejected",
-                    "",
-                    f"profile is {len(body):,} bytes; Klaviyo allows {MAX_PROFILE_BYTES:,}",
-                )
-                continue
-            yield body, key, base | number
+                reason = "same identifier as an earlier row; the first row was kept"
+                self.rejects.add(source, number, masked, "duplicate", "", reason)
+            else:
+                reason = f"profile is {sizes[index]:,} bytes; Klaviyo allows {MAX_PROFILE_BYTES:,}"
+                self._reject(source, number, masked, "rejected", "", reason)
+        rows = np.asarray(mapped.numbers, dtype=np.int64)[keep] | (part << 40)
+        return mapped.bodies.filter(pa.array(keep)), mapped.keys[keep], rows
 
     def _upload(self, batch: Batch) -> None:
         """Sends a batch (split as Klaviyo's refusals require), then records it as done."""

@@ -8,12 +8,14 @@ import gzip
 import io
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NamedTuple, Protocol
 
 import orjson
+
+from shared.csv_blocks import BLOCK_BYTES, BlockReader, Prepended, TableChunk
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
@@ -23,7 +25,6 @@ DELIMITERS = ",;\t|"
 # Klaviyo refuses profiles over 100 KB; a single field far past that is garbage, not data.
 MAX_FIELD_CHARS = 1_000_000
 DEFAULT_MAX_UNCOMPRESSED_BYTES = 50 * 1024**3
-DOWNLOAD_CHUNK_BYTES = 4 * 1024 * 1024
 CHUNK_ROWS = 4096
 # Files a CDP writes next to the data parts of a folder segment.
 NON_DATA_NAMES = {"model.json", "_success", "_committed", "_started"}
@@ -174,6 +175,7 @@ class SegmentSource:
     format: Format | None = None
     delimiter: str | None = None
     max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES
+    fast: bool = True  # plain CSV blocks parsed by Arrow (see csv_blocks); False: the csv module reads all
     _headers: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @property
@@ -189,20 +191,15 @@ class SegmentSource:
         run-level error). JSON Lines parts have no header and are left out."""
         if not self._headers:
             for part in self.parts:
-                if self.format_of(part) != "csv":
-                    continue
-                with self._text(part) as text:
-                    reader = csv.reader(text, dialect=self._dialect(part, text))
-                    try:
-                        header = next(reader, None)
-                    except csv.Error as exc:
-                        raise SegmentError(f"{part.name}: unreadable header row: {exc}") from None
-                    self._headers[part.name] = _clean_header(part.name, header)
+                if self.format_of(part) == "csv":
+                    with self._buffered(part) as stream:
+                        first, dialect = self._start(part, stream)
+                        self._headers[part.name] = _read_header(part.name, Prepended(first, stream), dialect)
         return self._headers
 
     def rows(self) -> Iterator[SegmentRow]:
         """Every row of every part, in order, each with its source and number."""
-        for chunk in self.chunks():
+        for chunk in map(as_row_chunk, self.chunks()):
             fields: list[tuple[int, dict[str, object] | None, str | None]] = [
                 (n, dict(zip(chunk.columns, r, strict=True)) if chunk.columns is not None else r, None)
                 for n, r in zip(chunk.numbers, chunk.records, strict=True)
@@ -211,8 +208,9 @@ class SegmentSource:
             for number, row, error in sorted(fields, key=lambda f: f[0]):
                 yield SegmentRow(chunk.source, number, row, error)
 
-    def chunks(self, size: int = CHUNK_ROWS) -> Iterator[RowChunk]:
-        """The rows in chunks: the fast path (no object per row beyond the parsed values)."""
+    def chunks(self, size: int = CHUNK_ROWS) -> Iterator[RowChunk | TableChunk]:
+        """The rows in chunks: the fast path (no object per row beyond the parsed values, or a
+        table of plain CSV rows)."""
         for part in self.parts:
             if self.format_of(part) == "csv":
                 yield from self._csv_chunks(part, size)
@@ -228,57 +226,93 @@ class SegmentSource:
             )
         return raw
 
-    def _text(self, part: SegmentPart) -> io.TextIOWrapper:
-        # surrogateescape keeps undecodable bytes so the row holding them is rejected, not the file.
-        return io.TextIOWrapper(self._buffered(part), encoding="utf-8-sig", errors="surrogateescape", newline="")
-
     def _buffered(self, part: SegmentPart) -> io.BufferedReader:
         return io.BufferedReader(_ReadErrors(self._binary(part), part.name), buffer_size=1024 * 1024)
 
-    def _dialect(self, part: SegmentPart, text: io.TextIOWrapper) -> type[csv.Dialect] | csv.Dialect:
-        delimiter = self.delimiter or _sniff_delimiter(text)
+    def _start(self, part: SegmentPart, stream: BinaryIO) -> tuple[bytes, type[csv.Dialect]]:
+        """The first block of a CSV part (without a byte order mark) and its dialect."""
+        first = stream.read(BLOCK_BYTES)
+        if first.startswith(codecs.BOM_UTF8):
+            first = first[len(codecs.BOM_UTF8) :]
+        return first, self._dialect(part, _sniff_delimiter(first) if self.delimiter is None else self.delimiter)
+
+    def _dialect(self, part: SegmentPart, delimiter: str) -> type[csv.Dialect]:
         if len(delimiter) != 1 or delimiter in '"\r\n':
             raise SegmentError(
                 f"{part.name}: the delimiter must be one character other than a quote or newline, not {delimiter!r}"
             )
         return _make_dialect(delimiter)
 
-    def _csv_chunks(self, part: SegmentPart, size: int) -> Iterator[RowChunk]:
+    def _csv_chunks(self, part: SegmentPart, size: int) -> Iterator[RowChunk | TableChunk]:
         name = part.name
-        with self._text(part) as text:
-            watch: _ReadErrors = text.buffer.raw  # type: ignore[attr-defined]
-            reader = csv.reader(text, dialect=self._dialect(part, text))
-            try:
-                header = next(reader, None)
-            except csv.Error as exc:
-                raise SegmentError(f"{name}: unreadable header row: {exc}") from None
+        with self._buffered(part) as stream:
+            first, dialect = self._start(part, stream)
+            header_end = _header_end(first)
+            if not self.fast or header_end is None:
+                yield from self._python_csv(part, Prepended(first, stream), dialect, None, 1, size)[0]
+                return
+            header_text = first[:header_end].decode("utf-8", errors="surrogateescape")
+            header = next(csv.reader(io.StringIO(header_text, newline=""), dialect=dialect), None)
             columns = _clean_header(name, header)
+
+            def python_rows(data: BinaryIO, line: int) -> tuple[Iterator[RowChunk], Callable[[], int]]:
+                return self._python_csv(part, data, dialect, columns, line, size)
+
+            reader = BlockReader(name, columns, dialect.delimiter, python_rows)
+            yield from reader.chunks(stream, first[header_end:], 2)
+
+    def _python_csv(
+        self,
+        part: SegmentPart,
+        data: BinaryIO,
+        dialect: type[csv.Dialect],
+        columns: list[str] | None,
+        first_line: int,
+        size: int,
+    ) -> tuple[Iterator[RowChunk], Callable[[], int]]:
+        """The csv module's reading of `data` (with its header when `columns` is None), numbering
+        lines from `first_line`; and, once read, how many lines it spanned."""
+        watch = _ReadErrors(data, part.name)
+        text = io.TextIOWrapper(
+            io.BufferedReader(watch, buffer_size=1024 * 1024), encoding="utf-8", errors="surrogateescape", newline=""
+        )
+        reader = csv.reader(text, dialect=dialect)
+        offset = first_line - 1
+
+        def chunks() -> Iterator[RowChunk]:
+            name = part.name
+            nonlocal columns
+            if columns is None:
+                columns = _next_header(name, reader)
             width = len(columns)
-            line = reader.line_num
+            line = offset + reader.line_num
+            limit = size
             while True:
                 chunk = RowChunk(name, columns, [], [], [])
                 records, numbers = chunk.records, chunk.numbers
                 try:
                     for values in reader:
-                        start, line = line + 1, reader.line_num  # a record starts after the previous one
+                        start, line = line + 1, offset + reader.line_num  # a record starts after the previous one
                         if len(values) == width:
                             numbers.append(start)
                             records.append(values)
-                            if len(records) >= size:
+                            if len(records) >= limit:
                                 break
                         elif values and (values != [""] or width == 1):  # else a blank line, not a row
                             chunk.errors.append((start, f"row has {len(values)} fields but the header has {width}"))
                     else:
-                        size = 0  # the reader is exhausted: this is the last chunk
+                        limit = 0  # the reader is exhausted: this is the last chunk
                 except csv.Error as exc:
                     chunk.errors.append((line + 1, f"unreadable CSV row: {exc}"))
-                    line = reader.line_num
+                    line = offset + reader.line_num
                 if watch.undecodable:
                     _move_undecodable(chunk)
                 if records or chunk.errors:
                     yield chunk
-                if size == 0:
+                if limit == 0:
                     return
+
+        return chunks(), lambda: reader.line_num
 
     def _jsonl_chunks(self, part: SegmentPart, size: int) -> Iterator[RowChunk]:
         name = part.name
@@ -364,6 +398,14 @@ class _ReadErrors(io.RawIOBase):
             super().close()
 
 
+def as_row_chunk(chunk: RowChunk | TableChunk) -> RowChunk:
+    """A chunk with its rows as lists of values (an Arrow table's rows converted)."""
+    if isinstance(chunk, RowChunk):
+        return chunk
+    records = [list(values) for values in zip(*(column.to_pylist() for column in chunk.table.columns), strict=True)]
+    return RowChunk(chunk.source, chunk.columns, chunk.numbers.tolist(), records, chunk.errors)
+
+
 def _move_undecodable(chunk: RowChunk) -> None:
     """Moves rows holding bytes that were not UTF-8 (kept as surrogates) from records to errors."""
     keep = [i for i, values in enumerate(chunk.records) if not _UNDECODABLE.search("".join(values))]
@@ -375,11 +417,30 @@ def _move_undecodable(chunk: RowChunk) -> None:
     chunk.numbers[:] = [chunk.numbers[i] for i in keep]
 
 
-def _sniff_delimiter(text: io.TextIOWrapper) -> str:
+def _read_header(name: str, data: BinaryIO, dialect: type[csv.Dialect]) -> list[str]:
+    text = io.TextIOWrapper(io.BufferedReader(data), encoding="utf-8", errors="surrogateescape", newline="")
+    return _next_header(name, csv.reader(text, dialect=dialect))
+
+
+def _next_header(name: str, reader: Any) -> list[str]:
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise SegmentError(f"{name}: unreadable header row: {exc}") from None
+    return _clean_header(name, header)
+
+
+def _header_end(head: bytes) -> int | None:
+    """Just past the header line when it is one plain line (else the csv module reads the part)."""
+    end = head.find(b"\n")
+    if end < 0 or head.count(b'"', 0, end) % 2 or b"\r" in head[: max(end - 1, 0)]:
+        return None
+    return end + 1
+
+
+def _sniff_delimiter(data: bytes) -> str:
     """Picks the delimiter among , ; TAB | by counting them in the header line (outside quotes)."""
-    # Peek without consuming: TextIOWrapper over a non-seekable stream cannot rewind.
-    peek = text.buffer.peek(64 * 1024)[: 64 * 1024]
-    head = peek.decode("utf-8", errors="replace").lstrip("\ufeff")
+    head = data[: 64 * 1024].decode("utf-8", errors="replace").lstrip("\ufeff")
     first_line = re.split(r"\r?\n", _strip_quoted(head), maxsplit=1)[0]
     counts = {d: first_line.count(d) for d in DELIMITERS}
     best = max(counts, key=lambda d: counts[d])
