@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +23,7 @@ from shared.columnar_mapping import ColumnarMapper
 from shared.csv_blocks import TableChunk
 from shared.dedupe import SeenKeys
 from shared.klaviyo import MAX_PROFILE_BYTES, ImportJob, InvalidPayload, KlaviyoClient, KlaviyoError
-from shared.mapping import FieldMapping, ProfileMapper, attributes_key, mask_attributes
+from shared.mapping import FieldMapping, MappedRows, ProfileMapper, attributes_key, mask_attributes
 from shared.report import COMPLETED_WITH_REJECTS, FAILED, INCOMPLETE, SUCCEEDED, Counts, RejectsFile, RunReport
 from shared.segments import RowChunk, SegmentError, SegmentSource, SegmentUnavailable
 
@@ -200,7 +200,7 @@ class _Run:
                     with self.lock:
                         counts.sent += len(batch)
                     return
-                while len(in_flight) >= self.spec.max_in_flight * 2:
+                while len(in_flight) >= self.spec.max_in_flight + 2:  # each waiting batch holds ~5 MB
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in done:
                         in_flight.discard(future)
@@ -211,8 +211,8 @@ class _Run:
             flush_points = set(self.checkpoint.flush_points)
             next_poll = time.monotonic() + _POLL_DURING_UPLOAD_SECONDS
             deadline = self.spec.deadline
-            for chunk in self.source.chunks():
-                bodies, keys, rows = self._valid_new_profiles(chunk, mapper, columnar, seen, part_index[chunk.source])
+            for chunk, mapped in self._mapped_chunks(mapper, columnar):
+                bodies, keys, rows = self._valid_new_profiles(chunk, mapped, seen, part_index[chunk.source])
                 # A resumed run flushes early where the run it resumes did, so its batches are the same.
                 cuts = (np.flatnonzero(np.isin(rows, list(flush_points))) + 1).tolist() if flush_points else []
                 start = 0
@@ -247,19 +247,36 @@ class _Run:
             for future in in_flight:
                 future.result()
 
+    def _mapped_chunks(
+        self, mapper: ProfileMapper, columnar: ColumnarMapper
+    ) -> Iterator[tuple[RowChunk | TableChunk, MappedRows]]:
+        """Each chunk with its mapping. The next chunk is read and mapped in a second thread while
+        this one is deduped and sent: Arrow and numpy release the GIL, so the two share the cores."""
+        chunks = self.source.chunks()
+
+        def read_and_map() -> tuple[RowChunk | TableChunk, MappedRows] | None:
+            chunk = next(chunks, None)
+            if chunk is None:
+                return None
+            if isinstance(chunk, TableChunk):
+                return chunk, columnar.map(chunk.table, chunk.numbers)
+            return chunk, mapper.map_records(chunk.columns, chunk.numbers, chunk.records)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="read", initializer=self.spec.thread_initializer) as reader:
+            ahead = reader.submit(read_and_map)
+            while (item := ahead.result()) is not None:
+                ahead = reader.submit(read_and_map)
+                yield item
+
     def _valid_new_profiles(
-        self, chunk: RowChunk | TableChunk, mapper: ProfileMapper, columnar: ColumnarMapper, seen: SeenKeys, part: int
+        self, chunk: RowChunk | TableChunk, mapped: MappedRows, seen: SeenKeys, part: int
     ) -> tuple[pa.BinaryArray, np.ndarray, np.ndarray]:
-        """Maps a chunk, rejects invalid rows, drops duplicates (first row wins); returns what to
+        """Records a mapped chunk's rejected rows, drops duplicates (first row wins); returns what to
         send: serialized profiles (each with a trailing comma), their keys and packed rows."""
         source, counts = chunk.source, self.counts
         counts.rows_read += len(chunk.numbers) + len(chunk.errors)
         for number, reason in chunk.errors:
             self._reject(source, number, "", "rejected", "", reason)
-        if isinstance(chunk, TableChunk):
-            mapped = columnar.map(chunk.table, chunk.numbers)
-        else:
-            mapped = mapper.map_records(chunk.columns, chunk.numbers, chunk.records)
         for number, rejection in mapped.rejections:
             self._reject(source, number, rejection.masked, "rejected", rejection.field, rejection.reason)
         first = seen.add_chunk(mapped.keys)
