@@ -21,6 +21,7 @@ from shared.secrets import KeyVaultSecrets
 from shared.services import Services, use_services
 from shared.settings import RUNS_QUEUE, Settings
 from shared.store import Store
+from tests.api_contract import Exchange, check_exchange, documented_exchanges
 from tests.conftest import API_KEY, member_emails
 from tools.azurite import Azurite
 from tools.functions_host import FUNCTIONS, InvocationContext, LocalFunctionsHost
@@ -41,12 +42,14 @@ def vault() -> Iterator[LocalKeyVault]:
 
 
 class App:
-    """Calls the app's user functions the way the host would."""
+    """Calls the app's user functions the way the host would; checks every HTTP exchange against the
+    OpenAPI document."""
 
     def __init__(self, services: Services, segments: str) -> None:
         self.services, self.segments = services, segments
         self.host = LocalFunctionsHost(services)
         self.functions = self.host.user
+        self.exchanges: set[Exchange] = set()
 
     def http(
         self,
@@ -59,10 +62,13 @@ class App:
         **route: str,
     ) -> tuple[int, Any, func.HttpResponse]:
         data = raw if raw is not None else (orjson.dumps(body) if body is not None else b"")
+        headers = headers or ADMIN_HEADERS
         request = func.HttpRequest(
-            method, f"http://localhost:7071/api/{path}", headers=headers or ADMIN_HEADERS, route_params=route, body=data
+            method, f"http://localhost:7071/api/{path}", headers=headers, route_params=route, body=data
         )
         response = self.functions[function](request)
+        route_template = FUNCTIONS[function].get_trigger().route
+        self.exchanges.add(check_exchange(method, route_template, route, headers, data, response))
         payload = orjson.loads(response.get_body()) if response.get_body() else None
         return response.status_code, payload, response
 
@@ -127,6 +133,7 @@ def test_the_app_indexes_every_function_with_its_bindings():
         "exports",
         "export_runs",
         "run_status",
+        "openapi_document",
         "scheduled_exports",
         "run_export",
         "poisoned_run",
@@ -142,6 +149,7 @@ def test_the_app_indexes_every_function_with_its_bindings():
         "exports": ("exports/{name?}", ["DELETE", "GET", "PUT"], "FUNCTION"),
         "export_runs": ("exports/{name}/runs", ["GET", "POST"], "FUNCTION"),
         "run_status": ("runs/{run_id}", ["GET"], "FUNCTION"),
+        "openapi_document": ("openapi.json", ["GET"], "ANONYMOUS"),
     }
     timer = triggers["scheduled_exports"]
     assert (timer.type, timer.schedule, timer.run_on_startup) == ("timerTrigger", "%EXPORT_SCHEDULE%", False)
@@ -427,3 +435,70 @@ def test_a_run_longer_than_its_time_budget_continues_in_new_queue_messages(app: 
     assert done["counts"]["rows_read"] == 25_000 and done["counts"]["accepted"] == expected.valid
     assert member_emails(klaviyo, list_id) == expected.valid_emails
     assert klaviyo.stats["jobs_created"] == done["jobs"], "no batch was sent twice"
+
+
+# -- the OpenAPI document -----------------------------------------------------------------------------------
+def test_each_operation_gives_every_status_its_openapi_document_lists_and_no_other(
+    app: App, klaviyo: KlaviyoSimulator, monkeypatch
+):
+    """Drives every operation to every response the document declares; App.http checks each body and
+    header against the document's schemas, so a response it does not declare fails at once."""
+    list_id = klaviyo.create_list("Contract")
+    assert app.put_connection()[0] == 201
+    assert app.put_connection()[0] == 200
+    app.upload("c.csv", csv("a@example.com", "bad-email"))
+    assert app.put_export("vip", list_id, {"blob": "c.csv"})[0] == 201
+    assert app.put_export("vip", list_id, {"blob": "c.csv"}, run_always=True)[0] == 200
+    status, run, _ = app.http("export_runs", "POST", "exports/vip/runs", name="vip")
+    assert status == 202
+    run_id = run["run_id"]
+    assert app.http("run_status", "GET", f"runs/{run_id}", run_id=run_id)[1]["status"] == "queued"
+    app.drain_queue()
+    assert app.http("run_status", "GET", f"runs/{run_id}", run_id=run_id)[1]["report"]["counts"]["rejected"] == 1
+
+    operations = [  # (function, method, path, route params) of each documented operation
+        ("connections", "GET", "connections", {}),
+        ("connections", "GET", "connections/main", {"name": "main"}),
+        ("connections", "PUT", "connections/main", {"name": "main"}),
+        ("connections", "DELETE", "connections/main", {"name": "main"}),
+        ("exports", "GET", "exports", {}),
+        ("exports", "GET", "exports/vip", {"name": "vip"}),
+        ("exports", "PUT", "exports/vip", {"name": "vip"}),
+        ("exports", "DELETE", "exports/vip", {"name": "vip"}),
+        ("export_runs", "GET", "exports/vip/runs", {"name": "vip"}),
+        ("export_runs", "POST", "exports/vip/runs", {"name": "vip"}),
+        ("run_status", "GET", f"runs/{run_id}", {"run_id": run_id}),
+    ]
+    for function, method, path, params in operations:
+        assert app.http(function, method, path, headers={"x-other": "1"}, **params)[0] == 401
+        assert app.http(function, method, path, headers=NOBODY_HEADERS, **params)[0] == 403
+        bad = {k: ("bad!id" if k == "run_id" else "..") for k in params}
+        if bad:
+            assert app.http(function, method, path, **bad)[0] == 400
+    with monkeypatch.context() as azure:
+        azure.setenv("WEBSITE_INSTANCE_ID", "in-azure-without-easy-auth")
+        for function, method, path, params in operations:
+            assert app.http(function, method, path, **params)[0] == 500
+
+    for function, name in (("connections", "main"), ("exports", "vip")):
+        assert app.http(function, "PUT", f"{function}/{name}", {"unknown": 1}, name=name)[0] == 400
+        assert app.http(function, "PUT", f"{function}/{name}", raw=b"{" + b" " * 70_000, name=name)[0] == 413
+    for function, method, path, params in [
+        ("connections", "GET", "connections/none", {"name": "none"}),
+        ("connections", "DELETE", "connections/none", {"name": "none"}),
+        ("exports", "GET", "exports/none", {"name": "none"}),
+        ("exports", "DELETE", "exports/none", {"name": "none"}),
+        ("export_runs", "GET", "exports/none/runs", {"name": "none"}),
+        ("export_runs", "POST", "exports/none/runs", {"name": "none"}),
+        ("run_status", "GET", "runs/0000-none", {"run_id": "0000-none"}),
+    ]:
+        assert app.http(function, method, path, **params)[0] == 404
+    assert app.http("connections", "DELETE", "connections/main", name="main")[0] == 409
+    for function, method, path, params in operations:
+        if method == "GET":
+            assert app.http(function, method, path, **params)[0] == 200
+    assert app.http("exports", "DELETE", "exports/vip", name="vip")[0] == 204
+    assert app.http("connections", "DELETE", "connections/main", name="main")[0] == 204
+    assert app.http("openapi_document", "GET", "openapi.json", headers={"x-other": "1"})[0] == 200
+
+    assert app.exchanges == documented_exchanges()
