@@ -54,9 +54,14 @@ def start_run(
     if segment_hint:
         run["segment_hint"] = segment_hint
     services.store.create_run(run)
-    services.queue.send_message(orjson.dumps({"run_id": run["run_id"]}).decode())
+    _enqueue(services, run)
     log.info("run %s of export %s queued (%s)", run["run_id"], export_name, trigger)
     return run
+
+
+def _enqueue(services: Services, run: dict[str, Any]) -> None:
+    # The export name rides along only so that the log lines before the run record is read carry it.
+    services.queue.send_message(orjson.dumps({"run_id": run["run_id"], "export_name": run["export_name"]}).decode())
 
 
 def record_skipped(services: Services, export_name: str, trigger: str, reason: str) -> dict[str, Any]:
@@ -195,10 +200,11 @@ def execute_run(
     one for a run another worker is executing raises RunBusy (the queue retries it later)."""
     store = services.store
     run_id = str(message.get("run_id", ""))
-    found = store.get_run_with_etag(run_id)
-    if found is None:
-        log.warning("queue message for unknown run %s ignored", run_id[:40])
-        return None
+    with run_context(run_id[:64], str(message.get("export_name", ""))[:63]):
+        found = store.get_run_with_etag(run_id)
+        if found is None:
+            log.warning("queue message for unknown run %s ignored", run_id[:40])
+            return None
     run, etag = found
     with run_context(run_id, run["export_name"]):
         if run["status"] in TERMINAL_STATES:
@@ -320,7 +326,7 @@ def _continue_later(services: Services, run: dict[str, Any], report: RunReport) 
     }
     services.store.update_run(run["run_id"], changes)
     run.update(changes)
-    services.queue.send_message(orjson.dumps({"run_id": run["run_id"]}).decode())
+    _enqueue(services, run)
     log.info("run %s continues in a new invocation (%d so far)", run["run_id"], changes["continuations"])
     return run
 

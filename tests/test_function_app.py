@@ -3,6 +3,9 @@ the Klaviyo simulator and the local Key Vault."""
 
 from __future__ import annotations
 
+import logging
+import re
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +18,7 @@ from azure.functions.timer import TimerRequest
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
+from shared import telemetry
 from shared.auth import ADMIN, CONTRIBUTOR, encode_principal
 from shared.klaviyo import KlaviyoClient
 from shared.secrets import KeyVaultSecrets
@@ -210,7 +214,7 @@ def test_queue_messages_are_base64_as_the_queue_trigger_expects(app: App, klaviy
     _, run, _ = app.http("export_runs", "POST", "exports/s/runs", name="s")
     raw = QueueClient.from_connection_string(app.services.settings.storage_connection, RUNS_QUEUE)
     [message] = raw.peek_messages()
-    assert orjson.loads(base64.b64decode(message.content)) == {"run_id": run["run_id"]}
+    assert orjson.loads(base64.b64decode(message.content)) == {"run_id": run["run_id"], "export_name": "s"}
 
 
 def test_a_dropped_blob_runs_the_matching_export_once(app: App, klaviyo: KlaviyoSimulator):
@@ -502,3 +506,98 @@ def test_each_operation_gives_every_status_its_openapi_document_lists_and_no_oth
     assert app.http("openapi_document", "GET", "openapi.json", headers={"x-other": "1"})[0] == 200
 
     assert app.exchanges == documented_exchanges()
+
+
+# -- telemetry ----------------------------------------------------------------------------------------------
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def _personal_data_in(text: str, *values: str) -> list[str]:
+    return EMAIL.findall(text) + [v for v in values if v in text]
+
+
+def test_every_log_record_of_a_run_carries_its_run_id_and_export_name_and_no_personal_data(
+    app: App, klaviyo: KlaviyoSimulator, caplog
+):
+    phone = "+14155550123"
+    app.put_connection()
+    rows = "".join(f"u{i}@example.com,{phone[:-2]}{i:02d}\n" for i in range(40)) + "bad-email,x\n"
+    app.upload("logs.csv", f"email,phone\n{rows}".encode())
+    app.put_export(
+        "logs", klaviyo.create_list("Logs"), {"blob": "logs.csv"}, mapping={"email": "email", "phone_number": "phone"}
+    )
+    _, run, _ = app.http("export_runs", "POST", "exports/logs/runs", name="logs")
+    [message] = app.host.queue.receive_messages(max_messages=1, visibility_timeout=600)
+
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()
+    app.functions["run_export"](
+        func.QueueMessage(id="m", body=message.content.encode()), InvocationContext("run_export")
+    )
+    records = caplog.records
+
+    assert any(r.name == "shared.runs" and "completed_with_rejects" in r.getMessage() for r in records)
+    assert any(r.threadName.startswith("upload") for r in records), "the upload threads log too"
+    untagged = [
+        (r.name, r.threadName, r.getMessage()[:80]) for r in records if getattr(r, "run_id", None) != run["run_id"]
+    ]
+    assert not untagged
+    assert {r.export_name for r in records} == {"logs"}
+    text = "\n".join(r.getMessage() + repr(sorted(vars(r).items(), key=str)) for r in records)
+    assert not _personal_data_in(text, API_KEY, phone[:-2], "ada@contoso.example")
+
+
+@pytest.fixture
+def metric_reader() -> Iterator[Any]:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    telemetry.use_meter_provider(provider)
+    yield reader
+    telemetry.use_meter_provider(None)
+    provider.shutdown()
+
+
+def _points(reader: Any, name: str) -> dict[tuple[str, str, str], Any]:
+    """The metric's data points by (export_name, status, trigger)."""
+    data = reader.get_metrics_data()
+    return {
+        (p.attributes["export_name"], p.attributes["status"], p.attributes["trigger"]): p
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == name
+        for p in metric.data.data_points
+    }
+
+
+def test_run_metrics_count_runs_by_outcome_and_time_them(app: App, klaviyo: KlaviyoSimulator, metric_reader):
+    list_id = klaviyo.create_list("Metrics")
+    app.put_connection()
+    app.put_connection("nokey", secret_name="no-such-secret")
+    app.upload("m.csv", csv("m1@example.com", "m2@example.com"))
+    app.put_export("ok", list_id, {"blob": "m.csv"})
+    app.put_export("broken", list_id, {"blob": "m.csv"}, connection="nokey")
+    _, ok, _ = app.http("export_runs", "POST", "exports/ok/runs", name="ok")
+    app.http("export_runs", "POST", "exports/broken/runs", name="broken")
+    started = time.time()
+    assert app.drain_queue() == 2
+    elapsed = time.time() - started
+    app.put_export("broken", list_id, {"blob": "m.csv"}, connection="nokey", enabled=False)
+    app.functions["scheduled_exports"](TimerRequest())  # ok's segment is unchanged: skipped, never started
+
+    runs = _points(metric_reader, telemetry.RUNS_METRIC)
+    assert {key: p.value for key, p in runs.items()} == {
+        ("ok", "succeeded", "http"): 1,
+        ("broken", "failed", "http"): 1,
+        ("ok", "skipped", "timer"): 1,
+    }
+    durations = _points(metric_reader, telemetry.RUN_DURATION_METRIC)
+    assert set(durations) == {("ok", "succeeded", "http"), ("broken", "failed", "http")}
+    assert all(p.count == 1 and 0 <= p.sum <= elapsed for p in durations.values())
+    _, finished, _ = app.http("run_status", "GET", f"runs/{ok['run_id']}", run_id=ok["run_id"])
+    assert durations["ok", "succeeded", "http"].sum >= finished["duration_seconds"] - 0.01, "it spans the export"
+    exported = metric_reader.get_metrics_data().to_json()
+    assert not _personal_data_in(exported, API_KEY, "ada@contoso.example")
