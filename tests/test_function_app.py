@@ -419,6 +419,7 @@ def test_routes_resolve_through_the_route_templates(app: App, klaviyo: KlaviyoSi
     assert app.host.http("GET", "exports", headers=ADMIN_HEADERS).status_code == 200
     assert app.host.http("GET", "exports/a%2Fb", headers=ADMIN_HEADERS).status_code == 400
     assert app.host.http("PATCH", "exports/routed", headers=ADMIN_HEADERS).status_code == 405
+    assert app.host.http("GET", "openapi.json").status_code == 200, "served without a caller"
 
 
 def test_a_run_longer_than_its_time_budget_continues_in_new_queue_messages(app: App, klaviyo: KlaviyoSimulator):
