@@ -26,6 +26,7 @@ from shared.klaviyo import MAX_PROFILE_BYTES, ImportJob, InvalidPayload, Klaviyo
 from shared.mapping import FieldMapping, MappedRows, ProfileMapper, attributes_key, mask_attributes
 from shared.report import COMPLETED_WITH_REJECTS, FAILED, INCOMPLETE, SUCCEEDED, Counts, RejectsFile, RunReport
 from shared.segments import RowChunk, SegmentError, SegmentSource, SegmentUnavailable
+from shared.telemetry import carry_run_context, run_context
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,8 @@ def run_export(
         dry_run=spec.dry_run,
     )
     run = _Run(source, spec, client, report, rejects or RejectsFile(), progress, checkpoints)
-    return run.execute()
+    with run_context(spec.run_id, spec.export_name):
+        return run.execute()
 
 
 class _Run:
@@ -101,7 +103,6 @@ class _Run:
         self.lock = threading.Lock()
         self.jobs: dict[str, tuple[ImportJob, Batch]] = {}
         self.part_names = [p.name for p in source.parts]
-        self.log_extra = {"run_id": spec.run_id, "export": spec.export_name}
 
     # -- phases --------------------------------------------------------------------------------
     def execute(self) -> RunReport:
@@ -118,10 +119,10 @@ class _Run:
             raise
         except (KlaviyoError, SegmentError) as exc:
             self.report.error = str(exc)
-            log.error("run %s failed: %s", self.spec.run_id, exc, extra=self.log_extra)
+            log.error("run %s failed: %s", self.spec.run_id, exc)
         except Exception as exc:  # the report must say the run failed, whatever broke
             self.report.error = f"unexpected {type(exc).__name__}: {exc}"
-            log.exception("run %s failed unexpectedly", self.spec.run_id, extra=self.log_extra)
+            log.exception("run %s failed unexpectedly", self.spec.run_id)
         finally:
             self.rejects.close()
         elapsed = time.monotonic() - started
@@ -150,7 +151,6 @@ class _Run:
             self.counts.rejected,
             self.counts.duplicates,
             elapsed,
-            extra=self.log_extra,
         )
         return r
 
@@ -187,7 +187,9 @@ class _Run:
         counts = self.counts
         part_index = {name: i for i, name in enumerate(self.part_names)}
         with ThreadPoolExecutor(
-            max_workers=self.spec.max_in_flight, thread_name_prefix="upload", initializer=self.spec.thread_initializer
+            max_workers=self.spec.max_in_flight,
+            thread_name_prefix="upload",
+            initializer=carry_run_context(self.spec.thread_initializer),
         ) as pool:
             in_flight: set[Future[None]] = set()
 
@@ -238,7 +240,6 @@ class _Run:
                         "run %s: time budget spent after %d rows; checkpointing",
                         self.spec.run_id,
                         counts.rows_read,
-                        extra=self.log_extra,
                     )
                     break
             last = None if self.interrupted else batcher.flush()
@@ -262,7 +263,9 @@ class _Run:
                 return chunk, columnar.map(chunk.table, chunk.numbers)
             return chunk, mapper.map_records(chunk.columns, chunk.numbers, chunk.records)
 
-        with ThreadPoolExecutor(1, thread_name_prefix="read", initializer=self.spec.thread_initializer) as reader:
+        with ThreadPoolExecutor(
+            1, thread_name_prefix="read", initializer=carry_run_context(self.spec.thread_initializer)
+        ) as reader:
             ahead = reader.submit(read_and_map)
             while (item := ahead.result()) is not None:
                 ahead = reader.submit(read_and_map)
@@ -316,7 +319,7 @@ class _Run:
             self.counts.sent += len(batch)
             record["jobs"].append(job.id)
             record["sent"] += len(batch)
-        log.info("import job %s: %d profiles sent", job.id, len(batch), extra=self.log_extra)
+        log.info("import job %s: %d profiles sent", job.id, len(batch))
 
     def _replay(self, batch: Batch, record: dict[str, Any]) -> None:
         """A batch an earlier invocation already sent: count it, never send it again."""
@@ -347,9 +350,7 @@ class _Run:
                     f"{self.source.location}: the segment changed since this run started; start a new run"
                 )
             self.checkpoint = found
-            log.info(
-                "run %s resumes: %d batches already sent", self.spec.run_id, len(found.batches), extra=self.log_extra
-            )
+            log.info("run %s resumes: %d batches already sent", self.spec.run_id, len(found.batches))
         self.checkpoint.invocations += 1
         self._save_checkpoint()
 
@@ -457,7 +458,7 @@ class _Run:
             self.counts.accepted += accepted
             self.checkpoint.finished_jobs[job.id] = {"accepted": accepted, "failed": failed, "rejects": lines}
         self._save_checkpoint()
-        log.info("import job %s %s: %d imported, %d failed", job.id, job.status, accepted, failed, extra=self.log_extra)
+        log.info("import job %s %s: %d imported, %d failed", job.id, job.status, accepted, failed)
 
     # -- accounting ----------------------------------------------------------------------------
     def _reject(self, source: str, number: int, identifier: str, outcome: str, field_name: str, reason: str) -> None:
