@@ -106,4 +106,3 @@ def test_no_storage_setting_is_refused_naming_the_setting():
         Services.from_settings(settings)
     with pytest.raises(ValueError, match="AzureWebJobsStorage__accountName"):
         blob_service(settings.storage)
-
