@@ -16,14 +16,14 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.functions.timer import TimerRequest
 from azure.storage.blob import BlobServiceClient
-from azure.storage.queue import QueueClient
 
 from shared import telemetry
 from shared.auth import ADMIN, CONTRIBUTOR, encode_principal
 from shared.klaviyo import KlaviyoClient
 from shared.secrets import KeyVaultSecrets
 from shared.services import Services, use_services
-from shared.settings import RUNS_QUEUE, Settings
+from shared.settings import RUNS_QUEUE, Settings, StorageConnection
+from shared.storage import queue_client
 from shared.store import Store
 from tests.api_contract import Exchange, check_exchange, documented_exchanges
 from tests.conftest import API_KEY, member_emails
@@ -104,8 +104,7 @@ def app(azurite: Azurite, klaviyo: KlaviyoSimulator, vault: LocalKeyVault, monke
         monkeypatch.delenv(name, raising=False)
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
-        storage_connection=azurite.connection_string,
-        segments_connection=azurite.connection_string,
+        storage=StorageConnection.from_string(azurite.connection_string),
         klaviyo_base_url=klaviyo.url,
         key_vault_url=vault.url,
         reports_container=f"reports-{tag}",
@@ -212,7 +211,7 @@ def test_queue_messages_are_base64_as_the_queue_trigger_expects(app: App, klaviy
     app.upload("s.csv", csv("a@example.com"))
     app.put_export("s", klaviyo.create_list("L"), {"blob": "s.csv"})
     _, run, _ = app.http("export_runs", "POST", "exports/s/runs", name="s")
-    raw = QueueClient.from_connection_string(app.services.settings.storage_connection, RUNS_QUEUE)
+    raw = queue_client(app.services.settings.storage, RUNS_QUEUE)
     [message] = raw.peek_messages()
     assert orjson.loads(base64.b64decode(message.content)) == {"run_id": run["run_id"], "export_name": "s"}
 
