@@ -2,9 +2,8 @@
 row, byte for byte, for a fraction of the time.
 
 A row takes the column-wise path when each identifier it has passes the mapper's own fast checks
-(the everyday email, E.164 phone, external id within its length), written here as RE2 patterns
-over whole columns. Every other row is mapped by ProfileMapper itself, so each outcome and reason
-is the row-by-row one."""
+(the everyday email, E.164 phone, external id within its length; see columnar_checks). Every other
+row is mapped by ProfileMapper itself, so each outcome and reason is the row-by-row one."""
 
 from __future__ import annotations
 
@@ -15,9 +14,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shared.columnar_checks import fast_e164, fast_email
 from shared.mapping import (
-    _LENGTHS,
-    _SPECIAL_USE_TLDS,
     MAX_EXTERNAL_ID,
     MappedRows,
     Profile,
@@ -28,28 +26,10 @@ from shared.mapping import (
     serialize_profile,
 )
 
-_ATOM = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-# A subset of mapping._plain_email: dot-atom local part, labels of letters, digits and inner hyphens.
-FAST_EMAIL = rf"^{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+[a-z]{{2,63}}$"
-NOT_FAST_EMAIL = r"--|^[^@]{65,}@|\.(?:" + "|".join(sorted(_SPECIAL_USE_TLDS)) + r")$"
-
-
-def _e164_pattern() -> str:
-    """mapping._quick_e164 as one pattern: calling codes are a prefix code, so the alternation
-    picks the same code the function does."""
-    branches = [r"1[2-9][0-9]{2}[2-9][0-9]{6}"]
-    for code, lengths in sorted(_LENGTHS.items()):
-        fitting = sorted(n for n in lengths if 7 <= len(code) + n <= 15)
-        if code != "1" and fitting:
-            branches.append(code + "(?:" + "|".join(f"[0-9]{{{n}}}" for n in fitting) + ")")
-    return r"^\+(?:" + "|".join(branches) + ")$"
-
-
-FAST_E164 = _e164_pattern()
 _NULL = pa.scalar(None, pa.string())
 _EMPTY = pa.scalar("", pa.string())
 _ZERO = pa.scalar(0, pa.int32())
+_QUOTE = pa.scalar('"', pa.string())
 
 
 def _s(text: str) -> pa.Scalar:
@@ -84,19 +64,14 @@ class ColumnarMapper:
         if self._email:
             email = pc.ascii_lower(text(self._email))
             empty = _empty(email)
-            ok = pc.and_(
-                pc.match_substring_regex(email, FAST_EMAIL),
-                pc.invert(pc.match_substring_regex(email, NOT_FAST_EMAIL)),
-            )
-            ok = pc.and_(ok, pc.less_equal(pc.binary_length(email), pa.scalar(254, pa.int32())))
-            fast &= empty | _np(ok)
+            fast &= empty | fast_email(email)
             has_identifier |= ~empty
             identifiers.append(pc.if_else(pa.array(empty), _NULL, email))
             lowered = email
         if self._phone:
             phone = text(self._phone)
             empty = _empty(phone)
-            fast &= empty | _np(pc.match_substring_regex(phone, FAST_E164))
+            fast &= empty | fast_e164(phone)
             has_identifier |= ~empty
             identifiers.append(pc.if_else(pa.array(empty), _NULL, phone))
         if self._external:
@@ -143,20 +118,26 @@ class ColumnarMapper:
     def _bodies(self, table: pa.Table, text: Callable[[str], pa.Array], email: pa.Array | None) -> pa.Array:
         """Every row serialized as ProfileMapper and orjson would (right for the fast rows only)."""
         mapper = self.mapper
-        parts = [
-            _fragment(name, email if name == "email" and email is not None else text(column))
-            for name, column in mapper.text_fields
-        ]
-        location = [_fragment(name, text(column)) for name, column in mapper.location_fields]
-        if location:
-            parts.append(_group("location", location))
-        properties = [_fragment(name, table.column(column).combine_chunks()) for name, column in mapper.property_fields]
-        if properties:
-            parts.append(_group("properties", properties))
-        joined = pc.binary_join_element_wise(*parts, _EMPTY)
-        return pc.binary_join_element_wise(
-            _s('{"type":"profile","attributes":{'), pc.utf8_slice_codeunits(joined, 1), _s("}},"), _EMPTY
-        ).cast(pa.binary())
+        # One join of constant and column pieces; a field that is empty in some rows is one piece
+        # that is empty there. Each field starts with a comma: the first one is cut out after.
+        pieces: list[pa.Array | pa.Scalar] = [_s('{"type":"profile","attributes":{')]
+        for name, column in mapper.text_fields:
+            pieces += _field(name, email if name == "email" and email is not None else text(column))
+        for group, fields in (("location", mapper.location_fields), ("properties", mapper.property_fields)):
+            trim = group == "location"  # custom properties keep their spaces
+            values = [
+                (name, text(column) if trim else table.column(column).combine_chunks()) for name, column in fields
+            ]
+            if values:
+                pieces.append(_group(group, values))
+        pieces.append(_s("}},"))
+        joined = pc.binary_join_element_wise(*pieces, _EMPTY)
+        return pc.binary_replace_slice(
+            joined.cast(pa.binary()), start=_FIRST_COMMA, stop=_FIRST_COMMA + 1, replacement=""
+        )
+
+
+_FIRST_COMMA = len('{"type":"profile","attributes":{')
 
 
 def _np(mask: pa.Array) -> np.ndarray:
@@ -178,18 +159,19 @@ def _escaped(values: pa.Array) -> pa.Array:
     return values
 
 
-def _fragment(name: str, values: pa.Array) -> pa.Array:
-    """`,"name":"value"` where the value is not empty, else ``."""
-    key = orjson.dumps(name).decode()
-    fragment = pc.binary_join_element_wise(_s(f",{key}:" + '"'), _escaped(values), _s('"'), _EMPTY)
+def _field(name: str, values: pa.Array) -> list[pa.Array | pa.Scalar]:
+    """Join pieces for `,"name":"value"`, or for nothing in rows where the value is empty."""
+    key = _s(f",{orjson.dumps(name).decode()}:" + '"')
+    escaped = _escaped(values)
     empty = pc.equal(pc.binary_length(values), _ZERO)
     if not pc.any(empty).as_py():
-        return fragment
-    return pc.if_else(empty, _EMPTY, fragment)
+        return [key, escaped, _QUOTE]
+    return [pc.if_else(empty, _EMPTY, pc.binary_join_element_wise(key, escaped, _QUOTE, _EMPTY))]
 
 
-def _group(name: str, fragments: list[pa.Array]) -> pa.Array:
+def _group(name: str, fields: list[tuple[str, pa.Array]]) -> pa.Array:
     """`,"name":{...}` holding the group's non-empty fields, or `` when all are empty."""
-    inner = pc.binary_join_element_wise(*fragments, _EMPTY)
+    pieces = [piece for field, values in fields for piece in _field(field, values)]
+    inner = pc.binary_join_element_wise(*pieces, _EMPTY)
     group = pc.binary_join_element_wise(_s(f',"{name}":' + "{"), pc.utf8_slice_codeunits(inner, 1), _s("}"), _EMPTY)
     return pc.if_else(pc.equal(pc.binary_length(inner), _ZERO), _EMPTY, group)

@@ -16,14 +16,15 @@ from typing import BinaryIO, NamedTuple, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 BLOCK_BYTES = 1024 * 1024
-# A line this long is left to the csv module, which enforces its own field limit (131,072).
-MAX_PLAIN_LINE = 100_000
+# A field this long is left to the csv module, which enforces its own limit (131,072 characters).
+MAX_PLAIN_FIELD = 100_000
 # Past this many bytes without a line end outside quotes, the rest of the part goes to the csv module.
 MAX_PENDING_BYTES = 64 * 1024 * 1024
-_NEWLINE, _QUOTE, _RETURN = 10, 34, 13
+_NEWLINE, _QUOTE = 10, 34
 BOM = b"\xef\xbb\xbf"  # Arrow drops one at the start of what it parses; the csv module keeps it
 
 
@@ -69,17 +70,13 @@ class BlockReader:
             ignore_empty_lines=False,
             invalid_row_handler=self._note_invalid,
         )
-        self._read = pa_csv.ReadOptions(
-            column_names=columns, block_size=BLOCK_BYTES + MAX_PLAIN_LINE, use_threads=False
-        )
+        self._read = pa_csv.ReadOptions(column_names=columns, block_size=2 * BLOCK_BYTES, use_threads=False)
         self._convert = pa_csv.ConvertOptions(
             column_types={c: pa.string() for c in columns},
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
         )
         self._invalid_rows = 0
-        controls = {_NEWLINE, _RETURN} | ({9} if delimiter == "\t" else set())
-        self._control = np.array([b < 32 and b not in controls for b in range(256)], dtype=bool)
 
     def _note_invalid(self, row: object) -> str:
         self._invalid_rows += 1
@@ -130,15 +127,16 @@ class BlockReader:
         except pa.ArrowInvalid:
             return self._python_rows(io.BytesIO(block), line)
         lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-        if self._invalid_rows or table.num_rows != lines:
+        if self._invalid_rows or table.num_rows != lines or _longest_field(table) > MAX_PLAIN_FIELD:
             return self._python_rows(io.BytesIO(block), line)
         numbers = np.arange(line, line + lines, dtype=np.int64)
         return iter([TableChunk(self.name, self.columns, numbers, table, [])]), lambda: lines
 
     def _plain(self, block: bytes) -> bool:
-        if not block or block.startswith((b"\n", b"\r\n", BOM)) or b"\n\n" in block or b"\n\r\n" in block:
+        if not block or block.startswith((b"\n", b"\r\n", BOM)) or b"\n\n" in block:
             return False
-        if block.count(b"\r") != block.count(b"\r\n"):
+        returns = block.count(b"\r")
+        if returns and (returns != block.count(b"\r\n") or b"\n\r\n" in block):
             return False
         if not block.isascii():
             try:
@@ -146,20 +144,21 @@ class BlockReader:
             except UnicodeDecodeError:
                 return False
         codes = np.frombuffer(block, dtype=np.uint8)
-        if self._control[codes].any():
-            return False
-        newlines = np.flatnonzero(codes == _NEWLINE)
-        if len(newlines) and (newlines[0] >= MAX_PLAIN_LINE or (np.diff(newlines) > MAX_PLAIN_LINE).any()):
-            return False
-        if len(block) - (newlines[-1] if len(newlines) else 0) > MAX_PLAIN_LINE:
-            return False
+        allowed = block.count(b"\n") + returns + (block.count(b"\t") if self._delimiter == b"\t" else 0)
+        if np.count_nonzero(codes < 32) != allowed:
+            return False  # a control character (orjson escapes them; the csv module may see a line end)
         if b'"' in block:
             if b'"' in self._quoted.sub(b"", block):
                 return False  # a quote that is not a whole quoted field: the csv module's rules apply
+            newlines = np.flatnonzero(codes == _NEWLINE)
             quotes_before = np.cumsum(codes == _QUOTE, dtype=np.int64)[newlines]
             if (quotes_before % 2).any():
                 return False  # a quoted line break: rows are not lines
         return True
+
+
+def _longest_field(table: pa.Table) -> int:
+    return max((pc.max(pc.binary_length(column)).as_py() or 0 for column in table.columns), default=0)
 
 
 class Prepended(io.RawIOBase):

@@ -113,3 +113,10 @@ def test_a_bad_block_does_not_slow_the_rest(tmp_path: Path, monkeypatch_block: N
     ]
     assert len(rows) == 5000
     assert table_rows(path) > 4500
+
+
+def test_a_huge_field_reads_alike_by_both_readers() -> None:
+    lines = [f"{i},u{i}@x.io,+1206555{i:04d}\n".encode() for i in range(50)]
+    lines[5] = b"5," + b"a" * 200_000 + b"@x.io,+12065550005\n"
+    fast, slow = both_readers(HEADER.encode() + b"".join(lines))
+    assert fast == slow and len(fast[0]) == 50
