@@ -28,6 +28,7 @@ resource authentication 'Microsoft.Web/sites/config@2024-04-01' = {
       unauthenticatedClientAction: 'Return401'
       excludedPaths: [
         '/runtime/webhooks/blobs'
+        '/api/openapi.json' // the API's shape only, no data: readable without signing in (README, OpenAPI)
       ]
     }
     identityProviders: {
