@@ -22,12 +22,16 @@ Format = Literal["csv", "jsonl"]
 DELIMITERS = ",;\t|"
 # Klaviyo refuses profiles over 100 KB; a single field far past that is garbage, not data.
 MAX_FIELD_CHARS = 1_000_000
+# A longer line is cut there (the rest is skipped unread, and its row rejected): a file with no line
+# breaks at all must not be read whole into memory.
+MAX_LINE_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_UNCOMPRESSED_BYTES = 50 * 1024**3
 DOWNLOAD_CHUNK_BYTES = 4 * 1024 * 1024
 CHUNK_ROWS = 4096
 # Files a CDP writes next to the data parts of a folder segment.
 NON_DATA_NAMES = {"model.json", "_success", "_committed", "_started"}
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
+_UNREADABLE = re.compile("[\x00\udc80-\udcff]")
 _SUFFIXES: dict[str, Format] = {
     ".csv": "csv",
     ".tsv": "csv",
@@ -193,11 +197,7 @@ class SegmentSource:
                     continue
                 with self._text(part) as text:
                     reader = csv.reader(text, dialect=self._dialect(part, text))
-                    try:
-                        header = next(reader, None)
-                    except csv.Error as exc:
-                        raise SegmentError(f"{part.name}: unreadable header row: {exc}") from None
-                    self._headers[part.name] = _clean_header(part.name, header)
+                    self._headers[part.name] = _read_header(part.name, reader, text.buffer.raw)  # type: ignore[attr-defined]
         return self._headers
 
     def rows(self) -> Iterator[SegmentRow]:
@@ -230,10 +230,11 @@ class SegmentSource:
 
     def _text(self, part: SegmentPart) -> io.TextIOWrapper:
         # surrogateescape keeps undecodable bytes so the row holding them is rejected, not the file.
-        return io.TextIOWrapper(self._buffered(part), encoding="utf-8-sig", errors="surrogateescape", newline="")
+        buffered = self._buffered(part, text_lines=True)
+        return io.TextIOWrapper(buffered, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
-    def _buffered(self, part: SegmentPart) -> io.BufferedReader:
-        return io.BufferedReader(_ReadErrors(self._binary(part), part.name), buffer_size=1024 * 1024)
+    def _buffered(self, part: SegmentPart, text_lines: bool = False) -> io.BufferedReader:
+        return io.BufferedReader(_ReadErrors(self._binary(part), part.name, text_lines), buffer_size=1024 * 1024)
 
     def _dialect(self, part: SegmentPart, text: io.TextIOWrapper) -> type[csv.Dialect] | csv.Dialect:
         delimiter = self.delimiter or _sniff_delimiter(text)
@@ -247,35 +248,57 @@ class SegmentSource:
         name = part.name
         with self._text(part) as text:
             watch: _ReadErrors = text.buffer.raw  # type: ignore[attr-defined]
-            reader = csv.reader(text, dialect=self._dialect(part, text))
-            try:
-                header = next(reader, None)
-            except csv.Error as exc:
-                raise SegmentError(f"{name}: unreadable header row: {exc}") from None
-            columns = _clean_header(name, header)
+            dialect = self._dialect(part, text)
+            # The lines of the record being read, and lines to read again: a record broken by an
+            # unbalanced quote is rejected as its first line only, and the lines it swallowed are
+            # read again as rows of their own.
+            memory: list[str] = []
+            again: list[str] = []
+            reader = csv.reader(_remembered(text, memory, again), dialect)
+            columns = _read_header(name, reader, watch)
             width = len(columns)
-            line = reader.line_num
+            base, line = 0, reader.line_num
+            memory.clear()
+            forget = memory.clear
             while True:
                 chunk = RowChunk(name, columns, [], [], [])
-                records, numbers = chunk.records, chunk.numbers
+                records, numbers, errors = chunk.records, chunk.numbers, chunk.errors
+                broken = False
                 try:
                     for values in reader:
-                        start, line = line + 1, reader.line_num  # a record starts after the previous one
+                        start, line = line + 1, base + reader.line_num  # a record starts after the previous one
                         if len(values) == width:
+                            forget()
                             numbers.append(start)
                             records.append(values)
                             if len(records) >= size:
                                 break
-                        elif values and (values != [""] or width == 1):  # else a blank line, not a row
-                            chunk.errors.append((start, f"row has {len(values)} fields but the header has {width}"))
+                        elif line > start:
+                            reason = f"row has {len(values)} fields but the header has {width}"
+                            errors.append((start, _broken_record(reason, start, line)))
+                            broken = True
+                            break
+                        else:
+                            forget()
+                            if values and (values != [""] or width == 1):  # else a blank line, not a row
+                                errors.append((start, f"row has {len(values)} fields but the header has {width}"))
                     else:
                         size = 0  # the reader is exhausted: this is the last chunk
                 except csv.Error as exc:
-                    chunk.errors.append((line + 1, f"unreadable CSV row: {exc}"))
-                    line = reader.line_num
-                if watch.undecodable:
-                    _move_undecodable(chunk)
-                if records or chunk.errors:
+                    start = line + 1
+                    line = start + len(memory) - 1
+                    errors.append((start, _broken_record(_csv_reason(exc), start, line)))
+                    broken = True
+                if broken:
+                    again.extend(reversed(memory[1:]))
+                    memory.clear()
+                    reader = csv.reader(_remembered(text, memory, again), dialect)
+                    base = line = start
+                if watch.undecodable or watch.nul:
+                    _move_unreadable(chunk)
+                if watch.cut_lines:
+                    _reject_cut_lines(chunk, watch.cut_lines, line)
+                if records or errors:
                     yield chunk
                 if size == 0:
                     return
@@ -288,21 +311,19 @@ class SegmentSource:
             for number, line in enumerate(stream, start=1):
                 if number == 1 and line.startswith(codecs.BOM_UTF8):
                     line = line[len(codecs.BOM_UTF8) :]
+                if len(line) > MAX_FIELD_CHARS:  # checked first: parsing it would take ten times its size
+                    chunk.errors.append((number, f"line is longer than {MAX_FIELD_CHARS:,} bytes"))
+                    continue
                 try:
                     value = loads(line)
                 except decode_error as exc:
                     if not line.strip():
                         continue  # a blank line is not a row
-                    if len(line) > MAX_FIELD_CHARS:
-                        reason = f"line is longer than {MAX_FIELD_CHARS:,} bytes"
-                    else:
-                        reason = "line is not valid UTF-8" if "utf-8" in str(exc).lower() else "line is not valid JSON"
+                    reason = "line is not valid UTF-8" if "utf-8" in str(exc).lower() else "line is not valid JSON"
                     chunk.errors.append((number, reason))
                     continue
                 if type(value) is not dict:
                     chunk.errors.append((number, f"line is a JSON {type(value).__name__}, not an object"))
-                elif len(line) > MAX_FIELD_CHARS:
-                    chunk.errors.append((number, f"line is longer than {MAX_FIELD_CHARS:,} bytes"))
                 else:
                     chunk.numbers.append(number)
                     chunk.records.append(value)
@@ -315,27 +336,104 @@ class SegmentSource:
 
 class _ReadErrors(io.RawIOBase):
     """Turns low-level read failures (truncated gzip, a blob changed mid-read) into a SegmentError
-    naming the file."""
+    naming the file, notes bytes the rows must be checked for, and cuts lines longer than
+    MAX_LINE_BYTES (a line break is put there and the rest of the line skipped)."""
 
-    def __init__(self, inner: BinaryIO, name: str) -> None:
+    def __init__(self, inner: BinaryIO, name: str, text_lines: bool = False, max_line: int = MAX_LINE_BYTES) -> None:
         self._inner, self._name = inner, name
-        # Once a read holds bytes that are not UTF-8, rows are checked one by one (a rare, slower path).
+        # Once a read holds bytes that are not UTF-8 (or a NUL), rows are checked one by one (a rare, slower path).
         self.undecodable = False
+        self.nul = False
         self._decoder = codecs.getincrementaldecoder("utf-8")()
+        # Line numbers of the lines cut, as a text reader counts them (\n, \r\n or \r ends a line). A
+        # binary reader splits at \n only and needs no numbers: its cut line is simply too long.
+        self.cut_lines: list[int] = []
+        self._text_lines, self._max_line = text_lines, max_line
+        self._lines = 0  # lines ended so far
+        self._line_bytes = 0  # bytes of the line not yet ended
+        self._last_cr = False  # what was passed on ends with \r (a \n next ends no new line)
+        self._skipping = False  # dropping the rest of a cut line, up to its end
+        self._drop_lf = False  # the cut line ended with the \r of this read: drop a \n next
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
-        count = self._read(target)
-        if count and not self.undecodable:
+        while True:
+            count = self._read(target)
+            if not count:
+                return 0
             data = bytes(target[:count])
-            if not data.isascii():
-                try:
-                    self._decoder.decode(data)
-                except UnicodeDecodeError:
-                    self.undecodable = True
-        return count
+            kept = self._cut_long_lines(data)
+            if kept:
+                break
+        if kept is not data:
+            target[: len(kept)] = kept
+        if not self.nul and b"\x00" in kept:
+            self.nul = True
+        if not self.undecodable and not kept.isascii():
+            try:
+                self._decoder.decode(kept)
+            except UnicodeDecodeError:
+                self.undecodable = True
+        return len(kept)
+
+    def _cut_long_lines(self, data: bytes) -> bytes:
+        if self._drop_lf:  # the \n of a cut line's \r\n, split between two reads
+            self._drop_lf = False
+            if data[:1] == b"\n":
+                data = data[1:]
+        if not self._skipping and self._line_bytes + len(data) <= self._max_line:
+            self._count(data)  # the common case: no line can grow too long in this read
+            return data
+        pieces = []
+        while data:
+            if self._skipping:
+                end = self._line_end(data)
+                if end < 0:
+                    break
+                end += 1
+                if data[end - 1 : end] == b"\r" and data[end : end + 1] == b"\n":
+                    end += 1
+                self._skipping, self._drop_lf = False, end == len(data) and data[-1:] == b"\r"
+                data = data[end:]
+                continue
+            end = self._line_end(data)
+            head = len(data) if end < 0 else end
+            if self._line_bytes + head <= self._max_line:
+                self._count(data)
+                pieces.append(data)
+                break
+            keep = max(0, self._max_line - self._line_bytes)
+            self.cut_lines.append(self._lines + 1)
+            pieces.append(data[:keep] + b"\n")
+            self._lines, self._line_bytes, self._last_cr, self._skipping = self._lines + 1, 0, False, True
+            data = data[keep:]
+        return b"".join(pieces)
+
+    def _line_end(self, data: bytes) -> int:
+        newline = data.find(b"\n")
+        if not self._text_lines:
+            return newline
+        cr = data.find(b"\r", 0, None if newline < 0 else newline)
+        return newline if cr < 0 else cr
+
+    def _count(self, data: bytes) -> None:
+        if self._last_cr and data[:1] == b"\n":  # the \n of a \r\n split between two reads
+            self._last_cr = False
+            data = data[1:]
+            if not data:
+                return
+        if not self._text_lines:
+            last = data.rfind(b"\n")
+        else:
+            ended = data.count(b"\n")
+            if b"\r" in data:
+                ended += data.count(b"\r") - data.count(b"\r\n")
+            self._lines += ended
+            self._last_cr = data[-1:] == b"\r"
+            last = max(data.rfind(b"\n"), data.rfind(b"\r"))
+        self._line_bytes = self._line_bytes + len(data) if last < 0 else len(data) - last - 1
 
     def _read(self, target: bytearray | memoryview) -> int:
         try:
@@ -349,10 +447,12 @@ class _ReadErrors(io.RawIOBase):
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise SegmentError(f"{self._name}: compressed data is damaged or truncated ({exc})") from None
         except Exception as exc:
-            from azure.core.exceptions import AzureError, ResourceModifiedError
+            from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
 
             if isinstance(exc, ResourceModifiedError):
                 raise SegmentUnavailable(f"{self._name}: the blob changed while it was being read") from None
+            if isinstance(exc, ResourceNotFoundError):
+                raise SegmentUnavailable(f"{self._name}: the blob was deleted while it was being read") from None
             if isinstance(exc, AzureError):
                 raise SegmentUnavailable(f"{self._name}: reading the blob failed: {exc.message}") from None
             raise
@@ -364,15 +464,83 @@ class _ReadErrors(io.RawIOBase):
             super().close()
 
 
-def _move_undecodable(chunk: RowChunk) -> None:
-    """Moves rows holding bytes that were not UTF-8 (kept as surrogates) from records to errors."""
-    keep = [i for i, values in enumerate(chunk.records) if not _UNDECODABLE.search("".join(values))]
-    if len(keep) == len(chunk.records):
+def _remembered(text: Iterator[str], memory: list[str], again: list[str]) -> Iterator[str]:
+    """The lines for the CSV reader: first those to read again (last first), then the file's; each
+    is kept in `memory` until the record it belongs to is done with."""
+    remember = memory.append
+    while again:
+        line = again.pop()
+        remember(line)
+        yield line
+    for line in text:
+        remember(line)
+        yield line
+
+
+def _read_header(name: str, reader: Any, watch: _ReadErrors) -> list[str]:
+    """The first row that is not blank (blank lines before it are skipped), checked."""
+    try:
+        header = next(reader, None)
+        while header == []:
+            header = next(reader, None)
+    except csv.Error as exc:
+        raise SegmentError(f"{name}: unreadable header row: {_csv_reason(exc)}") from None
+    if watch.cut_lines and watch.cut_lines[0] <= reader.line_num:
+        raise SegmentError(f"{name}: the header row is longer than {MAX_LINE_BYTES:,} bytes: is this a CSV file?")
+    return _clean_header(name, header)
+
+
+def _csv_reason(exc: csv.Error) -> str:
+    message = str(exc)
+    if "field limit" in message:
+        return f"a field is longer than {csv.field_size_limit():,} characters"
+    if "end of data" in message:
+        return "a quoted field is never closed (an unbalanced quote)"
+    if "expected after" in message:
+        return "a closing quote is followed by more text (an unbalanced quote)"
+    return f"unreadable CSV row: {message}"
+
+
+def _broken_record(reason: str, start: int, end: int) -> str:
+    if end <= start:
+        return reason
+    return f"{reason}; the record ran on to line {end}, so the lines after this one are read again as rows"
+
+
+def _move_unreadable(chunk: RowChunk) -> None:
+    """Moves rows holding bytes that were not UTF-8 (kept as surrogates) or a NUL from records to errors."""
+    bad = [i for i, values in enumerate(chunk.records) if _UNREADABLE.search("".join(values))]
+    if not bad:
         return
-    bad = sorted(set(range(len(chunk.records))) - set(keep))
-    chunk.errors.extend((chunk.numbers[i], "row holds bytes that are not valid UTF-8") for i in bad)
+    for i in bad:
+        undecodable = _UNDECODABLE.search("".join(chunk.records[i]))
+        reason = "row holds bytes that are not valid UTF-8" if undecodable else "row holds a NUL byte"
+        chunk.errors.append((chunk.numbers[i], reason))
+    keep = sorted(set(range(len(chunk.records))) - set(bad))
     chunk.records[:] = [chunk.records[i] for i in keep]
     chunk.numbers[:] = [chunk.numbers[i] for i in keep]
+
+
+def _reject_cut_lines(chunk: RowChunk, cut_lines: list[int], upto: int) -> None:
+    """The row holding each cut line up to line `upto` is rejected for it (it was only read in part)."""
+    done = 0
+    for cut in cut_lines:
+        if cut > upto:
+            break
+        done += 1
+        starts = [(n, False, i) for i, n in enumerate(chunk.numbers)]
+        starts += [(n, True, i) for i, (n, _) in enumerate(chunk.errors)]
+        holding = max((s for s in starts if s[0] <= cut), default=None)
+        if holding is None:
+            continue
+        number, is_error, index = holding
+        reason = f"line {cut} is longer than {MAX_LINE_BYTES:,} bytes; the rest of it was skipped"
+        if is_error:
+            chunk.errors[index] = (number, reason)
+        else:
+            del chunk.records[index], chunk.numbers[index]
+            chunk.errors.append((number, reason))
+    del cut_lines[:done]
 
 
 def _sniff_delimiter(text: io.TextIOWrapper) -> str:
@@ -380,7 +548,7 @@ def _sniff_delimiter(text: io.TextIOWrapper) -> str:
     # Peek without consuming: TextIOWrapper over a non-seekable stream cannot rewind.
     peek = text.buffer.peek(64 * 1024)[: 64 * 1024]
     head = peek.decode("utf-8", errors="replace").lstrip("\ufeff")
-    first_line = re.split(r"\r?\n", _strip_quoted(head), maxsplit=1)[0]
+    first_line = next((line for line in re.split(r"\r\n|\r|\n", _strip_quoted(head)) if line), "")
     counts = {d: first_line.count(d) for d in DELIMITERS}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] else ","
@@ -395,7 +563,9 @@ def _make_dialect(delimiter: str) -> type[csv.Dialect]:
         pass
 
     Dialect.delimiter = delimiter
-    Dialect.strict = False
+    # Strict: a quote that never closes, or text after a closing quote, is an error (its row is
+    # rejected and the lines it ran over are read again) instead of swallowing the following rows.
+    Dialect.strict = True
     return Dialect
 
 
@@ -405,6 +575,8 @@ def _clean_header(name: str, header: list[str] | None) -> list[str]:
     columns = [h.strip() for h in header]
     if any(_UNDECODABLE.search(c) for c in columns):
         raise SegmentError(f"{name}: the header row holds bytes that are not valid UTF-8")
+    if any("\x00" in c for c in columns):
+        raise SegmentError(f"{name}: the header row holds NUL bytes: is the file UTF-16 or binary?")
     seen: set[str] = set()
     duplicates = [c for c in columns if c in seen or seen.add(c)]  # type: ignore[func-returns-value]
     if duplicates:
