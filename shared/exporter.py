@@ -129,6 +129,8 @@ class _Run:
         if self.client is not None:
             r.retries = {k: v for k, v in self.client.stats.counts.items() if k.startswith("retried_")}
         r.reasons = self.rejects.reasons()
+        if r.error or self.interrupted:
+            self.counts.not_sent = self.counts.unaccounted
         if r.error:
             r.status = FAILED
         elif self.interrupted:

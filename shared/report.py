@@ -26,10 +26,11 @@ class Counts:
     failed: int = 0  # failed inside those jobs (see rejects file)
     rejected: int = 0  # never sent: invalid, or refused by Klaviyo's validation
     duplicates: int = 0
+    not_sent: int = 0  # valid rows read but not sent: the run failed (or its time ran out) first
 
     @property
     def unaccounted(self) -> int:
-        return self.rows_read - self.sent - self.rejected - self.duplicates
+        return self.rows_read - self.sent - self.rejected - self.duplicates - self.not_sent
 
 
 @dataclass
@@ -70,6 +71,8 @@ class RunReport:
             f"  duplicates  {c.duplicates:,} repeated identifiers, first row kept",
             f"  time        {self.duration_seconds:.1f} s, {self.rows_per_second:,.0f} rows/s",
         ]
+        if c.not_sent:
+            lines.insert(-1, f"  not sent    {c.not_sent:,} valid rows read but not sent before the run stopped")
         if self.retries:
             lines.append("  retries     " + ", ".join(f"{k} x{v}" for k, v in sorted(self.retries.items())))
         for outcome, reasons in sorted(self.reasons.items()):

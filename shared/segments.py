@@ -112,7 +112,7 @@ class BlobPart:
                 max_concurrency=1,
             )
         except ResourceModifiedError:
-            raise SegmentUnavailable(f"{self.name}: the blob changed while it was being read") from None
+            raise SegmentUnavailable(f"{self.name}: the blob was deleted or changed while it was being read") from None
         except ResourceNotFoundError:
             raise SegmentUnavailable(f"{self.name}: the blob was deleted while it was being read") from None
         except AzureError as exc:
@@ -450,7 +450,7 @@ class _ReadErrors(io.RawIOBase):
             from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
 
             if isinstance(exc, ResourceModifiedError):
-                raise SegmentUnavailable(f"{self._name}: the blob changed while it was being read") from None
+                raise SegmentUnavailable(f"{self._name}: the blob was deleted or changed while it was being read") from None
             if isinstance(exc, ResourceNotFoundError):
                 raise SegmentUnavailable(f"{self._name}: the blob was deleted while it was being read") from None
             if isinstance(exc, AzureError):
