@@ -24,7 +24,7 @@ DELIMITERS = ",;\t|"
 MAX_FIELD_CHARS = 1_000_000
 # A longer line is cut there (the rest is skipped unread, and its row rejected): a file with no line
 # breaks at all must not be read whole into memory.
-MAX_LINE_BYTES = 4 * 1024 * 1024
+MAX_LINE_BYTES = 1024 * 1024
 DEFAULT_MAX_UNCOMPRESSED_BYTES = 50 * 1024**3
 DOWNLOAD_CHUNK_BYTES = 4 * 1024 * 1024
 CHUNK_ROWS = 4096
@@ -450,7 +450,8 @@ class _ReadErrors(io.RawIOBase):
             from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
 
             if isinstance(exc, ResourceModifiedError):
-                raise SegmentUnavailable(f"{self._name}: the blob was deleted or changed while it was being read") from None
+                message = "the blob was deleted or changed while it was being read"
+                raise SegmentUnavailable(f"{self._name}: {message}") from None
             if isinstance(exc, ResourceNotFoundError):
                 raise SegmentUnavailable(f"{self._name}: the blob was deleted while it was being read") from None
             if isinstance(exc, AzureError):
