@@ -22,7 +22,7 @@ from shared.dedupe import SeenKeys
 from shared.klaviyo import MAX_PROFILE_BYTES, ImportJob, InvalidPayload, KlaviyoClient, KlaviyoError, redact
 from shared.mapping import FieldMapping, Profile, ProfileMapper, attributes_key, mask_attributes
 from shared.report import COMPLETED_WITH_REJECTS, FAILED, INCOMPLETE, SUCCEEDED, Counts, RejectsFile, RunReport
-from shared.segments import RowChunk, SegmentError, SegmentSource, SegmentUnavailable
+from shared.segments import RowChunk, SegmentError, SegmentSource, SegmentUnavailable, looks_like_data
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +165,13 @@ class _Run:
         for part, header in headers.items():
             missing = self.spec.mapping.missing_columns(header)
             if missing:
+                found = (
+                    "the first row looks like data, not column names: is the header row missing?"
+                    if looks_like_data(header)
+                    else f"the header has: {', '.join(header[:30])}"
+                )
                 raise ConfigurationError(
-                    f"{part}: mapped column(s) missing from the header: {', '.join(missing)} "
-                    f"(the header has: {', '.join(header[:30])})"
+                    f"{part}: mapped column(s) missing from the header: {', '.join(missing)} ({found})"
                 )
         if self.spec.dry_run:
             return

@@ -32,6 +32,7 @@ CHUNK_ROWS = 4096
 NON_DATA_NAMES = {"model.json", "_success", "_committed", "_started"}
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
 _UNREADABLE = re.compile("[\x00\udc80-\udcff]")
+_LONG_NUMBER = re.compile(r"\d[\d ()./-]{5,}\d")
 _SUFFIXES: dict[str, Format] = {
     ".csv": "csv",
     ".tsv": "csv",
@@ -581,8 +582,15 @@ def _clean_header(name: str, header: list[str] | None) -> list[str]:
     seen: set[str] = set()
     duplicates = [c for c in columns if c in seen or seen.add(c)]  # type: ignore[func-returns-value]
     if duplicates:
-        raise SegmentError(f"{name}: the header names a column twice: {', '.join(sorted(set(duplicates)))}")
+        named = "" if looks_like_data(duplicates) else f": {', '.join(sorted(set(duplicates)))}"
+        raise SegmentError(f"{name}: the header names a column twice{named}")
     return columns
+
+
+def looks_like_data(header: list[str]) -> bool:
+    """True when a header holds what looks like an email or a phone number: a file without a header
+    row, whose first row of personal data must not be quoted in messages."""
+    return any("@" in column or _LONG_NUMBER.search(column) for column in header)
 
 
 def detect_format(name: str) -> Format:
