@@ -167,10 +167,11 @@ class App:
         self.services.blobs.get_blob_client(self.segments, blob).upload_blob(data, overwrite=True)
 
 
-@pytest.fixture
-def app(azurite: Azurite, klaviyo: KlaviyoSimulator, vault: LocalKeyVault, monkeypatch) -> Iterator[App]:
-    for name in ("LOCAL_AUTH_BYPASS_ROLE", "WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME", "WEBSITE_AUTH_ENABLED"):
-        monkeypatch.delenv(name, raising=False)
+AUTH_SETTINGS = ("LOCAL_AUTH_BYPASS_ROLE", "WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME", "WEBSITE_AUTH_ENABLED")
+
+
+def build_app(azurite: Azurite, klaviyo: KlaviyoSimulator, vault: LocalKeyVault) -> App:
+    """The app's services on Azurite (tables, queue and containers of their own), the simulator and the vault."""
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
         storage_connection=azurite.connection_string,
@@ -190,5 +191,12 @@ def app(azurite: Azurite, klaviyo: KlaviyoSimulator, vault: LocalKeyVault, monke
         services.queue.clear_messages()
     BlobServiceClient.from_connection_string(azurite.connection_string).create_container(settings.segments_container)
     use_services(services)
-    yield App(services, settings.segments_container)
+    return App(services, settings.segments_container)
+
+
+@pytest.fixture
+def app(azurite: Azurite, klaviyo: KlaviyoSimulator, vault: LocalKeyVault, monkeypatch) -> Iterator[App]:
+    for name in AUTH_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    yield build_app(azurite, klaviyo, vault)
     use_services(None)
