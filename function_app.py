@@ -8,19 +8,25 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob_types
 import orjson
 
-from shared import api
+from shared import api, openapi, telemetry
 from shared.runs import execute_run, mark_poisoned, on_segment_blob, plan_scheduled_runs
 from shared.services import get_services
 from shared.settings import RUNS_QUEUE
 
+telemetry.configure()  # Application Insights when APPLICATIONINSIGHTS_CONNECTION_STRING is set; else nothing
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
+def _origin(request: func.HttpRequest) -> str:
+    return request.url.split("/api/", 1)[0]
+
+
 def _http(request: func.HttpRequest, handler: api.Handler) -> func.HttpResponse:
-    base_url = request.url.split("/api/", 1)[0]
     response = api.handle(
         get_services(),
-        api.ApiRequest(request.method, dict(request.route_params), dict(request.headers), request.get_body(), base_url),
+        api.ApiRequest(
+            request.method, dict(request.route_params), dict(request.headers), request.get_body(), _origin(request)
+        ),
         handler,
     )
     return func.HttpResponse(
@@ -46,6 +52,12 @@ def export_runs(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="runs/{run_id}", methods=["GET"])
 def run_status(req: func.HttpRequest) -> func.HttpResponse:
     return _http(req, api.run_status)
+
+
+# Anonymous: the API's shape only (no data, no secret), readable by API Management and client generators.
+@app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse(openapi.document_json(_origin(req)), mimetype="application/json")
 
 
 @app.timer_trigger(arg_name="timer", schedule="%EXPORT_SCHEDULE%", run_on_startup=False, use_monitor=True)

@@ -11,7 +11,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from shared.auth import AuthError, Caller, identify
-from shared.models import ConnectionIn, ExportIn, is_valid_name, validation_problems
+from shared.models import Connection, ConnectionIn, Export, ExportIn, Run, is_valid_name, validation_problems
 from shared.runs import start_run
 from shared.services import Services
 from shared.store import utc_now
@@ -164,8 +164,7 @@ def connections(services: Services, request: ApiRequest, caller: Caller) -> ApiR
 
 
 def _public_connection(data: dict[str, Any]) -> dict[str, Any]:
-    keys = ("name", "display_name", "secret_name", "usable_by", "created_at", "updated_at", "updated_by")
-    return {**{k: data.get(k) for k in keys}, "privacy_consent": data.get("consent")}
+    return {**{k: data.get(k) for k in Connection.model_fields}, "privacy_consent": data.get("consent")}
 
 
 # -- exports ----------------------------------------------------------------------------------------
@@ -215,8 +214,7 @@ def exports(services: Services, request: ApiRequest, caller: Caller) -> ApiRespo
 
 
 def _public_export(data: dict[str, Any]) -> dict[str, Any]:
-    keys = ("name", *_EXPORT_FIELDS, "last_success_run", "created_at", "updated_at", "updated_by")
-    return {k: data.get(k) for k in keys}
+    return {k: data.get(k) for k in Export.model_fields}
 
 
 # -- runs ---------------------------------------------------------------------------------------------
@@ -261,22 +259,4 @@ def _read_report(services: Services, path: str) -> dict[str, Any] | None:
 
 
 def _public_run(run: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "run_id",
-        "export_name",
-        "trigger",
-        "status",
-        "requested_by",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "counts",
-        "reason",
-        "source_version",
-        "jobs",
-        "duration_seconds",
-        "report_path",
-        "attempts",
-        "continuations",
-    )
-    return {k: run[k] for k in keys if run.get(k) is not None}
+    return {k: run[k] for k in Run.model_fields if run.get(k) is not None}

@@ -17,7 +17,7 @@ from shared.progress import ProgressBar, ProgressLog
 from shared.report import FAILED, INCOMPLETE, RejectsFile
 from shared.secrets import KeyVaultSecrets, SecretError
 from shared.segments import SegmentError, SegmentSource, blob_segment, local_segment
-from shared.settings import Settings
+from shared.settings import Settings, StorageConnection
 from shared.storage import blob_service, save_report, split_blob_path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="read, validate and report; send nothing")
     run.add_argument("--report", type=Path, help="also write the report JSON (and rejects CSV beside it) here")
     run.add_argument("--export-name", default="cli", help="name used in reports (default: cli)")
-    run.add_argument("--connection-string", help="storage connection string (default: AzureWebJobsStorage)")
+    run.add_argument(
+        "--connection-string",
+        help="storage connection string (default: AzureWebJobsStorage or its identity-based form)",
+    )
     run.add_argument("--key-vault-url", help="read the API key from this Key Vault (with --secret-name)")
     run.add_argument("--secret-name", help="the Key Vault secret holding the Klaviyo API key")
     run.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
@@ -103,7 +106,12 @@ def _run(args: argparse.Namespace) -> int:
     if Path(args.segment).exists():
         source: SegmentSource = local_segment(args.segment, args.format, args.delimiter)
     else:
-        service = blob_service(args.connection_string or settings.storage_connection)
+        connection = (
+            StorageConnection.from_string(args.connection_string, "--connection-string")
+            if args.connection_string
+            else settings.storage
+        )
+        service = blob_service(connection)
         container, path = split_blob_path(args.segment)
         source = blob_segment(service.get_container_client(container), path, args.format, args.delimiter)
     client = (

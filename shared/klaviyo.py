@@ -217,7 +217,7 @@ class KlaviyoClient:
         return found
 
     # -- bulk import ---------------------------------------------------------------------------
-    def create_import_job(self, body: bytes) -> ImportJob:
+    def create_import_job(self, body: bytes | memoryview) -> ImportJob:
         """Posts one prepared bulk-import body (see batching.py); 400s raise InvalidPayload."""
         data = self._call("POST", "/api/profile-bulk-import-jobs", "import", body=body, what="import job")
         return ImportJob.from_resource(data["data"])
@@ -262,7 +262,7 @@ class KlaviyoClient:
         group: str,
         *,
         what: str,
-        body: bytes | None = None,
+        body: bytes | memoryview | None = None,
         params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         limiter = self.limiters[group]

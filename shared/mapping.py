@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import operator
 import re
+from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
 import phonenumbers
+import pyarrow as pa
 from email_validator import EmailNotValidError, validate_email
+from orjson import dumps
 
 IDENTIFIERS = ("email", "phone_number", "external_id")
 PROFILE_FIELDS = (*IDENTIFIERS, "first_name", "last_name", "organization", "title", "locale")
@@ -104,6 +108,16 @@ class Rejection(NamedTuple):
     field: str
     reason: str
     masked: str
+
+
+class MappedRows(NamedTuple):
+    """A chunk's valid profiles in row order, and its rejected rows."""
+
+    numbers: list[int]
+    keys: np.ndarray  # int64 dedupe keys (identifier_key)
+    bodies: pa.BinaryArray  # each profile serialized as Klaviyo takes it, and a comma (see Batch)
+    masked: Callable[[int], str]  # the masked identifier of the i-th profile
+    rejections: list[tuple[int, Rejection]]
 
 
 def mask_email(email: str) -> str:
@@ -219,13 +233,30 @@ def mask_attributes(attributes: Mapping[str, object]) -> str:
     return mask_text(str(attributes.get("external_id") or ""))
 
 
+def serialize_profile(attributes: Mapping[str, object]) -> bytes:
+    return dumps({"type": "profile", "attributes": attributes})
+
+
+def identifier_text(attributes: Mapping[str, object]) -> str:
+    """The primary identifier of a profile as its dedupe key hashes it: the email, else the
+    phone number, else "x:" + the external id."""
+    if attributes.get("email"):
+        return str(attributes["email"])
+    if attributes.get("phone_number"):
+        return str(attributes["phone_number"])
+    return "x:" + str(attributes.get("external_id") or "")
+
+
+def mask_identifier_text(text: str) -> str:
+    """The masked form of an `identifier_text` (an email holds "@", a phone number never does)."""
+    if text.startswith("x:"):
+        return mask_text(text[2:])
+    return mask_email(text) if "@" in text else mask_phone(text)
+
+
 def attributes_key(attributes: Mapping[str, object]) -> int:
     """The dedupe key of a profile, from its (normalized) attributes."""
-    if attributes.get("email"):
-        return identifier_key("email", str(attributes["email"]))
-    if attributes.get("phone_number"):
-        return identifier_key("phone", str(attributes["phone_number"]))
-    return identifier_key("external_id", str(attributes.get("external_id") or ""))
+    return hash(identifier_text(attributes))
 
 
 class ProfileMapper:
@@ -259,21 +290,65 @@ class ProfileMapper:
     def for_columns(self, header: list[str]) -> Callable[[list[str]], Profile | Rejection]:
         positions = [header.index(c) for c in self._columns]
         pick = operator.itemgetter(*positions) if len(positions) > 1 else (lambda row: (row[positions[0]],))
-        apply = self._apply
+        apply = self.apply_values
 
         def map_values(values: list[str]) -> Profile | Rejection:
             return apply(pick(values))
 
         return map_values
 
+    def map_records(self, columns: list[str] | None, numbers: list[int], records: list[object]) -> MappedRows:
+        """Maps CSV records (lists of values under `columns`) or JSON Lines records (dicts)."""
+        apply = self.for_columns(columns) if columns is not None else self.map
+        profiles: list[dict[str, object]] = []
+        valid: list[int] = []
+        keys = array("q")
+        rejections: list[tuple[int, Rejection]] = []
+        for number, record in zip(numbers, records, strict=True):
+            mapped = apply(record)  # type: ignore[arg-type]
+            if type(mapped) is Profile:
+                profiles.append(mapped.attributes)
+                valid.append(number)
+                keys.append(mapped.key)
+            else:
+                rejections.append((number, mapped))  # type: ignore[arg-type]
+        bodies = pa.array([serialize_profile(attributes) + b"," for attributes in profiles], pa.binary())
+        return MappedRows(
+            valid, np.frombuffer(keys, dtype=np.int64), bodies, lambda i: mask_attributes(profiles[i]), rejections
+        )
+
     def map(self, row: Mapping[str, object]) -> Profile | Rejection:
         try:
             texts = [_text(row.get(c), c) for c in self._columns[: self._text_count]]
-            return self._apply((*texts, *(row.get(c) for _, c in self._properties)))
+            return self.apply_values((*texts, *(row.get(c) for _, c in self._properties)))
         except _NotText as exc:
             return Rejection(exc.field, f"{exc.field} is a JSON {exc.kind}, not text", "")
 
-    def _apply(self, values: tuple) -> Profile | Rejection:  # type: ignore[type-arg]
+    @property
+    def columns(self) -> list[str]:
+        """The input columns `apply_values` takes, in its order."""
+        return list(self._columns)
+
+    @property
+    def identifier_columns(self) -> tuple[str | None, str | None, str | None]:
+        """The email, phone number and external id columns (None where not mapped)."""
+        return self._id_columns  # type: ignore[return-value]
+
+    @property
+    def text_fields(self) -> list[tuple[str, str]]:
+        """(field, column) of the top-level text attributes, in the order a profile holds them."""
+        return [(f, c) for f, c in self._ids if c] + self._plain
+
+    @property
+    def location_fields(self) -> list[tuple[str, str]]:
+        return list(self._location)
+
+    @property
+    def property_fields(self) -> list[tuple[str, str]]:
+        return list(self._properties)
+
+    def apply_values(self, values: tuple) -> Profile | Rejection:  # type: ignore[type-arg]
+        """Maps one row given as the values of `columns`, in that order."""
         attributes: dict[str, object] = {}
         key = None
         at = 0

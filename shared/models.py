@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.mapping import FieldMapping, MappingError
+from shared.report import Counts, RunReport
 
 # Lowercase letters, digits and single dashes: safe in URLs, table keys and blob paths.
 NAME_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
@@ -17,8 +27,11 @@ ListId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{1,64}$")]
 ContainerName = Annotated[str, StringConstraints(pattern=NAME_PATTERN, min_length=3, max_length=63)]
 _BLOB_PATH = re.compile(r"^[^\x00-\x1f\\]{1,1024}$")
 
-USABLE_BY = ("admins", "contributors")
-RUN_STATES = ("queued", "running", "succeeded", "completed_with_rejects", "failed", "skipped")
+UsableBy = Literal["admins", "contributors"]
+RunState = Literal["queued", "running", "succeeded", "completed_with_rejects", "failed", "skipped"]
+RUN_STATES: tuple[str, ...] = get_args(RunState)
+SegmentFormat = Literal["auto", "csv", "jsonl"]
+Delimiter = Literal[",", ";", "\t", "|"]
 TERMINAL_STATES = ("succeeded", "completed_with_rejects", "failed", "skipped")
 
 
@@ -35,7 +48,7 @@ class ConnectionIn(_Strict):
 
     display_name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     secret_name: SecretName = Field(description="Key Vault secret holding the Klaviyo private API key")
-    usable_by: Literal["admins", "contributors"] = "admins"
+    usable_by: UsableBy = "admins"
     privacy_consent: bool = Field(
         False, description="true: the caller agrees that profile data leaves for Klaviyo (recorded with who and when)"
     )
@@ -85,8 +98,8 @@ class ExportIn(_Strict):
     connection: Name
     list_id: ListId
     segment: SegmentLocation
-    format: Literal["auto", "csv", "jsonl"] = "auto"
-    delimiter: Literal[",", ";", "\t", "|"] | None = None
+    format: SegmentFormat = "auto"
+    delimiter: Delimiter | None = None
     mapping: dict[str, Any] = Field(default_factory=lambda: {"email": "email"})
     enabled: bool = True
     run_always: bool = Field(False, description="timer runs it even when the segment has not changed")
@@ -98,6 +111,92 @@ class ExportIn(_Strict):
             return FieldMapping.from_dict(value).to_dict()
         except MappingError as exc:
             raise ValueError(str(exc)) from None
+
+
+# -- what the API returns (the OpenAPI document's response schemas; the handlers pick these fields) -----
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Consent(_Response):
+    agreed_by: str
+    agreed_at: AwareDatetime
+
+
+class Connection(_Response):
+    """A connection as the API returns it: never the API key, only the name of its Key Vault secret."""
+
+    name: Name
+    display_name: str
+    secret_name: str
+    usable_by: UsableBy
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    updated_by: str
+    privacy_consent: Consent | None = Field(description="who agreed that profile data leaves for Klaviyo, and when")
+
+
+class ConnectionList(_Response):
+    connections: list[Connection]
+
+
+class Export(_Response):
+    name: Name
+    connection: Name
+    list_id: str
+    segment: SegmentLocation
+    format: SegmentFormat
+    delimiter: Delimiter | None
+    mapping: dict[str, Any]
+    enabled: bool
+    run_always: bool
+    last_success_run: str | None = Field(description="the last run that did not fail (the timer compares its segment)")
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    updated_by: str
+
+
+class ExportList(_Response):
+    exports: list[Export]
+
+
+class Run(_Response):
+    """A run's record; fields not known yet are left out."""
+
+    run_id: str
+    export_name: Name
+    trigger: Literal["http", "timer", "blob"]
+    status: RunState
+    requested_by: str
+    created_at: AwareDatetime
+    attempts: int = Field(ge=0, description="times a worker claimed the run")
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
+    counts: Counts | None = Field(None, description="progress while running, the outcome once finished")
+    reason: str | None = Field(None, description="why the run failed or was skipped")
+    source_version: str | None = Field(None, description="the segment's etag(s) the run read")
+    jobs: int | None = Field(None, description="Klaviyo import jobs created")
+    duration_seconds: float | None = None
+    report_path: str | None = Field(None, description="<reports container>/<export>/<run id>/report.json")
+    continuations: int | None = Field(None, description="times the run went on in a new invocation (time budget)")
+
+
+class RunWithReport(Run):
+    report: RunReport | None = Field(None, description="report.json, once the run has one (null if unreadable)")
+
+
+class RunList(_Response):
+    runs: list[Run] = Field(description="newest first, at most 50")
+
+
+class Problem(_Response):
+    field: str
+    reason: str
+
+
+class Error(_Response):
+    error: str
+    problems: list[Problem] | None = Field(None, description="one entry per invalid field (400 only)")
 
 
 _PATTERN_RULES = {

@@ -24,6 +24,7 @@ from shared.segments import BlobPart, SegmentError, SegmentSource, SegmentUnavai
 from shared.services import Services
 from shared.storage import report_prefix, save_report
 from shared.store import new_run_id, utc_now
+from shared.telemetry import run_context, run_finished
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,14 @@ def start_run(
     if segment_hint:
         run["segment_hint"] = segment_hint
     services.store.create_run(run)
-    services.queue.send_message(orjson.dumps({"run_id": run["run_id"]}).decode())
+    _enqueue(services, run)
     log.info("run %s of export %s queued (%s)", run["run_id"], export_name, trigger)
     return run
+
+
+def _enqueue(services: Services, run: dict[str, Any]) -> None:
+    # The export name rides along only so that the log lines before the run record is read carry it.
+    services.queue.send_message(orjson.dumps({"run_id": run["run_id"], "export_name": run["export_name"]}).decode())
 
 
 def record_skipped(services: Services, export_name: str, trigger: str, reason: str) -> dict[str, Any]:
@@ -73,6 +79,7 @@ def record_skipped(services: Services, export_name: str, trigger: str, reason: s
     }
     services.store.create_run(run)
     log.info("export %s skipped (%s): %s", export_name, trigger, reason)
+    run_finished(run)
     return run
 
 
@@ -193,26 +200,30 @@ def execute_run(
     one for a run another worker is executing raises RunBusy (the queue retries it later)."""
     store = services.store
     run_id = str(message.get("run_id", ""))
-    found = store.get_run_with_etag(run_id)
-    if found is None:
-        log.warning("queue message for unknown run %s ignored", run_id[:40])
-        return None
+    with run_context(run_id[:64], str(message.get("export_name", ""))[:63]):
+        found = store.get_run_with_etag(run_id)
+        if found is None:
+            log.warning("queue message for unknown run %s ignored", run_id[:40])
+            return None
     run, etag = found
-    if run["status"] in TERMINAL_STATES:
-        log.info("run %s is already %s; repeated message ignored", run_id, run["status"])
-        return run
-    if run["status"] == "running" and time.time() - float(run.get("heartbeat", 0)) < STALE_AFTER_SECONDS:
-        raise RunBusy(f"run {run_id} is being executed by another worker")
-    claim = {
-        "status": "running",
-        "started_at": utc_now(),
-        "heartbeat": time.time(),
-        "attempts": int(run.get("attempts", 0)) + 1,
-    }
-    if not store.update_run(run_id, claim, etag=etag):
-        raise RunBusy(f"run {run_id} was claimed by another worker")
-    run.update(claim)
-    return _execute(services, run, thread_initializer)
+    with run_context(run_id, run["export_name"]):
+        if run["status"] in TERMINAL_STATES:
+            log.info("run %s is already %s; repeated message ignored", run_id, run["status"])
+            return run
+        if run["status"] == "running" and time.time() - float(run.get("heartbeat", 0)) < STALE_AFTER_SECONDS:
+            raise RunBusy(f"run {run_id} is being executed by another worker")
+        now = time.time()
+        claim = {
+            "status": "running",
+            "started_at": utc_now(),
+            "heartbeat": now,
+            "first_started": run.get("first_started") or now,  # the run's duration spans its continuations
+            "attempts": int(run.get("attempts", 0)) + 1,
+        }
+        if not store.update_run(run_id, claim, etag=etag):
+            raise RunBusy(f"run {run_id} was claimed by another worker")
+        run.update(claim)
+        return _execute(services, run, thread_initializer)
 
 
 def _finish(services: Services, run: dict[str, Any], status: str, **fields: Any) -> dict[str, Any]:
@@ -226,6 +237,7 @@ def _finish(services: Services, run: dict[str, Any], status: str, **fields: Any)
         status,
         f": {fields['reason']}" if fields.get("reason") else "",
     )
+    run_finished(run)
     return run
 
 
@@ -316,7 +328,7 @@ def _continue_later(services: Services, run: dict[str, Any], report: RunReport) 
     }
     services.store.update_run(run["run_id"], changes)
     run.update(changes)
-    services.queue.send_message(orjson.dumps({"run_id": run["run_id"]}).decode())
+    _enqueue(services, run)
     log.info("run %s continues in a new invocation (%d so far)", run["run_id"], changes["continuations"])
     return run
 
@@ -326,12 +338,13 @@ def mark_poisoned(services: Services, message: dict[str, Any]) -> None:
     run = services.store.get_run(str(message.get("run_id", "")))
     if run is None or run["status"] in TERMINAL_STATES:
         return
-    _finish(
-        services,
-        run,
-        FAILED,
-        reason="the worker failed repeatedly on this run; its message was moved to the poison queue",
-    )
+    with run_context(run["run_id"], run["export_name"]):
+        _finish(
+            services,
+            run,
+            FAILED,
+            reason="the worker failed repeatedly on this run; its message was moved to the poison queue",
+        )
 
 
 def _counts(counts: Counts) -> dict[str, int]:

@@ -8,12 +8,14 @@ import gzip
 import io
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NamedTuple, Protocol
 
 import orjson
+
+from shared.csv_blocks import BLOCK_BYTES, BlockReader, Prepended, TableChunk
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
@@ -25,13 +27,16 @@ MAX_FIELD_CHARS = 1_000_000
 # A longer line is cut there (the rest is skipped unread, and its row rejected): a file with no line
 # breaks at all must not be read whole into memory.
 MAX_LINE_BYTES = 1024 * 1024
+# Put where a line was cut: bytes that are never UTF-8, so the row holding them is rejected (and its
+# reason can say why), whichever reader takes it.
+CUT_MARK = b"\xff\xfe\xfd\xfc"
 DEFAULT_MAX_UNCOMPRESSED_BYTES = 50 * 1024**3
-DOWNLOAD_CHUNK_BYTES = 4 * 1024 * 1024
 CHUNK_ROWS = 4096
 # Files a CDP writes next to the data parts of a folder segment.
 NON_DATA_NAMES = {"model.json", "_success", "_committed", "_started"}
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
 _UNREADABLE = re.compile("[\x00\udc80-\udcff]")
+_CUT = CUT_MARK.decode("utf-8", errors="surrogateescape")
 _LONG_NUMBER = re.compile(r"\d[\d ()./-]{5,}\d")
 _SUFFIXES: dict[str, Format] = {
     ".csv": "csv",
@@ -179,6 +184,7 @@ class SegmentSource:
     format: Format | None = None
     delimiter: str | None = None
     max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES
+    fast: bool = True  # plain CSV blocks parsed by Arrow (see csv_blocks); False: the csv module reads all
     _headers: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @property
@@ -194,16 +200,15 @@ class SegmentSource:
         run-level error). JSON Lines parts have no header and are left out."""
         if not self._headers:
             for part in self.parts:
-                if self.format_of(part) != "csv":
-                    continue
-                with self._text(part) as text:
-                    reader = csv.reader(text, dialect=self._dialect(part, text))
-                    self._headers[part.name] = _read_header(part.name, reader, text.buffer.raw)  # type: ignore[attr-defined]
+                if self.format_of(part) == "csv":
+                    with self._buffered(part, text_lines=True) as stream:
+                        first, dialect = self._start(part, stream)
+                        self._headers[part.name] = _read_header(part.name, Prepended(first, stream), dialect)
         return self._headers
 
     def rows(self) -> Iterator[SegmentRow]:
         """Every row of every part, in order, each with its source and number."""
-        for chunk in self.chunks():
+        for chunk in map(as_row_chunk, self.chunks()):
             fields: list[tuple[int, dict[str, object] | None, str | None]] = [
                 (n, dict(zip(chunk.columns, r, strict=True)) if chunk.columns is not None else r, None)
                 for n, r in zip(chunk.numbers, chunk.records, strict=True)
@@ -212,8 +217,9 @@ class SegmentSource:
             for number, row, error in sorted(fields, key=lambda f: f[0]):
                 yield SegmentRow(chunk.source, number, row, error)
 
-    def chunks(self, size: int = CHUNK_ROWS) -> Iterator[RowChunk]:
-        """The rows in chunks: the fast path (no object per row beyond the parsed values)."""
+    def chunks(self, size: int = CHUNK_ROWS) -> Iterator[RowChunk | TableChunk]:
+        """The rows in chunks: the fast path (no object per row beyond the parsed values, or a
+        table of plain CSV rows)."""
         for part in self.parts:
             if self.format_of(part) == "csv":
                 yield from self._csv_chunks(part, size)
@@ -229,38 +235,75 @@ class SegmentSource:
             )
         return raw
 
-    def _text(self, part: SegmentPart) -> io.TextIOWrapper:
-        # surrogateescape keeps undecodable bytes so the row holding them is rejected, not the file.
-        buffered = self._buffered(part, text_lines=True)
-        return io.TextIOWrapper(buffered, encoding="utf-8-sig", errors="surrogateescape", newline="")
-
     def _buffered(self, part: SegmentPart, text_lines: bool = False) -> io.BufferedReader:
-        return io.BufferedReader(_ReadErrors(self._binary(part), part.name, text_lines), buffer_size=1024 * 1024)
+        raw = _ReadErrors(self._binary(part), part.name, MAX_LINE_BYTES, text_lines)
+        return io.BufferedReader(raw, buffer_size=1024 * 1024)
 
-    def _dialect(self, part: SegmentPart, text: io.TextIOWrapper) -> type[csv.Dialect] | csv.Dialect:
-        delimiter = self.delimiter or _sniff_delimiter(text)
+    def _start(self, part: SegmentPart, stream: BinaryIO) -> tuple[bytes, type[csv.Dialect]]:
+        """The first block of a CSV part (without a byte order mark) and its dialect."""
+        first = stream.read(BLOCK_BYTES)
+        if first.startswith(codecs.BOM_UTF8):
+            first = first[len(codecs.BOM_UTF8) :]
+        return first, self._dialect(part, _sniff_delimiter(first) if self.delimiter is None else self.delimiter)
+
+    def _dialect(self, part: SegmentPart, delimiter: str) -> type[csv.Dialect]:
         if len(delimiter) != 1 or delimiter in '"\r\n':
             raise SegmentError(
                 f"{part.name}: the delimiter must be one character other than a quote or newline, not {delimiter!r}"
             )
         return _make_dialect(delimiter)
 
-    def _csv_chunks(self, part: SegmentPart, size: int) -> Iterator[RowChunk]:
+    def _csv_chunks(self, part: SegmentPart, size: int) -> Iterator[RowChunk | TableChunk]:
         name = part.name
-        with self._text(part) as text:
-            watch: _ReadErrors = text.buffer.raw  # type: ignore[attr-defined]
-            dialect = self._dialect(part, text)
-            # The lines of the record being read, and lines to read again: a record broken by an
-            # unbalanced quote is rejected as its first line only, and the lines it swallowed are
-            # read again as rows of their own.
-            memory: list[str] = []
-            again: list[str] = []
-            reader = csv.reader(_remembered(text, memory, again), dialect)
-            columns = _read_header(name, reader, watch)
+        with self._buffered(part, text_lines=True) as stream:
+            first, dialect = self._start(part, stream)
+            header_end = _header_end(first)
+            if not self.fast or header_end is None:
+                yield from self._python_csv(part, Prepended(first, stream), dialect, None, 1, size)[0]
+                return
+            header_text = first[:header_end].decode("utf-8", errors="surrogateescape")
+            header = next(csv.reader(io.StringIO(header_text, newline=""), dialect=dialect), None)
+            columns = _clean_header(name, header)
+
+            def python_rows(data: BinaryIO, line: int) -> tuple[Iterator[RowChunk], Callable[[], int]]:
+                return self._python_csv(part, data, dialect, columns, line, size)
+
+            reader = BlockReader(name, columns, dialect.delimiter, python_rows)
+            yield from reader.chunks(stream, first[header_end:], 2)
+
+    def _python_csv(
+        self,
+        part: SegmentPart,
+        data: BinaryIO,
+        dialect: type[csv.Dialect],
+        columns: list[str] | None,
+        first_line: int,
+        size: int,
+    ) -> tuple[Iterator[RowChunk], Callable[[], int]]:
+        """The csv module's reading of `data` (with its header when `columns` is None), numbering
+        lines from `first_line`; and, once read, how many lines it spanned."""
+        watch = _ReadErrors(data, part.name)
+        text = io.TextIOWrapper(
+            io.BufferedReader(watch, buffer_size=1024 * 1024), encoding="utf-8", errors="surrogateescape", newline=""
+        )
+        # The lines of the record being read, and lines to read again: a record broken by an
+        # unbalanced quote is rejected as its first line only, and the lines it ran over are read
+        # again as rows of their own (by a new reader, numbering from `base`).
+        memory: list[str] = []
+        again: list[str] = []
+        reader = csv.reader(_remembered(text, memory, again), dialect=dialect)
+        offset = base = first_line - 1
+
+        def chunks() -> Iterator[RowChunk]:
+            name = part.name
+            nonlocal columns, reader, base
+            if columns is None:
+                columns = _next_header(name, reader)
             width = len(columns)
-            base, line = 0, reader.line_num
+            line = base + reader.line_num
             memory.clear()
             forget = memory.clear
+            limit = size
             while True:
                 chunk = RowChunk(name, columns, [], [], [])
                 records, numbers, errors = chunk.records, chunk.numbers, chunk.errors
@@ -272,37 +315,38 @@ class SegmentSource:
                             forget()
                             numbers.append(start)
                             records.append(values)
-                            if len(records) >= size:
+                            if len(records) >= limit:
                                 break
                         elif line > start:
                             reason = f"row has {len(values)} fields but the header has {width}"
-                            errors.append((start, _broken_record(reason, start, line)))
+                            errors.append((start, _broken_record(reason, start, line, memory)))
                             broken = True
                             break
                         else:
-                            forget()
                             if values and (values != [""] or width == 1):  # else a blank line, not a row
-                                errors.append((start, f"row has {len(values)} fields but the header has {width}"))
+                                reason = f"row has {len(values)} fields but the header has {width}"
+                                errors.append((start, _cut_reason(memory) or reason))
+                            forget()
                     else:
-                        size = 0  # the reader is exhausted: this is the last chunk
+                        limit = 0  # the reader is exhausted: this is the last chunk
                 except csv.Error as exc:
                     start = line + 1
-                    line = start + len(memory) - 1
-                    errors.append((start, _broken_record(_csv_reason(exc), start, line)))
+                    line = start + max(len(memory), 1) - 1
+                    errors.append((start, _broken_record(_csv_reason(exc), start, line, memory)))
                     broken = True
                 if broken:
                     again.extend(reversed(memory[1:]))
                     memory.clear()
-                    reader = csv.reader(_remembered(text, memory, again), dialect)
+                    reader = csv.reader(_remembered(text, memory, again), dialect=dialect)
                     base = line = start
                 if watch.undecodable or watch.nul:
                     _move_unreadable(chunk)
-                if watch.cut_lines:
-                    _reject_cut_lines(chunk, watch.cut_lines, line)
                 if records or errors:
                     yield chunk
-                if size == 0:
+                if limit == 0:
                     return
+
+        return chunks(), lambda: base + reader.line_num - offset
 
     def _jsonl_chunks(self, part: SegmentPart, size: int) -> Iterator[RowChunk]:
         name = part.name
@@ -337,24 +381,20 @@ class SegmentSource:
 
 class _ReadErrors(io.RawIOBase):
     """Turns low-level read failures (truncated gzip, a blob changed mid-read) into a SegmentError
-    naming the file, notes bytes the rows must be checked for, and cuts lines longer than
-    MAX_LINE_BYTES (a line break is put there and the rest of the line skipped)."""
+    naming the file, and notes bytes the rows must be checked for. Given `max_line`, it cuts longer
+    lines there (CUT_MARK and a line break put in, the rest of the line skipped unread)."""
 
-    def __init__(self, inner: BinaryIO, name: str, text_lines: bool = False, max_line: int = MAX_LINE_BYTES) -> None:
+    def __init__(self, inner: BinaryIO, name: str, max_line: int | None = None, text_lines: bool = False) -> None:
         self._inner, self._name = inner, name
         # Once a read holds bytes that are not UTF-8 (or a NUL), rows are checked one by one (a rare, slower path).
         self.undecodable = False
         self.nul = False
         self._decoder = codecs.getincrementaldecoder("utf-8")()
-        # Line numbers of the lines cut, as a text reader counts them (\n, \r\n or \r ends a line). A
-        # binary reader splits at \n only and needs no numbers: its cut line is simply too long.
-        self.cut_lines: list[int] = []
-        self._text_lines, self._max_line = text_lines, max_line
-        self._lines = 0  # lines ended so far
+        # Lines end at \n, and for a text reader also at \r (the csv module's reading).
+        self._max_line, self._text_lines = max_line, text_lines
         self._line_bytes = 0  # bytes of the line not yet ended
-        self._last_cr = False  # what was passed on ends with \r (a \n next ends no new line)
         self._skipping = False  # dropping the rest of a cut line, up to its end
-        self._drop_lf = False  # the cut line ended with the \r of this read: drop a \n next
+        self._drop_lf = False  # the cut line ended with the \r of the last read: drop a \n next
 
     def readable(self) -> bool:
         return True
@@ -364,10 +404,14 @@ class _ReadErrors(io.RawIOBase):
             count = self._read(target)
             if not count:
                 return 0
-            data = bytes(target[:count])
-            kept = self._cut_long_lines(data)
-            if kept:
-                break
+            if self._max_line is None and self.undecodable and self.nul:
+                return count
+            data = kept = bytes(target[:count])
+            if self._max_line is not None:
+                kept = self._cut_long_lines(data, self._max_line)
+                if not kept:
+                    continue
+            break
         if kept is not data:
             target[: len(kept)] = kept
         if not self.nul and b"\x00" in kept:
@@ -379,18 +423,18 @@ class _ReadErrors(io.RawIOBase):
                 self.undecodable = True
         return len(kept)
 
-    def _cut_long_lines(self, data: bytes) -> bytes:
-        if self._drop_lf:  # the \n of a cut line's \r\n, split between two reads
+    def _cut_long_lines(self, data: bytes, limit: int) -> bytes:
+        if self._drop_lf:
             self._drop_lf = False
             if data[:1] == b"\n":
                 data = data[1:]
-        if not self._skipping and self._line_bytes + len(data) <= self._max_line:
-            self._count(data)  # the common case: no line can grow too long in this read
+        if not self._skipping and self._line_bytes + len(data) <= limit:
+            self._note_tail(data)  # the common case: no line can grow too long in this read
             return data
         pieces = []
         while data:
+            end = self._line_end(data)
             if self._skipping:
-                end = self._line_end(data)
                 if end < 0:
                     break
                 end += 1
@@ -399,16 +443,13 @@ class _ReadErrors(io.RawIOBase):
                 self._skipping, self._drop_lf = False, end == len(data) and data[-1:] == b"\r"
                 data = data[end:]
                 continue
-            end = self._line_end(data)
-            head = len(data) if end < 0 else end
-            if self._line_bytes + head <= self._max_line:
-                self._count(data)
+            if self._line_bytes + (len(data) if end < 0 else end) <= limit:
+                self._note_tail(data)
                 pieces.append(data)
                 break
-            keep = max(0, self._max_line - self._line_bytes)
-            self.cut_lines.append(self._lines + 1)
-            pieces.append(data[:keep] + b"\n")
-            self._lines, self._line_bytes, self._last_cr, self._skipping = self._lines + 1, 0, False, True
+            keep = max(0, limit - self._line_bytes)
+            pieces.append(data[:keep] + CUT_MARK + b"\n")
+            self._line_bytes, self._skipping = 0, True
             data = data[keep:]
         return b"".join(pieces)
 
@@ -419,21 +460,8 @@ class _ReadErrors(io.RawIOBase):
         cr = data.find(b"\r", 0, None if newline < 0 else newline)
         return newline if cr < 0 else cr
 
-    def _count(self, data: bytes) -> None:
-        if self._last_cr and data[:1] == b"\n":  # the \n of a \r\n split between two reads
-            self._last_cr = False
-            data = data[1:]
-            if not data:
-                return
-        if not self._text_lines:
-            last = data.rfind(b"\n")
-        else:
-            ended = data.count(b"\n")
-            if b"\r" in data:
-                ended += data.count(b"\r") - data.count(b"\r\n")
-            self._lines += ended
-            self._last_cr = data[-1:] == b"\r"
-            last = max(data.rfind(b"\n"), data.rfind(b"\r"))
+    def _note_tail(self, data: bytes) -> None:
+        last = max(data.rfind(b"\n"), data.rfind(b"\r") if self._text_lines else -1)
         self._line_bytes = self._line_bytes + len(data) if last < 0 else len(data) - last - 1
 
     def _read(self, target: bytearray | memoryview) -> int:
@@ -466,6 +494,14 @@ class _ReadErrors(io.RawIOBase):
             super().close()
 
 
+def as_row_chunk(chunk: RowChunk | TableChunk) -> RowChunk:
+    """A chunk with its rows as lists of values (an Arrow table's rows converted)."""
+    if isinstance(chunk, RowChunk):
+        return chunk
+    records = [list(values) for values in zip(*(column.to_pylist() for column in chunk.table.columns), strict=True)]
+    return RowChunk(chunk.source, chunk.columns, chunk.numbers.tolist(), records, chunk.errors)
+
+
 def _remembered(text: Iterator[str], memory: list[str], again: list[str]) -> Iterator[str]:
     """The lines for the CSV reader: first those to read again (last first), then the file's; each
     is kept in `memory` until the record it belongs to is done with."""
@@ -479,19 +515,6 @@ def _remembered(text: Iterator[str], memory: list[str], again: list[str]) -> Ite
         yield line
 
 
-def _read_header(name: str, reader: Any, watch: _ReadErrors) -> list[str]:
-    """The first row that is not blank (blank lines before it are skipped), checked."""
-    try:
-        header = next(reader, None)
-        while header == []:
-            header = next(reader, None)
-    except csv.Error as exc:
-        raise SegmentError(f"{name}: unreadable header row: {_csv_reason(exc)}") from None
-    if watch.cut_lines and watch.cut_lines[0] <= reader.line_num:
-        raise SegmentError(f"{name}: the header row is longer than {MAX_LINE_BYTES:,} bytes: is this a CSV file?")
-    return _clean_header(name, header)
-
-
 def _csv_reason(exc: csv.Error) -> str:
     message = str(exc)
     if "field limit" in message:
@@ -503,53 +526,66 @@ def _csv_reason(exc: csv.Error) -> str:
     return f"unreadable CSV row: {message}"
 
 
-def _broken_record(reason: str, start: int, end: int) -> str:
+def _cut_reason(lines: list[str]) -> str | None:
+    if any(_CUT in line for line in lines[:1]):
+        return f"the line is longer than {MAX_LINE_BYTES:,} bytes; the rest of it was skipped"
+    return None
+
+
+def _broken_record(reason: str, start: int, end: int, lines: list[str]) -> str:
+    reason = _cut_reason(lines) or reason
     if end <= start:
         return reason
     return f"{reason}; the record ran on to line {end}, so the lines after this one are read again as rows"
 
 
 def _move_unreadable(chunk: RowChunk) -> None:
-    """Moves rows holding bytes that were not UTF-8 (kept as surrogates) or a NUL from records to errors."""
+    """Moves rows holding bytes that were not UTF-8 (kept as surrogates), a NUL, or the mark of a
+    line cut short from records to errors."""
     bad = [i for i, values in enumerate(chunk.records) if _UNREADABLE.search("".join(values))]
     if not bad:
         return
     for i in bad:
-        undecodable = _UNDECODABLE.search("".join(chunk.records[i]))
-        reason = "row holds bytes that are not valid UTF-8" if undecodable else "row holds a NUL byte"
+        joined = "".join(chunk.records[i])
+        if _CUT in joined:
+            reason = f"the line is longer than {MAX_LINE_BYTES:,} bytes; the rest of it was skipped"
+        elif _UNDECODABLE.search(joined):
+            reason = "row holds bytes that are not valid UTF-8"
+        else:
+            reason = "row holds a NUL byte"
         chunk.errors.append((chunk.numbers[i], reason))
     keep = sorted(set(range(len(chunk.records))) - set(bad))
     chunk.records[:] = [chunk.records[i] for i in keep]
     chunk.numbers[:] = [chunk.numbers[i] for i in keep]
 
 
-def _reject_cut_lines(chunk: RowChunk, cut_lines: list[int], upto: int) -> None:
-    """The row holding each cut line up to line `upto` is rejected for it (it was only read in part)."""
-    done = 0
-    for cut in cut_lines:
-        if cut > upto:
-            break
-        done += 1
-        starts = [(n, False, i) for i, n in enumerate(chunk.numbers)]
-        starts += [(n, True, i) for i, (n, _) in enumerate(chunk.errors)]
-        holding = max((s for s in starts if s[0] <= cut), default=None)
-        if holding is None:
-            continue
-        number, is_error, index = holding
-        reason = f"line {cut} is longer than {MAX_LINE_BYTES:,} bytes; the rest of it was skipped"
-        if is_error:
-            chunk.errors[index] = (number, reason)
-        else:
-            del chunk.records[index], chunk.numbers[index]
-            chunk.errors.append((number, reason))
-    del cut_lines[:done]
+def _read_header(name: str, data: BinaryIO, dialect: type[csv.Dialect]) -> list[str]:
+    text = io.TextIOWrapper(io.BufferedReader(data), encoding="utf-8", errors="surrogateescape", newline="")
+    return _next_header(name, csv.reader(text, dialect=dialect))
 
 
-def _sniff_delimiter(text: io.TextIOWrapper) -> str:
+def _next_header(name: str, reader: Any) -> list[str]:
+    """The first row that is not blank (blank lines before it are skipped), checked."""
+    try:
+        header = next(reader, None)
+        while header == []:
+            header = next(reader, None)
+    except csv.Error as exc:
+        raise SegmentError(f"{name}: unreadable header row: {_csv_reason(exc)}") from None
+    return _clean_header(name, header)
+
+
+def _header_end(head: bytes) -> int | None:
+    """Just past the header line when it is one plain line (else the csv module reads the part)."""
+    end = head.find(b"\n")
+    if end < 0 or head.count(b'"', 0, end) % 2 or b"\r" in head[: max(end - 1, 0)] or head[:1] in b"\r\n":
+        return None  # also blank lines before the header: the csv module skips them
+    return end + 1
+
+
+def _sniff_delimiter(data: bytes) -> str:
     """Picks the delimiter among , ; TAB | by counting them in the header line (outside quotes)."""
-    # Peek without consuming: TextIOWrapper over a non-seekable stream cannot rewind.
-    peek = text.buffer.peek(64 * 1024)[: 64 * 1024]
-    head = peek.decode("utf-8", errors="replace").lstrip("\ufeff")
+    head = data[: 64 * 1024].decode("utf-8", errors="replace").lstrip("\ufeff")
     first_line = next((line for line in re.split(r"\r\n|\r|\n", _strip_quoted(head)) if line), "")
     counts = {d: first_line.count(d) for d in DELIMITERS}
     best = max(counts, key=lambda d: counts[d])
@@ -575,6 +611,8 @@ def _clean_header(name: str, header: list[str] | None) -> list[str]:
     if not header or header == [""]:
         raise SegmentError(f"{name}: the file is empty: no header row")
     columns = [h.strip() for h in header]
+    if any(_CUT in c for c in columns):
+        raise SegmentError(f"{name}: the header row is longer than {MAX_LINE_BYTES:,} bytes: is this a CSV file?")
     if any(_UNDECODABLE.search(c) for c in columns):
         raise SegmentError(f"{name}: the header row holds bytes that are not valid UTF-8")
     if any("\x00" in c for c in columns):

@@ -13,6 +13,7 @@ from shared.auth import running_in_azure
 from shared.klaviyo import KlaviyoClient
 from shared.secrets import KeyVaultSecrets, SecretError
 from shared.settings import RUNS_QUEUE, Settings
+from shared.storage import blob_service, queue_client, table_service
 from shared.store import Store
 
 if TYPE_CHECKING:
@@ -53,12 +54,10 @@ class Services:
 
     @classmethod
     def from_settings(cls, settings: Settings, secrets: SecretSource | None = None) -> Services:
-        from azure.data.tables import TableServiceClient
-        from azure.storage.blob import BlobServiceClient
-        from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+        from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 
-        if not settings.storage_connection:
-            raise RuntimeError("AzureWebJobsStorage is not set")
+        if not settings.storage.configured:
+            raise RuntimeError("set AzureWebJobsStorage (a connection string) or AzureWebJobsStorage__accountName")
         if secrets is None:
             if settings.key_vault_url:
                 secrets = KeyVaultSecrets(settings.key_vault_url, ttl_seconds=settings.secret_cache_seconds)
@@ -67,23 +66,20 @@ class Services:
             else:
                 raise RuntimeError("KEY_VAULT_URL is not set")
         # The Functions queue trigger expects Base64 message bodies.
-        queue = QueueClient.from_connection_string(
-            settings.storage_connection,
+        queue = queue_client(
+            settings.storage,
             RUNS_QUEUE,
             message_encode_policy=TextBase64EncodePolicy(),
             message_decode_policy=TextBase64DecodePolicy(),
         )
-        blobs = BlobServiceClient.from_connection_string(settings.storage_connection)
-        segments = (
-            blobs
-            if settings.segments_connection == settings.storage_connection
-            else BlobServiceClient.from_connection_string(settings.segments_connection)
-        )
+        blobs = blob_service(settings.storage)
+        separate = settings.segments_storage.configured and settings.segments_storage != settings.storage
+        segments = blob_service(settings.segments_storage) if separate else blobs
 
         def klaviyo(api_key: str) -> KlaviyoClient:
             return KlaviyoClient(api_key, settings.klaviyo_base_url, timeout=(5.0, settings.klaviyo_read_timeout))
 
-        store = Store(TableServiceClient.from_connection_string(settings.storage_connection))
+        store = Store(table_service(settings.storage))
         return cls(settings, store, queue, blobs, segments, secrets, klaviyo)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from shared.klaviyo import DEFAULT_BASE_URL
 
@@ -11,27 +12,86 @@ RUNS_QUEUE = "export-runs"
 
 
 @dataclass(frozen=True)
+class StorageConnection:
+    """One storage account, named the way a Functions `connection` names it: the setting `NAME` holds a
+    connection string, or `NAME__accountName` (or `NAME__blobServiceUri`, `__queueServiceUri`,
+    `__tableServiceUri`) locates the account for an identity: `NAME__credential=managedidentity` with
+    `NAME__clientId` signs in as that user-assigned managed identity, anything else as
+    DefaultAzureCredential."""
+
+    setting: str = ""
+    connection_string: str = field(default="", repr=False)  # may hold an account key
+    blob_url: str = ""
+    queue_url: str = ""
+    table_url: str = ""
+    managed_identity: bool = False
+    client_id: str = ""
+
+    @classmethod
+    def from_string(cls, connection_string: str, setting: str = "") -> StorageConnection:
+        return cls(setting, connection_string=connection_string)
+
+    @classmethod
+    def from_env(cls, setting: str, env: Mapping[str, str]) -> StorageConnection:
+        if env.get(setting, "").strip():
+            return cls.from_string(env[setting].strip(), setting)
+
+        def value(suffix: str) -> str:
+            return env.get(f"{setting}__{suffix}", "").strip()
+
+        account = value("accountName")
+
+        def endpoint(service: str) -> str:
+            # Public cloud only; other clouds set the service URIs explicitly.
+            return value(f"{service}ServiceUri") or (f"https://{account}.{service}.core.windows.net" if account else "")
+
+        return cls(
+            setting,
+            blob_url=value("serviceUri") or endpoint("blob"),  # serviceUri: the blob-only form of older extensions
+            queue_url=endpoint("queue"),
+            table_url=endpoint("table"),
+            managed_identity=value("credential").lower() == "managedidentity",
+            client_id=value("clientId"),
+        )
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.connection_string or self.blob_url or self.queue_url or self.table_url)
+
+    def endpoint(self, service: str) -> str:
+        """The account URL of `service` ('blob', 'queue', 'table') for an identity-based connection."""
+        url = {"blob": self.blob_url, "queue": self.queue_url, "table": self.table_url}[service]
+        if not url:
+            name = self.setting or "the storage connection"
+            raise ValueError(
+                f"{name} has no {service} endpoint: set {name} (a connection string), {name}__accountName "
+                f"or {name}__{service}ServiceUri"
+            )
+        return url
+
+
+@dataclass(frozen=True)
 class Settings:
     klaviyo_base_url: str = DEFAULT_BASE_URL
-    storage_connection: str = ""
-    segments_connection: str = ""
+    storage: StorageConnection = StorageConnection("AzureWebJobsStorage")
+    segments_storage: StorageConnection = StorageConnection("SegmentsStorage")
     reports_container: str = "reports"
     segments_container: str = "segments"
     key_vault_url: str = ""
     secret_cache_seconds: float = 300.0
-    local_api_key: str = ""
+    local_api_key: str = field(default="", repr=False)
     upload_concurrency: int = 6
     klaviyo_read_timeout: float = 60.0
     run_time_budget: float = 540.0  # a little under the Consumption plan's 10-minute limit
 
     @classmethod
-    def from_env(cls) -> Settings:
-        env = os.environ
-        storage = env.get("AzureWebJobsStorage", "")
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        storage = StorageConnection.from_env("AzureWebJobsStorage", env)
+        segments = StorageConnection.from_env("SegmentsStorage", env)
         return cls(
             klaviyo_base_url=env.get("KLAVIYO_BASE_URL") or DEFAULT_BASE_URL,
-            storage_connection=storage,
-            segments_connection=env.get("SegmentsStorage") or storage,
+            storage=storage,
+            segments_storage=segments if segments.configured else storage,
             reports_container=env.get("REPORTS_CONTAINER") or "reports",
             segments_container=env.get("SEGMENTS_CONTAINER") or "segments",
             key_vault_url=env.get("KEY_VAULT_URL", ""),

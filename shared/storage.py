@@ -1,27 +1,71 @@
-"""Blob storage: clients from a connection string, and where run reports are kept."""
+"""Storage clients from a connection string or a managed identity, and where run reports are kept."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ResourceExistsError
 
 from shared.report import RejectsFile, RunReport
+from shared.settings import StorageConnection
 
 if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.data.tables import TableServiceClient
     from azure.storage.blob import BlobServiceClient
+    from azure.storage.queue import QueueClient
 
 log = logging.getLogger(__name__)
 
 
-def blob_service(connection_string: str) -> BlobServiceClient:
+@functools.cache
+def identity_credential(managed_identity: bool, client_id: str) -> TokenCredential:
+    """One credential per process for each identity, shared by the blob, queue and table clients."""
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    if managed_identity:
+        return ManagedIdentityCredential(client_id=client_id or None)
+    return DefaultAzureCredential()
+
+
+def _credential(connection: StorageConnection) -> TokenCredential:
+    return identity_credential(connection.managed_identity, connection.client_id)
+
+
+def _require(connection: StorageConnection) -> None:
+    if not connection.configured:
+        name = connection.setting or "AzureWebJobsStorage"
+        raise ValueError(f"no storage connection: set {name} (a connection string) or {name}__accountName")
+
+
+def blob_service(connection: StorageConnection) -> BlobServiceClient:
     from azure.storage.blob import BlobServiceClient
 
-    if not connection_string:
-        raise ValueError("no storage connection string: set AzureWebJobsStorage or pass --connection-string")
-    return BlobServiceClient.from_connection_string(connection_string)
+    _require(connection)
+    if connection.connection_string:
+        return BlobServiceClient.from_connection_string(connection.connection_string)
+    return BlobServiceClient(connection.endpoint("blob"), credential=_credential(connection))
+
+
+def queue_client(connection: StorageConnection, queue: str, **options: Any) -> QueueClient:
+    from azure.storage.queue import QueueClient
+
+    _require(connection)
+    if connection.connection_string:
+        return QueueClient.from_connection_string(connection.connection_string, queue, **options)
+    return QueueClient(connection.endpoint("queue"), queue, credential=_credential(connection), **options)
+
+
+def table_service(connection: StorageConnection) -> TableServiceClient:
+    from azure.data.tables import TableServiceClient
+
+    _require(connection)
+    if connection.connection_string:
+        return TableServiceClient.from_connection_string(connection.connection_string)
+    return TableServiceClient(connection.endpoint("table"), credential=_credential(connection))
 
 
 def split_blob_path(path: str) -> tuple[str, str]:

@@ -21,10 +21,11 @@ from shared.report import RejectsFile, RunReport
 from shared.secrets import KeyVaultSecrets
 from shared.segments import blob_segment
 from shared.services import Services, use_services
-from shared.settings import Settings
+from shared.settings import Settings, StorageConnection
 from shared.store import Store
+from tests.api_contract import Exchange, check_exchange
 from tools.azurite import Azurite
-from tools.functions_host import LocalFunctionsHost
+from tools.functions_host import FUNCTIONS, LocalFunctionsHost
 from tools.keyvault_sim import LocalKeyVault, StaticTokenCredential
 from tools.klaviyo_sim import KlaviyoSimulator, SimulatorConfig
 
@@ -120,12 +121,14 @@ def vault() -> Iterator[LocalKeyVault]:
 
 
 class App:
-    """Calls the app's user functions the way the host would."""
+    """Calls the app's user functions the way the host would; checks every HTTP exchange against the
+    OpenAPI document."""
 
     def __init__(self, services: Services, segments: str) -> None:
         self.services, self.segments = services, segments
         self.host = LocalFunctionsHost(services)
         self.functions = self.host.user
+        self.exchanges: set[Exchange] = set()
 
     def http(
         self,
@@ -138,10 +141,13 @@ class App:
         **route: str,
     ) -> tuple[int, Any, func.HttpResponse]:
         data = raw if raw is not None else (orjson.dumps(body) if body is not None else b"")
+        headers = headers or ADMIN_HEADERS
         request = func.HttpRequest(
-            method, f"http://localhost:7071/api/{path}", headers=headers or ADMIN_HEADERS, route_params=route, body=data
+            method, f"http://localhost:7071/api/{path}", headers=headers, route_params=route, body=data
         )
         response = self.functions[function](request)
+        route_template = FUNCTIONS[function].get_trigger().route
+        self.exchanges.add(check_exchange(method, route_template, route, headers, data, response))
         payload = orjson.loads(response.get_body()) if response.get_body() else None
         return response.status_code, payload, response
 
@@ -174,8 +180,7 @@ def build_app(azurite: Azurite, klaviyo: KlaviyoSimulator, vault: LocalKeyVault)
     """The app's services on Azurite (tables, queue and containers of their own), the simulator and the vault."""
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
-        storage_connection=azurite.connection_string,
-        segments_connection=azurite.connection_string,
+        storage=StorageConnection.from_string(azurite.connection_string),
         klaviyo_base_url=klaviyo.url,
         key_vault_url=vault.url,
         reports_container=f"reports-{tag}",

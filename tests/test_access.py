@@ -5,6 +5,7 @@ malformed or oversized bodies. Each gets the status the README documents and a c
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -169,7 +170,15 @@ def call(world: World, route: tuple, headers: dict[str, str], raw: bytes | None 
     function, method, path, params, body = route
     params = {k: v.format(**world.runs) for k, v in params.items()}
     data = None if body is None else (CONNECTION_BODY if body == "connection" else export_body(world.app))
-    status, payload, _ = world.app.http(function, method, path.format(**world.runs), data, headers, raw, **params)
+    path = path.format(**world.runs)
+    if headers is NO_P and "LOCAL_AUTH_BYPASS_ROLE" in os.environ:
+        # Local development without a principal: not an exchange the OpenAPI document describes.
+        request = func.HttpRequest(
+            method, f"http://localhost:7071/api/{path}", headers=headers, route_params=params, body=orjson.dumps(data)
+        )
+        response = world.app.functions[function](request)
+        return response.status_code, orjson.loads(response.get_body()) if response.get_body() else None
+    status, payload, _ = world.app.http(function, method, path, data, headers, raw, **params)
     return status, payload
 
 
@@ -194,13 +203,31 @@ def test_every_route_answers_every_caller_with_the_documented_status(
         assert "open" in names and ("closed" in names) == (headers is ADMIN_P), "contributors see their exports only"
 
 
+# The one route anyone may read (the API's shape, no data: see the README's OpenAPI section).
+ANONYMOUS = {"openapi_document"}
+
+
 @pytest.mark.parametrize("function", sorted(n for n, f in FUNCTIONS.items() if f.get_trigger().type == "httpTrigger"))
 def test_every_http_route_needs_a_function_key(function: str) -> None:
     # The Functions host enforces the key (AuthLevel.FUNCTION): a request without `code=` or
     # `x-functions-key` is answered 401 before the app runs. Core Tools cannot run here, so this
     # checks what the host is told: each route is declared with that level.
-    assert str(FUNCTIONS[function].get_trigger().auth_level) == "FUNCTION"
+    expected = "ANONYMOUS" if function in ANONYMOUS else "FUNCTION"
+    assert str(FUNCTIONS[function].get_trigger().auth_level) == expected
     assert function_app.app.auth_level == func.AuthLevel.FUNCTION
+
+
+def test_every_http_route_is_in_the_access_table() -> None:
+    http = {n for n, f in FUNCTIONS.items() if f.get_trigger().type == "httpTrigger"}
+    assert {function for function, *_ in ROUTES.values()} | ANONYMOUS == http
+
+
+@pytest.mark.parametrize(("caller", "headers", "env"), [(c, h, e) for c, h, e, *_ in CALLERS])
+def test_the_openapi_document_is_served_to_any_caller(app: App, monkeypatch, caller: str, headers, env) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    status, document, _ = app.http("openapi_document", "GET", "openapi.json", headers=headers)
+    assert status == 200 and document["openapi"].startswith("3.1")
 
 
 # -- names with path tricks ---------------------------------------------------------------------------------

@@ -207,9 +207,9 @@ def test_profiles_failing_inside_a_job_are_reported_against_their_rows(
 
 def test_profiles_klaviyo_refuses_are_taken_out_and_the_rest_resent(client, klaviyo: KlaviyoSimulator, list_id: str):
     # Our validation keeps such profiles out; this drives the splitter directly with ones Klaviyo refuses.
-    from shared.batching import Batch, serialize_profile
+    from shared.batching import Batch
     from shared.exporter import ExportSpec, _Run
-    from shared.mapping import identifier_key
+    from shared.mapping import identifier_key, serialize_profile
     from shared.report import RejectsFile, RunReport
     from shared.segments import local_segment
 

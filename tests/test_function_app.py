@@ -3,21 +3,22 @@ the Klaviyo simulator and the local Key Vault."""
 
 from __future__ import annotations
 
+import logging
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
 import azure.functions as func
 import orjson
 import pytest
 from azure.functions.timer import TimerRequest
-from azure.storage.queue import QueueClient
 
+from shared import telemetry
 from shared.settings import RUNS_QUEUE
-from tests.conftest import (
-    ADMIN_HEADERS,
-    API_KEY,
-    CONTRIB_HEADERS,
-    NOBODY_HEADERS,
-    App,
-    member_emails,
-)
+from shared.storage import queue_client
+from tests.api_contract import documented_exchanges
+from tests.conftest import ADMIN_HEADERS, API_KEY, CONTRIB_HEADERS, NOBODY_HEADERS, App, member_emails
 from tools.functions_host import FUNCTIONS, InvocationContext
 from tools.klaviyo_sim import KlaviyoSimulator
 
@@ -34,6 +35,7 @@ def test_the_app_indexes_every_function_with_its_bindings():
         "exports",
         "export_runs",
         "run_status",
+        "openapi_document",
         "scheduled_exports",
         "run_export",
         "poisoned_run",
@@ -49,6 +51,7 @@ def test_the_app_indexes_every_function_with_its_bindings():
         "exports": ("exports/{name?}", ["DELETE", "GET", "PUT"], "FUNCTION"),
         "export_runs": ("exports/{name}/runs", ["GET", "POST"], "FUNCTION"),
         "run_status": ("runs/{run_id}", ["GET"], "FUNCTION"),
+        "openapi_document": ("openapi.json", ["GET"], "ANONYMOUS"),
     }
     timer = triggers["scheduled_exports"]
     assert (timer.type, timer.schedule, timer.run_on_startup) == ("timerTrigger", "%EXPORT_SCHEDULE%", False)
@@ -107,9 +110,9 @@ def test_queue_messages_are_base64_as_the_queue_trigger_expects(app: App, klaviy
     app.upload("s.csv", csv("a@example.com"))
     app.put_export("s", klaviyo.create_list("L"), {"blob": "s.csv"})
     _, run, _ = app.http("export_runs", "POST", "exports/s/runs", name="s")
-    raw = QueueClient.from_connection_string(app.services.settings.storage_connection, RUNS_QUEUE)
+    raw = queue_client(app.services.settings.storage, RUNS_QUEUE)
     [message] = raw.peek_messages()
-    assert orjson.loads(base64.b64decode(message.content)) == {"run_id": run["run_id"]}
+    assert orjson.loads(base64.b64decode(message.content)) == {"run_id": run["run_id"], "export_name": "s"}
 
 
 def test_a_dropped_blob_runs_the_matching_export_once(app: App, klaviyo: KlaviyoSimulator):
@@ -314,6 +317,7 @@ def test_routes_resolve_through_the_route_templates(app: App, klaviyo: KlaviyoSi
     assert app.host.http("GET", "exports", headers=ADMIN_HEADERS).status_code == 200
     assert app.host.http("GET", "exports/a%2Fb", headers=ADMIN_HEADERS).status_code == 400
     assert app.host.http("PATCH", "exports/routed", headers=ADMIN_HEADERS).status_code == 405
+    assert app.host.http("GET", "openapi.json").status_code == 200, "served without a caller"
 
 
 def test_a_run_longer_than_its_time_budget_continues_in_new_queue_messages(app: App, klaviyo: KlaviyoSimulator):
@@ -325,12 +329,174 @@ def test_a_run_longer_than_its_time_budget_continues_in_new_queue_messages(app: 
     list_id = klaviyo.create_list("Long")
     app.put_connection()
     expected = Expected()
-    app.upload("long.csv", b"".join(encode(generate_rows(25_000, seed=5, expected=expected))))
+    app.upload("long.csv", b"".join(encode(generate_rows(60_000, seed=5, expected=expected))))
     app.put_export("long", list_id, {"blob": "long.csv"}, mapping={"email": "email", "phone_number": "phone"})
     _, run, _ = app.http("export_runs", "POST", "exports/long/runs", name="long")
     assert app.drain_queue() >= 3, "each invocation sends a batch, checkpoints and queues the rest"
     _, done, _ = app.http("run_status", "GET", f"runs/{run['run_id']}", run_id=run["run_id"])
     assert done["status"] == "completed_with_rejects" and done["continuations"] >= 2
-    assert done["counts"]["rows_read"] == 25_000 and done["counts"]["accepted"] == expected.valid
+    assert done["counts"]["rows_read"] == 60_000 and done["counts"]["accepted"] == expected.valid
     assert member_emails(klaviyo, list_id) == expected.valid_emails
     assert klaviyo.stats["jobs_created"] == done["jobs"], "no batch was sent twice"
+
+
+# -- the OpenAPI document -----------------------------------------------------------------------------------
+def test_each_operation_gives_every_status_its_openapi_document_lists_and_no_other(
+    app: App, klaviyo: KlaviyoSimulator, monkeypatch
+):
+    """Drives every operation to every response the document declares; App.http checks each body and
+    header against the document's schemas, so a response it does not declare fails at once."""
+    list_id = klaviyo.create_list("Contract")
+    assert app.put_connection()[0] == 201
+    assert app.put_connection()[0] == 200
+    app.upload("c.csv", csv("a@example.com", "bad-email"))
+    assert app.put_export("vip", list_id, {"blob": "c.csv"})[0] == 201
+    assert app.put_export("vip", list_id, {"blob": "c.csv"}, run_always=True)[0] == 200
+    status, run, _ = app.http("export_runs", "POST", "exports/vip/runs", name="vip")
+    assert status == 202
+    run_id = run["run_id"]
+    assert app.http("run_status", "GET", f"runs/{run_id}", run_id=run_id)[1]["status"] == "queued"
+    app.drain_queue()
+    assert app.http("run_status", "GET", f"runs/{run_id}", run_id=run_id)[1]["report"]["counts"]["rejected"] == 1
+
+    operations = [  # (function, method, path, route params) of each documented operation
+        ("connections", "GET", "connections", {}),
+        ("connections", "GET", "connections/main", {"name": "main"}),
+        ("connections", "PUT", "connections/main", {"name": "main"}),
+        ("connections", "DELETE", "connections/main", {"name": "main"}),
+        ("exports", "GET", "exports", {}),
+        ("exports", "GET", "exports/vip", {"name": "vip"}),
+        ("exports", "PUT", "exports/vip", {"name": "vip"}),
+        ("exports", "DELETE", "exports/vip", {"name": "vip"}),
+        ("export_runs", "GET", "exports/vip/runs", {"name": "vip"}),
+        ("export_runs", "POST", "exports/vip/runs", {"name": "vip"}),
+        ("run_status", "GET", f"runs/{run_id}", {"run_id": run_id}),
+    ]
+    for function, method, path, params in operations:
+        assert app.http(function, method, path, headers={"x-other": "1"}, **params)[0] == 401
+        assert app.http(function, method, path, headers=NOBODY_HEADERS, **params)[0] == 403
+        bad = {k: ("bad!id" if k == "run_id" else "..") for k in params}
+        if bad:
+            assert app.http(function, method, path, **bad)[0] == 400
+    with monkeypatch.context() as azure:
+        azure.setenv("WEBSITE_INSTANCE_ID", "in-azure-without-easy-auth")
+        for function, method, path, params in operations:
+            assert app.http(function, method, path, **params)[0] == 500
+
+    for function, name in (("connections", "main"), ("exports", "vip")):
+        assert app.http(function, "PUT", f"{function}/{name}", {"unknown": 1}, name=name)[0] == 400
+        assert app.http(function, "PUT", f"{function}/{name}", raw=b"{" + b" " * 70_000, name=name)[0] == 413
+    for function, method, path, params in [
+        ("connections", "GET", "connections/none", {"name": "none"}),
+        ("connections", "DELETE", "connections/none", {"name": "none"}),
+        ("exports", "GET", "exports/none", {"name": "none"}),
+        ("exports", "DELETE", "exports/none", {"name": "none"}),
+        ("export_runs", "GET", "exports/none/runs", {"name": "none"}),
+        ("export_runs", "POST", "exports/none/runs", {"name": "none"}),
+        ("run_status", "GET", "runs/0000-none", {"run_id": "0000-none"}),
+    ]:
+        assert app.http(function, method, path, **params)[0] == 404
+    assert app.http("connections", "DELETE", "connections/main", name="main")[0] == 409
+    for function, method, path, params in operations:
+        if method == "GET":
+            assert app.http(function, method, path, **params)[0] == 200
+    assert app.http("exports", "DELETE", "exports/vip", name="vip")[0] == 204
+    assert app.http("connections", "DELETE", "connections/main", name="main")[0] == 204
+    assert app.http("openapi_document", "GET", "openapi.json", headers={"x-other": "1"})[0] == 200
+
+    assert app.exchanges == documented_exchanges()
+
+
+# -- telemetry ----------------------------------------------------------------------------------------------
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def _personal_data_in(text: str, *values: str) -> list[str]:
+    return EMAIL.findall(text) + [v for v in values if v in text]
+
+
+def test_every_log_record_of_a_run_carries_its_run_id_and_export_name_and_no_personal_data(
+    app: App, klaviyo: KlaviyoSimulator, caplog
+):
+    phone = "+14155550123"
+    app.put_connection()
+    rows = "".join(f"u{i}@example.com,{phone[:-2]}{i:02d}\n" for i in range(40)) + "bad-email,x\n"
+    app.upload("logs.csv", f"email,phone\n{rows}".encode())
+    app.put_export(
+        "logs", klaviyo.create_list("Logs"), {"blob": "logs.csv"}, mapping={"email": "email", "phone_number": "phone"}
+    )
+    _, run, _ = app.http("export_runs", "POST", "exports/logs/runs", name="logs")
+    [message] = app.host.queue.receive_messages(max_messages=1, visibility_timeout=600)
+
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()
+    app.functions["run_export"](
+        func.QueueMessage(id="m", body=message.content.encode()), InvocationContext("run_export")
+    )
+    records = caplog.records
+
+    assert any(r.name == "shared.runs" and "completed_with_rejects" in r.getMessage() for r in records)
+    assert any(r.threadName.startswith("upload") for r in records), "the upload threads log too"
+    untagged = [
+        (r.name, r.threadName, r.getMessage()[:80]) for r in records if getattr(r, "run_id", None) != run["run_id"]
+    ]
+    assert not untagged
+    assert {r.export_name for r in records} == {"logs"}
+    text = "\n".join(r.getMessage() + repr(sorted(vars(r).items(), key=str)) for r in records)
+    assert not _personal_data_in(text, API_KEY, phone[:-2], "ada@contoso.example")
+
+
+@pytest.fixture
+def metric_reader() -> Iterator[Any]:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    telemetry.use_meter_provider(provider)
+    yield reader
+    telemetry.use_meter_provider(None)
+    provider.shutdown()
+
+
+def _points(reader: Any, name: str) -> dict[tuple[str, str, str], Any]:
+    """The metric's data points by (export_name, status, trigger)."""
+    data = reader.get_metrics_data()
+    return {
+        (p.attributes["export_name"], p.attributes["status"], p.attributes["trigger"]): p
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == name
+        for p in metric.data.data_points
+    }
+
+
+def test_run_metrics_count_runs_by_outcome_and_time_them(app: App, klaviyo: KlaviyoSimulator, metric_reader):
+    list_id = klaviyo.create_list("Metrics")
+    app.put_connection()
+    app.put_connection("nokey", secret_name="no-such-secret")
+    app.upload("m.csv", csv("m1@example.com", "m2@example.com"))
+    app.put_export("ok", list_id, {"blob": "m.csv"})
+    app.put_export("broken", list_id, {"blob": "m.csv"}, connection="nokey")
+    _, ok, _ = app.http("export_runs", "POST", "exports/ok/runs", name="ok")
+    app.http("export_runs", "POST", "exports/broken/runs", name="broken")
+    started = time.time()
+    assert app.drain_queue() == 2
+    elapsed = time.time() - started
+    app.put_export("broken", list_id, {"blob": "m.csv"}, connection="nokey", enabled=False)
+    app.functions["scheduled_exports"](TimerRequest())  # ok's segment is unchanged: skipped, never started
+
+    runs = _points(metric_reader, telemetry.RUNS_METRIC)
+    assert {key: p.value for key, p in runs.items()} == {
+        ("ok", "succeeded", "http"): 1,
+        ("broken", "failed", "http"): 1,
+        ("ok", "skipped", "timer"): 1,
+    }
+    durations = _points(metric_reader, telemetry.RUN_DURATION_METRIC)
+    assert set(durations) == {("ok", "succeeded", "http"), ("broken", "failed", "http")}
+    assert all(p.count == 1 and 0 <= p.sum <= elapsed for p in durations.values())
+    _, finished, _ = app.http("run_status", "GET", f"runs/{ok['run_id']}", run_id=ok["run_id"])
+    assert durations["ok", "succeeded", "http"].sum >= finished["duration_seconds"] - 0.01, "it spans the export"
+    exported = metric_reader.get_metrics_data().to_json()
+    assert not _personal_data_in(exported, API_KEY, "ada@contoso.example")

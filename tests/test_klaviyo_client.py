@@ -7,8 +7,9 @@ import time
 import orjson
 import pytest
 
-from shared.batching import Batch, Batcher, serialize_profile
+from shared.batching import Batch, Batcher
 from shared.klaviyo import REVISION, InvalidPayload, KlaviyoClient, KlaviyoError
+from shared.mapping import serialize_profile
 from tests.conftest import API_KEY
 from tools.klaviyo_sim import KlaviyoSimulator
 

@@ -108,7 +108,7 @@ def test_a_run_out_of_time_goes_on_in_the_next_invocation(klaviyo, list_id, tmp_
     while True:
         invocations += 1
         done = subprocess.run(
-            command(path, list_id, checkpoint, report, "--time-budget", "0.5"),
+            command(path, list_id, checkpoint, report, "--time-budget", "0.01"),
             env=environment(klaviyo),
             capture_output=True,
             text=True,

@@ -18,11 +18,12 @@ from typing import Any
 
 import azure.functions as func
 from azure.functions.timer import TimerRequest
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+from azure.storage.queue import TextBase64DecodePolicy
 
 import function_app
 from shared.services import Services
 from shared.settings import RUNS_QUEUE
+from shared.storage import queue_client
 
 # The worker indexes the app once per process; so does this host.
 FUNCTIONS = {f.get_function_name(): f for f in function_app.app.get_functions()}
@@ -60,9 +61,7 @@ class LocalFunctionsHost:
             if trigger.type == "httpTrigger":
                 methods = {str(m) for m in trigger.methods}
                 self.routes.append((_route_pattern(trigger.route), methods, name))
-        self.queue = QueueClient.from_connection_string(
-            services.settings.storage_connection, RUNS_QUEUE, message_decode_policy=TextBase64DecodePolicy()
-        )
+        self.queue = queue_client(services.settings.storage, RUNS_QUEUE, message_decode_policy=TextBase64DecodePolicy())
 
     def http(
         self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None

@@ -9,7 +9,7 @@ from typing import Any
 from shared.auth import ADMIN, encode_principal
 from shared.secrets import KeyVaultSecrets
 from shared.services import Services, use_services
-from shared.settings import Settings
+from shared.settings import Settings, StorageConnection
 from tools.azurite import Azurite
 from tools.keyvault_sim import LocalKeyVault, StaticTokenCredential
 from tools.klaviyo_sim import KlaviyoSimulator, SimulatorConfig
@@ -35,8 +35,7 @@ class LocalStack(contextlib.AbstractContextManager["LocalStack"]):
         self.list_id = self.klaviyo.create_list("VIP customers")
         self.vault.set_secret(SECRET_NAME, API_KEY)
         settings = Settings(
-            storage_connection=self.azurite.connection_string,
-            segments_connection=self.azurite.connection_string,
+            storage=StorageConnection.from_string(self.azurite.connection_string),
             klaviyo_base_url=self.klaviyo.url,
             key_vault_url=self.vault.url,
         )

@@ -1,0 +1,181 @@
+"""The CSV fast path: blocks of plain rows parsed by Arrow, the rest handed to Python's csv module.
+
+A block is cut at a line end outside quotes. Arrow parses it when its rows are plain, one row a
+line (so row numbers are line numbers), and when Arrow and the csv module cannot disagree on it:
+valid UTF-8, no control characters, no blank lines, no lone carriage returns, no quoted line
+breaks, every quote a well-formed quoted field, no line near the csv module's field limit.
+Any other block is read by `python_rows` (the same reader the slow path uses), so each row ends
+the same way whichever reader took it."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Iterator
+from typing import BinaryIO, NamedTuple, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+BLOCK_BYTES = 1024 * 1024
+# A field this long is left to the csv module, which enforces its own limit (131,072 characters).
+MAX_PLAIN_FIELD = 100_000
+# Past this many bytes without a line end outside quotes, the rest of the part goes to the csv module.
+MAX_PENDING_BYTES = 64 * 1024 * 1024
+_NEWLINE, _QUOTE = 10, 34
+BOM = b"\xef\xbb\xbf"  # Arrow drops one at the start of what it parses; the csv module keeps it
+
+
+class TableChunk(NamedTuple):
+    """Consecutive plain rows of one part as an Arrow table of strings (one column a header name),
+    with each row's 1-based line number."""
+
+    source: str
+    columns: list[str]
+    numbers: np.ndarray
+    table: pa.Table
+    errors: list[tuple[int, str]]
+
+
+class PythonRows(Protocol):
+    """The csv module's reader of data rows from a binary stream whose first line is `line`."""
+
+    def __call__(self, stream: BinaryIO, line: int) -> tuple[Iterator[object], Callable[[], int]]:
+        """Its chunks, and (once they are read) how many lines they spanned."""
+        ...
+
+
+def _quoted_field(delimiter: bytes) -> re.Pattern[bytes]:
+    d = re.escape(delimiter)
+    # A quoted field that starts a line or follows a delimiter, and ends one or precedes a delimiter.
+    return re.compile(rb"(?:(?<=[\n" + d + rb'])|^)"(?:[^"]|"")*"(?=[\r\n' + d + rb"]|$)")
+
+
+class BlockReader:
+    """Reads the data rows of one CSV part (after its header) from a binary stream."""
+
+    def __init__(self, name: str, columns: list[str], delimiter: str, python_rows: PythonRows) -> None:
+        self.name, self.columns = name, columns
+        self._delimiter = delimiter.encode()
+        self._python_rows = python_rows
+        self._quoted = _quoted_field(self._delimiter)
+        self._parse = pa_csv.ParseOptions(
+            delimiter=delimiter,
+            quote_char='"',
+            double_quote=True,
+            escape_char=False,
+            newlines_in_values=False,
+            ignore_empty_lines=False,
+            invalid_row_handler=self._note_invalid,
+        )
+        self._read = pa_csv.ReadOptions(column_names=columns, block_size=2 * BLOCK_BYTES, use_threads=False)
+        self._convert = pa_csv.ConvertOptions(
+            column_types={c: pa.string() for c in columns},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        )
+        self._invalid_rows = 0
+
+    def _note_invalid(self, row: object) -> str:
+        self._invalid_rows += 1
+        return "skip"
+
+    def chunks(self, stream: BinaryIO, pending: bytes, line: int) -> Iterator[object]:
+        """Every row after the header: `pending` holds bytes already read past it, `line` is the
+        line number of the first data row."""
+        block_bytes, eof = BLOCK_BYTES, False
+        while pending or not eof:
+            if not eof and len(pending) < block_bytes:
+                data = stream.read(block_bytes)
+                eof, pending = not data, pending + data
+                continue
+            cut = self._safe_cut(pending, block_bytes) or self._safe_cut(pending, len(pending))
+            if cut is None and not eof:
+                if len(pending) > MAX_PENDING_BYTES:
+                    yield from self._python_rows(Prepended(pending, stream), line)[0]
+                    return
+                data = stream.read(block_bytes)
+                eof, pending = not data, pending + data
+                continue
+            cut = cut or len(pending)
+            block, pending = pending[:cut], pending[cut:]
+            chunks, lines = self._block(block, line)
+            yield from chunks
+            line += lines()
+
+    def _safe_cut(self, buffer: bytes, within: int) -> int | None:
+        """Just past the last line end in the first `within` bytes that is outside quotes."""
+        end = buffer.rfind(b"\n", 0, within)
+        if end < 0:
+            return None
+        if buffer.find(b'"', 0, end + 1) < 0:
+            return end + 1
+        codes = np.frombuffer(buffer, dtype=np.uint8, count=end + 1)
+        newlines = np.flatnonzero(codes == _NEWLINE)
+        quotes_before = np.cumsum(codes == _QUOTE, dtype=np.int64)[newlines]
+        even = newlines[quotes_before % 2 == 0]
+        return int(even[-1]) + 1 if len(even) else None
+
+    def _block(self, block: bytes, line: int) -> tuple[Iterator[object], Callable[[], int]]:
+        if not self._plain(block):
+            return self._python_rows(io.BytesIO(block), line)
+        self._invalid_rows = 0
+        try:
+            table = pa_csv.read_csv(pa.py_buffer(block), self._read, self._parse, self._convert)
+        except pa.ArrowInvalid:
+            return self._python_rows(io.BytesIO(block), line)
+        lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+        if self._invalid_rows or table.num_rows != lines or _longest_field(table) > MAX_PLAIN_FIELD:
+            return self._python_rows(io.BytesIO(block), line)
+        numbers = np.arange(line, line + lines, dtype=np.int64)
+        return iter([TableChunk(self.name, self.columns, numbers, table, [])]), lambda: lines
+
+    def _plain(self, block: bytes) -> bool:
+        if not block or block.startswith((b"\n", b"\r\n", BOM)) or b"\n\n" in block:
+            return False
+        returns = block.count(b"\r")
+        if returns and (returns != block.count(b"\r\n") or b"\n\r\n" in block):
+            return False
+        if not block.isascii():
+            try:
+                block.decode("utf-8")
+            except UnicodeDecodeError:
+                return False
+        codes = np.frombuffer(block, dtype=np.uint8)
+        allowed = block.count(b"\n") + returns + (block.count(b"\t") if self._delimiter == b"\t" else 0)
+        if np.count_nonzero(codes < 32) != allowed:
+            return False  # a control character (orjson escapes them; the csv module may see a line end)
+        if b'"' in block:
+            if b'"' in self._quoted.sub(b"", block):
+                return False  # a quote that is not a whole quoted field: the csv module's rules apply
+            newlines = np.flatnonzero(codes == _NEWLINE)
+            quotes_before = np.cumsum(codes == _QUOTE, dtype=np.int64)[newlines]
+            if (quotes_before % 2).any():
+                return False  # a quoted line break: rows are not lines
+        return True
+
+
+def _longest_field(table: pa.Table) -> int:
+    return max((pc.max(pc.binary_length(column)).as_py() or 0 for column in table.columns), default=0)
+
+
+class Prepended(io.RawIOBase):
+    """A stream that first gives `head`, then the rest of `tail`."""
+
+    def __init__(self, head: bytes, tail: BinaryIO) -> None:
+        self._head, self._tail = memoryview(head), tail
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._head:
+            count = min(len(target), len(self._head))
+            target[:count] = self._head[:count]
+            self._head = self._head[count:]
+            return count
+        data = self._tail.read(len(target))
+        target[: len(data)] = data
+        return len(data)

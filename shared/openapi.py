@@ -1,0 +1,325 @@
+"""The HTTP API as an OpenAPI 3.1 document, its schemas generated from the pydantic models in shared/models.py."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any
+
+import orjson
+from pydantic.json_schema import models_json_schema
+
+from shared.api import MAX_BODY_BYTES
+from shared.auth import PRINCIPAL_HEADER
+from shared.models import (
+    NAME_PATTERN,
+    Connection,
+    ConnectionIn,
+    ConnectionList,
+    Error,
+    Export,
+    ExportIn,
+    ExportList,
+    Run,
+    RunList,
+    RunWithReport,
+)
+
+OPENAPI_VERSION = "3.1.0"
+_MODELS = (ConnectionIn, ExportIn, Connection, ConnectionList, Export, ExportList, Run, RunWithReport, RunList, Error)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema_name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema_name)}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json("Error", description)
+
+
+# Every failure is a JSON body {"error": ..., "problems"?: [...]}; these are shared by the operations.
+_COMMON_ERRORS = {
+    "401": _error(
+        "no authenticated caller, or a malformed principal header (a missing or wrong function key is "
+        "answered 401 by the Functions host itself, with an empty body)"
+    ),
+    "500": _error(
+        "unsafe configuration, every request refused: App Service Authentication is not enabled in Azure, "
+        "or LOCAL_AUTH_BYPASS_ROLE is set in Azure"
+    ),
+}
+_BAD_NAME = "a path parameter is not a valid name (lowercase letters, digits and single dashes, at most 63)"
+
+
+def _operation(
+    operation_id: str,
+    summary: str,
+    roles: str,
+    responses: dict[str, Any],
+    body: str | None = None,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "description": f"Roles: {roles}.",
+        "responses": {**responses, **_COMMON_ERRORS},
+    }
+    if body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "description": f"at most {MAX_BODY_BYTES:,} bytes",
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
+    return operation
+
+
+def _name_parameter(what: str) -> dict[str, Any]:
+    return {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "description": f"the {what}'s name",
+        "schema": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 63},
+    }
+
+
+def _paths() -> dict[str, Any]:
+    connection = [_name_parameter("connection")]
+    export = [_name_parameter("export")]
+    run_id = [
+        {
+            "name": "run_id",
+            "in": "path",
+            "required": True,
+            "description": "as returned when the run was queued (also the last part of its Location header)",
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9-]{1,64}$"},
+        }
+    ]
+    admin, contributor = "Admin", "Admin or Contributor (only exports whose connection is usable by contributors)"
+    return {
+        "/api/connections": {
+            "get": _operation(
+                "listConnections",
+                "List the connections",
+                admin,
+                {"200": _json("ConnectionList", "the connections"), "403": _error("the caller is not an Admin")},
+            )
+        },
+        "/api/connections/{name}": {
+            "parameters": connection,
+            "get": _operation(
+                "getConnection",
+                "Read a connection",
+                admin,
+                {
+                    "200": _json("Connection", "the connection"),
+                    "400": _error(_BAD_NAME),
+                    "403": _error("the caller is not an Admin"),
+                    "404": _error("no connection of that name"),
+                },
+            ),
+            "put": _operation(
+                "putConnection",
+                "Create or replace a connection",
+                admin,
+                {
+                    "200": _json("Connection", "replaced"),
+                    "201": _json("Connection", "created"),
+                    "400": _error("the body is not valid JSON, or a field is invalid: `problems` names each"),
+                    "403": _error("the caller is not an Admin"),
+                    "413": _error(f"the body is larger than {MAX_BODY_BYTES:,} bytes"),
+                },
+                body="ConnectionIn",
+            ),
+            "delete": _operation(
+                "deleteConnection",
+                "Delete a connection",
+                admin,
+                {
+                    "204": {"description": "deleted"},
+                    "400": _error(_BAD_NAME),
+                    "403": _error("the caller is not an Admin"),
+                    "404": _error("no connection of that name"),
+                    "409": _error("exports still use the connection: the error names them"),
+                },
+            ),
+        },
+        "/api/exports": {
+            "get": _operation(
+                "listExports",
+                "List the exports the caller may use",
+                contributor,
+                {"200": _json("ExportList", "the exports, by name"), "403": _error("the caller has neither role")},
+            )
+        },
+        "/api/exports/{name}": {
+            "parameters": export,
+            "get": _operation(
+                "getExport",
+                "Read an export",
+                contributor,
+                {
+                    "200": _json("Export", "the export"),
+                    "400": _error(_BAD_NAME),
+                    "403": _error("the caller may not use this export"),
+                    "404": _error("no export of that name"),
+                },
+            ),
+            "put": _operation(
+                "putExport",
+                "Create or replace an export (saving never runs it)",
+                admin,
+                {
+                    "200": _json("Export", "replaced"),
+                    "201": _json("Export", "created"),
+                    "400": _error("the body is not valid JSON, a field is invalid, or the connection does not exist"),
+                    "403": _error("the caller is not an Admin"),
+                    "413": _error(f"the body is larger than {MAX_BODY_BYTES:,} bytes"),
+                },
+                body="ExportIn",
+            ),
+            "delete": _operation(
+                "deleteExport",
+                "Delete an export: its queued runs are skipped, its past runs and reports kept",
+                admin,
+                {
+                    "204": {"description": "deleted"},
+                    "400": _error(_BAD_NAME),
+                    "403": _error("the caller is not an Admin"),
+                    "404": _error("no export of that name"),
+                },
+            ),
+        },
+        "/api/exports/{name}/runs": {
+            "parameters": export,
+            "get": _operation(
+                "listRuns",
+                "The export's runs, newest first",
+                contributor,
+                {
+                    "200": _json("RunList", "the runs"),
+                    "400": _error(_BAD_NAME),
+                    "403": _error("the caller may not use this export"),
+                    "404": _error("no export of that name"),
+                },
+            ),
+            "post": _operation(
+                "startRun",
+                "Queue a run of the export now",
+                contributor,
+                {
+                    "202": {
+                        **_json("Run", "queued; poll the Location"),
+                        "headers": {
+                            "Location": {
+                                "description": "the run's status URL (GET /api/runs/{run_id})",
+                                "required": True,
+                                "schema": {"type": "string", "format": "uri"},
+                            }
+                        },
+                    },
+                    "400": _error(_BAD_NAME),
+                    "403": _error("the caller may not use this export"),
+                    "404": _error("no export of that name"),
+                },
+            ),
+        },
+        "/api/runs/{run_id}": {
+            "parameters": run_id,
+            "get": _operation(
+                "getRun",
+                "A run's state, its progress counts while it runs, and its report once done",
+                contributor,
+                {
+                    "200": _json("RunWithReport", "the run"),
+                    "400": _error("not a run id"),
+                    "403": _error("the run belongs to an export the caller may not use"),
+                    "404": _error("no such run"),
+                },
+            ),
+        },
+        "/api/openapi.json": {
+            "get": {
+                "operationId": "getOpenApiDocument",
+                "summary": "This document",
+                "description": "Anonymous: it describes the API, holds no data and no secret.",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "the OpenAPI document",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+    }
+
+
+_DESCRIPTION = f"""\
+Connections, exports and runs of klaviyo-segment-export (segments in Azure Blob Storage into Klaviyo lists).
+
+Two things authenticate a call: the **function key** (`x-functions-key` header or `code` query
+parameter; checked by the Functions host, which answers 401 with an empty body without it) and the
+**caller**, from the `{PRINCIPAL_HEADER}` header that App Service Authentication sets after the caller
+signs in with Microsoft Entra ID (it removes any copy a client sends). The caller's app roles decide the
+rest: `Admin` manages everything; `Contributor` lists exports, starts runs and reads runs, on exports
+whose connection is `usable_by: contributors`. Errors are JSON: `{{"error": "...", "problems": [...]}}`,
+`problems` naming each invalid field (400 only)."""
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    _, definitions = models_json_schema(
+        [(model, "validation") for model in _MODELS], ref_template="#/components/schemas/{model}"
+    )
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": "klaviyo-segment-export", "version": "1", "description": _DESCRIPTION},
+        "paths": _paths(),
+        "components": {
+            "schemas": definitions["$defs"],
+            "securitySchemes": {
+                "functionKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-functions-key",
+                    "description": "a function key (or the host key) of the Function App",
+                },
+                "functionKeyQuery": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "code",
+                    "description": "the same key as a query parameter",
+                },
+                "appServiceAuthentication": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": PRINCIPAL_HEADER,
+                    "description": "Set by App Service Authentication from the caller's Microsoft Entra ID sign-in "
+                    "(send `Authorization: Bearer <token>` for the app's Entra registration); a copy sent by the "
+                    "client is removed. Base64 JSON with the caller's name and app roles (Admin, Contributor). "
+                    "Only the local stand-in host (tools/functions_host.py) takes it from the client.",
+                },
+            },
+        },
+        "security": [
+            {"functionKey": [], "appServiceAuthentication": []},
+            {"functionKeyQuery": [], "appServiceAuthentication": []},
+        ],
+    }
+
+
+def document(server_url: str | None = None) -> dict[str, Any]:
+    """The document; with `server_url` (the app's origin, e.g. https://<app>.azurewebsites.net) as its server."""
+    built = copy.deepcopy(_document())
+    if server_url:
+        built["servers"] = [{"url": server_url.rstrip("/")}]
+    return built
+
+
+def document_json(server_url: str | None = None) -> bytes:
+    return orjson.dumps(document(server_url))
