@@ -85,9 +85,11 @@ class ColumnarMapper:
 
         fast_rows = np.flatnonzero(fast)
         selected = pa.array(fast)
-        idents: list[str] = pc.coalesce(*identifiers).filter(selected).to_pylist()
+        identifier = pc.coalesce(*identifiers).filter(selected)
+        idents: list[str] = identifier.to_pylist()
         bodies = self._bodies(table, text, lowered).filter(selected)
         keys = np.fromiter(map(_key_hash, idents), dtype=np.int64, count=len(idents))
+        del idents  # a Python string per row: kept only as long as needed
         valid_rows = fast_rows
 
         rejections: list[tuple[int, Rejection]] = []
@@ -108,11 +110,11 @@ class ColumnarMapper:
                 order = np.argsort(np.concatenate([fast_rows, more_rows]), kind="stable")
                 valid_rows = np.concatenate([fast_rows, more_rows])[order]
                 keys = np.concatenate([keys, np.array(more_keys, dtype=np.int64)])[order]
-                bodies = pa.concat_arrays([bodies, pa.array(more_bodies, pa.binary())]).take(pa.array(order))
-                idents += more_idents
-                idents = [idents[i] for i in order.tolist()]
+                taken = pa.array(order)
+                bodies = pa.concat_arrays([bodies, pa.array(more_bodies, pa.binary())]).take(taken)
+                identifier = pa.concat_arrays([identifier, pa.array(more_idents, pa.string())]).take(taken)
         return MappedRows(
-            numbers[valid_rows].tolist(), keys, bodies, lambda i: mask_identifier_text(idents[i]), rejections
+            numbers[valid_rows], keys, bodies, lambda i: mask_identifier_text(identifier[i].as_py()), rejections
         )
 
     def _bodies(self, table: pa.Table, text: Callable[[str], pa.Array], email: pa.Array | None) -> pa.Array:

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[Counts], None]
 _POINTER_PREFIX = "/data/attributes/profiles/data/"
 _POLL_DURING_UPLOAD_SECONDS = 5.0
-_CHUNKS_AHEAD = 2  # read and mapping while the current one is sent (each ~10,000 rows)
+_CHUNKS_AHEAD = 1  # read and mapping while the current one is sent (each ~10,000 rows)
 _MAPPERS = 1  # threads mapping chunks: the GIL leaves little for a second one (measured: no faster)
 
 
@@ -216,7 +216,7 @@ class _Run:
                     with self.lock:
                         counts.sent += len(batch)
                     return
-                while len(in_flight) >= self.spec.max_in_flight + 2:  # each waiting batch holds ~5 MB
+                while len(in_flight) >= self.spec.max_in_flight + 1:  # each waiting batch holds ~5 MB
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in done:
                         in_flight.discard(future)
@@ -283,7 +283,12 @@ class _Run:
                 for chunk in self.source.chunks():
                     if stopping.is_set():
                         return
-                    ready.put(mappers.submit(map_chunk, chunk))
+                    if isinstance(chunk, TableChunk):
+                        ready.put(mappers.submit(map_chunk, chunk))
+                    else:  # mapped row by row, all under the GIL: one more thread would only wait for it
+                        mapped: Future[tuple[RowChunk | TableChunk, MappedRows]] = Future()
+                        mapped.set_result(map_chunk(chunk))
+                        ready.put(mapped)
             except BaseException as exc:
                 failed: Future[tuple[RowChunk | TableChunk, MappedRows]] = Future()
                 failed.set_exception(exc)
@@ -320,7 +325,7 @@ class _Run:
         sizes = pc.binary_length(mapped.bodies).to_numpy() - 1  # without the comma
         keep = first & (sizes <= MAX_PROFILE_BYTES)
         for index in np.flatnonzero(~keep).tolist():
-            number, masked = mapped.numbers[index], mapped.masked(index)
+            number, masked = int(mapped.numbers[index]), mapped.masked(index)
             if not first[index]:
                 counts.duplicates += 1
                 reason = "same identifier as an earlier row; the first row was kept"
@@ -328,7 +333,7 @@ class _Run:
             else:
                 reason = f"profile is {sizes[index]:,} bytes; Klaviyo allows {MAX_PROFILE_BYTES:,}"
                 self._reject(source, number, masked, "rejected", "", reason)
-        rows = np.asarray(mapped.numbers, dtype=np.int64)[keep] | (part << 40)
+        rows = mapped.numbers[keep] | (part << 40)
         return mapped.bodies.filter(pa.array(keep)), mapped.keys[keep], rows
 
     def _upload(self, batch: Batch) -> None:

@@ -113,7 +113,7 @@ class Rejection(NamedTuple):
 class MappedRows(NamedTuple):
     """A chunk's valid profiles in row order, and its rejected rows."""
 
-    numbers: list[int]
+    numbers: np.ndarray  # int64 row numbers
     keys: np.ndarray  # int64 dedupe keys (identifier_key)
     bodies: pa.BinaryArray  # each profile serialized as Klaviyo takes it, and a comma (see Batch)
     masked: Callable[[int], str]  # the masked identifier of the i-th profile
@@ -314,7 +314,11 @@ class ProfileMapper:
                 rejections.append((number, mapped))  # type: ignore[arg-type]
         bodies = pa.array([serialize_profile(attributes) + b"," for attributes in profiles], pa.binary())
         return MappedRows(
-            valid, np.frombuffer(keys, dtype=np.int64), bodies, lambda i: mask_attributes(profiles[i]), rejections
+            np.array(valid, dtype=np.int64),
+            np.frombuffer(keys, dtype=np.int64),
+            bodies,
+            lambda i: mask_attributes(profiles[i]),
+            rejections,
         )
 
     def map(self, row: Mapping[str, object]) -> Profile | Rejection:

@@ -41,13 +41,18 @@ def _require(connection: StorageConnection) -> None:
         raise ValueError(f"no storage connection: set {name} (a connection string) or {name}__accountName")
 
 
+# The SDK's defaults fetch a blob's first 32 MB in one response and hold it as one bytes object;
+# a segment is read as a stream, so smaller ranges keep the export's memory flat.
+_DOWNLOAD_RANGES = {"max_single_get_size": 4 * 1024 * 1024, "max_chunk_get_size": 4 * 1024 * 1024}
+
+
 def blob_service(connection: StorageConnection) -> BlobServiceClient:
     from azure.storage.blob import BlobServiceClient
 
     _require(connection)
     if connection.connection_string:
-        return BlobServiceClient.from_connection_string(connection.connection_string)
-    return BlobServiceClient(connection.endpoint("blob"), credential=_credential(connection))
+        return BlobServiceClient.from_connection_string(connection.connection_string, **_DOWNLOAD_RANGES)
+    return BlobServiceClient(connection.endpoint("blob"), credential=_credential(connection), **_DOWNLOAD_RANGES)
 
 
 def queue_client(connection: StorageConnection, queue: str, **options: Any) -> QueueClient:

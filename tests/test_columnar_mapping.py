@@ -68,7 +68,7 @@ def both(records: list[tuple[str, ...]]) -> tuple[MappedRows, MappedRows]:
 
 def outcome(mapped: MappedRows) -> tuple[object, ...]:
     masks = [mapped.masked(i) for i in range(len(mapped.numbers))]
-    return mapped.numbers, mapped.keys.tolist(), mapped.bodies.to_pylist(), masks, mapped.rejections
+    return mapped.numbers.tolist(), mapped.keys.tolist(), mapped.bodies.to_pylist(), masks, mapped.rejections
 
 
 @settings(max_examples=300, deadline=None)
@@ -88,7 +88,7 @@ def test_every_outcome_is_covered() -> None:
     ]
     fast, slow = both(records)
     assert outcome(fast) == outcome(slow)
-    assert fast.numbers == [2, 4] and [n for n, _ in fast.rejections] == [3, 5, 6]
+    assert fast.numbers.tolist() == [2, 4] and [n for n, _ in fast.rejections] == [3, 5, 6]
     assert fast.bodies.to_pylist()[1] == (
         b'{"type":"profile","attributes":{"phone_number":"+12065550100",'
         b'"location":{"city":"Paris"},"properties":{"say \\"hi\\"":"x\\"y"}}},'
