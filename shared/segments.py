@@ -265,8 +265,10 @@ class SegmentSource:
             header = next(csv.reader(io.StringIO(header_text, newline=""), dialect=dialect), None)
             columns = _clean_header(name, header)
 
-            def python_rows(data: BinaryIO, line: int) -> tuple[Iterator[RowChunk], Callable[[], int]]:
-                return self._python_csv(part, data, dialect, columns, line, size)
+            def python_rows(
+                data: BinaryIO, line: int, final: bool
+            ) -> tuple[Iterator[RowChunk], Callable[[], int], Callable[[], bytes]]:
+                return self._python_csv(part, data, dialect, columns, line, size, final)
 
             reader = BlockReader(name, columns, dialect.delimiter, python_rows)
             yield from reader.chunks(stream, first[header_end:], 2)
@@ -279,9 +281,11 @@ class SegmentSource:
         columns: list[str] | None,
         first_line: int,
         size: int,
-    ) -> tuple[Iterator[RowChunk], Callable[[], int]]:
+        final: bool = True,
+    ) -> tuple[Iterator[RowChunk], Callable[[], int], Callable[[], bytes]]:
         """The csv module's reading of `data` (with its header when `columns` is None), numbering
-        lines from `first_line`; and, once read, how many lines it spanned."""
+        lines from `first_line`; and, once read, how many lines it spanned and (unless `final`) the
+        bytes of a record left open at its end: they are read again with what follows."""
         watch = _ReadErrors(data, part.name)
         text = io.TextIOWrapper(
             io.BufferedReader(watch, buffer_size=1024 * 1024), encoding="utf-8", errors="surrogateescape", newline=""
@@ -291,6 +295,7 @@ class SegmentSource:
         # again as rows of their own (by a new reader, numbering from `base`).
         memory: list[str] = []
         again: list[str] = []
+        left_open: list[str] = []
         reader = csv.reader(_remembered(text, memory, again), dialect=dialect)
         offset = base = first_line - 1
 
@@ -330,10 +335,14 @@ class SegmentSource:
                     else:
                         limit = 0  # the reader is exhausted: this is the last chunk
                 except csv.Error as exc:
-                    start = line + 1
-                    line = start + max(len(memory), 1) - 1
-                    errors.append((start, _broken_record(_csv_reason(exc), start, line, memory)))
-                    broken = True
+                    if not final and not again and "end of data" in str(exc):
+                        left_open.extend(memory)  # the record goes on in what follows this block
+                        limit = 0
+                    else:
+                        start = line + 1
+                        line = start + max(len(memory), 1) - 1
+                        errors.append((start, _broken_record(_csv_reason(exc), start, line, memory)))
+                        broken = True
                 if broken:
                     again.extend(reversed(memory[1:]))
                     memory.clear()
@@ -346,7 +355,10 @@ class SegmentSource:
                 if limit == 0:
                     return
 
-        return chunks(), lambda: base + reader.line_num - offset
+        def spanned() -> int:
+            return base + reader.line_num - offset - len(left_open)
+
+        return chunks(), spanned, lambda: "".join(left_open).encode("utf-8", errors="surrogateescape")
 
     def _jsonl_chunks(self, part: SegmentPart, size: int) -> Iterator[RowChunk]:
         name = part.name
