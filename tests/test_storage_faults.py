@@ -18,6 +18,8 @@ from shared.klaviyo import KlaviyoClient
 from shared.mapping import FieldMapping
 from shared.report import FAILED, SUCCEEDED, Counts, RejectsFile, RunReport
 from shared.segments import blob_segment
+from shared.settings import StorageConnection
+from shared.storage import blob_service
 from tests.conftest import API_KEY, App, member_emails
 from tools.azurite import Azurite
 from tools.functions_host import LocalFunctionsHost
@@ -34,13 +36,12 @@ def segment(count: int, seed: int, start: int = 0) -> tuple[bytes, Expected]:
     return data, expected
 
 
-def chunked(azurite: Azurite, container: ContainerClient) -> ContainerClient:
-    """The same container through a client that downloads in small ranges, as it does any blob over
-    32 MB with the default settings (each range pinned to the etag of the first)."""
-    service = BlobServiceClient.from_connection_string(
-        azurite.connection_string, max_single_get_size=CHUNK, max_chunk_get_size=CHUNK
+def as_the_app_reads(azurite: Azurite, container: ContainerClient) -> ContainerClient:
+    """The same container through the app's own blob client: it downloads in 4 MB ranges, each pinned
+    to the etag the first one saw."""
+    return blob_service(StorageConnection.from_string(azurite.connection_string)).get_container_client(
+        container.container_name
     )
-    return service.get_container_client(container.container_name)
 
 
 def run_with(
@@ -70,13 +71,13 @@ def once(action: Callable[[], object], after_rows: int = 1) -> Callable[[Counts]
 
 
 def test_a_segment_overwritten_mid_run_within_one_download_is_read_as_it_was(
-    container: ContainerClient, client: KlaviyoClient, klaviyo: KlaviyoSimulator, list_id: str
+    azurite: Azurite, container: ContainerClient, client: KlaviyoClient, klaviyo: KlaviyoSimulator, list_id: str
 ) -> None:
-    old, expected = segment(20_000, seed=1)
+    old, expected = segment(20_000, seed=1)  # about 2 MB: one range
     new, _ = segment(20_000, seed=2, start=500_000)
     container.upload_blob("segment.csv", old)
     overwrite = once(lambda: container.upload_blob("segment.csv", new, overwrite=True))
-    report = run_with(container, client, list_id, overwrite)
+    report = run_with(as_the_app_reads(azurite, container), client, list_id, overwrite)
     assert report.status == SUCCEEDED
     assert member_emails(klaviyo, list_id) == expected.valid_emails, "only the version the run started with"
 
@@ -99,7 +100,7 @@ def test_a_segment_changed_mid_download_fails_the_run_clearly_without_mixing_ver
     change: str,
     message: str,
 ) -> None:
-    old, expected = segment(60_000, seed=3)
+    old, expected = segment(60_000, seed=3)  # about 6 MB: two ranges
     new, _ = segment(60_000, seed=4, start=500_000)
     container.upload_blob("segment.csv", old)
 
@@ -109,7 +110,7 @@ def test_a_segment_changed_mid_download_fails_the_run_clearly_without_mixing_ver
         else:
             container.delete_blob("segment.csv")
 
-    report = run_with(chunked(azurite, container), client, list_id, once(act, after_rows=20_000))
+    report = run_with(as_the_app_reads(azurite, container), client, list_id, once(act, after_rows=20_000))
     assert report.status == FAILED
     assert report.error == f"segment.csv: {message}"
     c = report.counts
