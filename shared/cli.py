@@ -142,13 +142,18 @@ def _run(args: argparse.Namespace) -> int:
         try:
             save_report(service, settings.reports_container, report, rejects)
         except Exception as exc:
-            report.status, report.error = FAILED, f"the report could not be written to blob storage: {exc}"
+            report.status = FAILED
+            report.error = f"the report could not be written to blob storage ({type(exc).__name__})"
     if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        rejects_path = args.report.with_name(args.report.stem + ".rejects.csv")
-        rejects_path.write_bytes(rejects.read_bytes())
-        report.rejects_file = str(rejects_path)
-        args.report.write_bytes(report.to_json())
+        try:
+            args.report.parent.mkdir(parents=True, exist_ok=True)
+            rejects_path = args.report.with_name(args.report.stem + ".rejects.csv")
+            rejects_path.write_bytes(rejects.read_bytes())
+            report.rejects_file = str(rejects_path)
+            args.report.write_bytes(report.to_json())
+        except OSError as exc:  # a run whose report is lost must not pass for a success
+            report.status = FAILED
+            report.error = f"the report could not be written to {args.report}: {exc.strerror or exc}"
     rejects.discard()
     print(report.summary())
     if report.status == INCOMPLETE:

@@ -42,8 +42,11 @@ class TableChunk(NamedTuple):
 class PythonRows(Protocol):
     """The csv module's reader of data rows from a binary stream whose first line is `line`."""
 
-    def __call__(self, stream: BinaryIO, line: int) -> tuple[Iterator[object], Callable[[], int]]:
-        """Its chunks, and (once they are read) how many lines they spanned."""
+    def __call__(
+        self, stream: BinaryIO, line: int, final: bool
+    ) -> tuple[Iterator[object], Callable[[], int], Callable[[], bytes]]:
+        """Its chunks, and (once they are read) how many lines they spanned and the bytes of a record
+        still open at the end of the stream, unless `final` (to be read again with what follows)."""
         ...
 
 
@@ -86,28 +89,33 @@ class BlockReader:
         """Every row after the header: `pending` holds bytes already read past it, `line` is the
         line number of the first data row."""
         block_bytes, eof = BLOCK_BYTES, False
+        # A record the csv module left open at the end of a block (a quote thrown off the count of
+        # quotes the cuts rely on) starts the next block, which must end past it.
+        floor = 0
         while pending or not eof:
-            if not eof and len(pending) < block_bytes:
+            if not eof and len(pending) < floor + block_bytes:
                 data = stream.read(block_bytes)
                 eof, pending = not data, pending + data
                 continue
-            cut = self._safe_cut(pending, block_bytes) or self._safe_cut(pending, len(pending))
+            cut = self._safe_cut(pending, floor + block_bytes, floor) or self._safe_cut(pending, len(pending), floor)
             if cut is None and not eof:
                 if len(pending) > MAX_PENDING_BYTES:
-                    yield from self._python_rows(Prepended(pending, stream), line)[0]
+                    yield from self._python_rows(Prepended(pending, stream), line, True)[0]
                     return
                 data = stream.read(block_bytes)
                 eof, pending = not data, pending + data
                 continue
             cut = cut or len(pending)
             block, pending = pending[:cut], pending[cut:]
-            chunks, lines = self._block(block, line)
+            chunks, lines, carried = self._block(block, line, eof and not pending)
             yield from chunks
             line += lines()
+            left_open = carried()
+            pending, floor = left_open + pending, len(left_open)
 
-    def _safe_cut(self, buffer: bytes, within: int) -> int | None:
-        """Just past the last line end in the first `within` bytes that is outside quotes."""
-        end = buffer.rfind(b"\n", 0, within)
+    def _safe_cut(self, buffer: bytes, within: int, floor: int = 0) -> int | None:
+        """Just past the last line end in the first `within` bytes that is outside quotes (and past `floor`)."""
+        end = buffer.rfind(b"\n", floor, within)
         if end < 0:
             return None
         if buffer.find(b'"', 0, end + 1) < 0:
@@ -116,21 +124,23 @@ class BlockReader:
         newlines = np.flatnonzero(codes == _NEWLINE)
         quotes_before = np.cumsum(codes == _QUOTE, dtype=np.int64)[newlines]
         even = newlines[quotes_before % 2 == 0]
-        return int(even[-1]) + 1 if len(even) else None
+        return int(even[-1]) + 1 if len(even) and even[-1] >= floor else None
 
-    def _block(self, block: bytes, line: int) -> tuple[Iterator[object], Callable[[], int]]:
+    def _block(
+        self, block: bytes, line: int, final: bool
+    ) -> tuple[Iterator[object], Callable[[], int], Callable[[], bytes]]:
         if not self._plain(block):
-            return self._python_rows(io.BytesIO(block), line)
+            return self._python_rows(io.BytesIO(block), line, final)
         self._invalid_rows = 0
         try:
             table = pa_csv.read_csv(pa.py_buffer(block), self._read, self._parse, self._convert)
         except pa.ArrowInvalid:
-            return self._python_rows(io.BytesIO(block), line)
+            return self._python_rows(io.BytesIO(block), line, final)
         lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
         if self._invalid_rows or table.num_rows != lines or _longest_field(table) > MAX_PLAIN_FIELD:
-            return self._python_rows(io.BytesIO(block), line)
+            return self._python_rows(io.BytesIO(block), line, final)
         numbers = np.arange(line, line + lines, dtype=np.int64)
-        return iter([TableChunk(self.name, self.columns, numbers, table, [])]), lambda: lines
+        return iter([TableChunk(self.name, self.columns, numbers, table, [])]), lambda: lines, lambda: b""
 
     def _plain(self, block: bytes) -> bool:
         if not block or block.startswith((b"\n", b"\r\n", BOM)) or b"\n\n" in block:

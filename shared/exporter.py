@@ -24,11 +24,11 @@ from shared.checkpoint import Checkpoint, CheckpointStore
 from shared.columnar_mapping import ColumnarMapper
 from shared.csv_blocks import TableChunk
 from shared.dedupe import SeenKeys
-from shared.klaviyo import MAX_PROFILE_BYTES, ImportJob, InvalidPayload, KlaviyoClient, KlaviyoError
+from shared.klaviyo import MAX_PROFILE_BYTES, ImportJob, InvalidPayload, KlaviyoClient, KlaviyoError, redact
 from shared.mapping import FieldMapping, MappedRows, ProfileMapper, attributes_key, mask_attributes
 from shared.memory import tune_allocator
 from shared.report import COMPLETED_WITH_REJECTS, FAILED, INCOMPLETE, SUCCEEDED, Counts, RejectsFile, RunReport
-from shared.segments import RowChunk, SegmentError, SegmentSource, SegmentUnavailable
+from shared.segments import RowChunk, SegmentError, SegmentSource, SegmentUnavailable, looks_like_data
 from shared.telemetry import carry_run_context, run_context
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class _Run:
         self.checkpoints = None if spec.dry_run else checkpoints
         self.checkpoint = Checkpoint(spec.run_id, source.version)
         self.interrupted = False
+        self.stopping = False  # a fatal Klaviyo answer: batches not yet sent are not sent
         self.sent_new = False
         self.counts = report.counts
         self.rejects = rejects
@@ -137,6 +138,9 @@ class _Run:
         r.rows_per_second = round(self.counts.rows_read / elapsed, 1) if elapsed > 0 else 0.0
         if self.client is not None:
             r.retries = {k: v for k, v in self.client.stats.counts.items() if k.startswith("retried_")}
+        r.reasons = self.rejects.reasons()
+        if r.error or self.interrupted:
+            self.counts.not_sent = self.counts.unaccounted
         if r.error:
             r.status = FAILED
         elif self.interrupted:
@@ -170,9 +174,13 @@ class _Run:
         for part, header in headers.items():
             missing = self.spec.mapping.missing_columns(header)
             if missing:
+                found = (
+                    "the first row looks like data, not column names: is the header row missing?"
+                    if looks_like_data(header)
+                    else f"the header has: {', '.join(header[:30])}"
+                )
                 raise ConfigurationError(
-                    f"{part}: mapped column(s) missing from the header: {', '.join(missing)} "
-                    f"(the header has: {', '.join(header[:30])})"
+                    f"{part}: mapped column(s) missing from the header: {', '.join(missing)} ({found})"
                 )
         if self.spec.dry_run:
             return
@@ -220,6 +228,8 @@ class _Run:
             next_poll = time.monotonic() + _POLL_DURING_UPLOAD_SECONDS
             deadline = self.spec.deadline
             for chunk, mapped in self._mapped_chunks(mapper, columnar):
+                if self.stopping:
+                    break
                 bodies, keys, rows = self._valid_new_profiles(chunk, mapped, seen, part_index[chunk.source])
                 # A resumed run flushes early where the run it resumes did, so its batches are the same.
                 cuts = (np.flatnonzero(np.isin(rows, list(flush_points))) + 1).tolist() if flush_points else []
@@ -248,7 +258,7 @@ class _Run:
                         counts.rows_read,
                     )
                     break
-            last = None if self.interrupted else batcher.flush()
+            last = None if self.interrupted or self.stopping else batcher.flush()
             if last is not None:
                 submit(last)
             for future in in_flight:
@@ -328,8 +338,15 @@ class _Run:
 
     def _upload(self, batch: Batch) -> None:
         """Sends a batch (split as Klaviyo's refusals require), then records it as done."""
+        if self.stopping:
+            return
         record: dict[str, Any] = {"jobs": [], "sent": 0, "rejects": []}
-        self._send(batch, record)
+        try:
+            self._send(batch, record)
+        except KlaviyoError as exc:
+            if exc.fatal:  # a bad key, a missing scope, a deleted list: every other upload would fail too
+                self.stopping = True
+            raise
         with self.lock:
             self.checkpoint.batches[_batch_key(batch)] = record
         self._save_checkpoint()
@@ -393,10 +410,13 @@ class _Run:
         """Klaviyo refuses a whole job for one bad profile: take out the profiles its pointers name
         and resend the rest; with no usable pointer, halve the batch until the culprit is alone."""
         bad: dict[int, str] = {}
-        for error in exc.errors:
-            index = _pointer_index((error.get("source") or {}).get("pointer") or "", len(batch))
+        pointers = [(error.get("source") or {}).get("pointer") or "" for error in exc.errors]
+        if any(pointers) and not any(p.startswith(_POINTER_PREFIX) for p in pointers):
+            self._refused_job(exc)
+        for error, pointer in zip(exc.errors, pointers, strict=True):
+            index = _pointer_index(pointer, len(batch))
             if index is not None:
-                bad.setdefault(index, error.get("detail") or error.get("title") or "invalid profile")
+                bad.setdefault(index, redact(error.get("detail") or error.get("title") or "invalid profile"))
         if bad:
             for index, reason in bad.items():
                 self._reject_sent(batch, index, f"Klaviyo refused the profile: {reason}", record)
@@ -409,6 +429,13 @@ class _Run:
             half = len(batch) // 2
             self._send(batch.subset(list(range(half))), record)
             self._send(batch.subset(list(range(half, len(batch)))), record)
+
+    def _refused_job(self, exc: InvalidPayload) -> None:
+        """Klaviyo refused the job itself, not a profile in it (e.g. the list is gone): no part of
+        any batch would go through, so the run stops."""
+        assert self.client is not None
+        self.client.get_list(self.spec.list_id)  # a fatal 404 if the list was deleted
+        raise KlaviyoError(f"Klaviyo refused the import job itself: {exc}", exc.status, exc.code, fatal=True)
 
     def _wait_for_jobs(self) -> None:
         deadline = time.monotonic() + self.spec.job_timeout
@@ -463,7 +490,7 @@ class _Run:
             for error in self.client.import_errors(job.id):
                 attributes = _payload_attributes(error.get("original_payload") or {})
                 position = index.get(attributes_key(attributes), -1)
-                detail = error.get("detail") or error.get("title") or error.get("code") or "failed"
+                detail = redact(error.get("detail") or error.get("title") or error.get("code") or "failed")
                 part, number = self._row_of(batch.rows[position]) if position >= 0 else ("", 0)
                 where = "the profile" if position >= 0 else f"a profile of job {job.id}"
                 lines.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -18,6 +19,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from shared.mapping import mask_email, mask_phone
 from shared.ratelimit import BULK_IMPORT, JOB_READS, LIST_READS, Limit, RateLimiter
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,15 @@ MAX_PROFILE_BYTES = 100_000
 RETRY_STATUSES = (429, 500, 502, 503, 504, 524)
 # The client retries 429s itself, through the rate limiter; urllib3 retries the rest.
 _TRANSPORT_RETRY_STATUSES = tuple(s for s in RETRY_STATUSES if s != 429)
+_EMAIL_LIKE = re.compile(r"[^\s'\"<>()\[\],;:]+@[^\s'\"<>()\[\],;:]+")
+_PHONE_LIKE = re.compile(r"\+\d[\d ().-]{5,}\d")
+# How the report names the transport failures urllib3 retried.
+_ERROR_NAMES = {
+    "ReadTimeoutError": "timeout",
+    "ConnectTimeoutError": "connect_timeout",
+    "ProtocolError": "connection_lost",
+    "NewConnectionError": "connection_refused",
+}
 
 
 class KlaviyoError(Exception):
@@ -124,7 +135,7 @@ class _ObservedRetry(Retry):
             if response is not None and response.status:
                 self.stats.add(f"retried_{response.status}")
             elif error is not None:
-                self.stats.add(f"retried_{type(error).__name__}")
+                self.stats.add(f"retried_{_ERROR_NAMES.get(type(error).__name__, type(error).__name__)}")
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
@@ -294,6 +305,13 @@ class KlaviyoClient:
         raise _error_for(response, what)
 
 
+def redact(text: str) -> str:
+    """Klaviyo's words with anything shaped like an email or an (E.164) phone number masked: an error
+    may quote the profile it is about, and reasons go into reports and logs."""
+    text = _EMAIL_LIKE.sub(lambda m: mask_email(m.group()), text)
+    return _PHONE_LIKE.sub(lambda m: mask_phone(m.group()), text)
+
+
 def _is_challenge(response: requests.Response) -> bool:
     return response.status_code == 403 and response.headers.get("cf-mitigated", "").lower() == "challenge"
 
@@ -314,7 +332,7 @@ def _error_for(response: requests.Response, what: str) -> KlaviyoError:
     with contextlib.suppress(orjson.JSONDecodeError, AttributeError):  # proxies and challenges send HTML
         errors = orjson.loads(response.content).get("errors") or []
     first = errors[0] if errors else {}
-    code, detail = first.get("code"), first.get("detail") or first.get("title") or response.reason
+    code, detail = first.get("code"), redact(str(first.get("detail") or first.get("title") or response.reason))
     if status == 401:
         return KlaviyoError(
             f"{what}: Klaviyo rejected the API key (401 {code or 'not_authenticated'}): {detail}",

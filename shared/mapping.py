@@ -159,7 +159,7 @@ def normalize_email(raw: str) -> str:
     try:
         checked = validate_email(email, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
-        raise ValueError(_without_value(str(exc), email)) from None
+        raise ValueError(_generic_reason(str(exc))) from None
     return (checked.ascii_email or checked.normalized).lower()
 
 
@@ -177,13 +177,12 @@ def normalize_phone(raw: str, region: str) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-def _without_value(message: str, value: str) -> str:
-    # email-validator sometimes quotes the address; reports must never hold it.
-    local, _, domain = value.partition("@")
-    for secret in (value, local, domain):
-        if len(secret) >= 4:
-            message = message.replace(secret, "…")
-    return message
+def _generic_reason(message: str) -> str:
+    """email-validator's reason without the parts that may quote the address (a label, characters
+    of it): what follows a colon or sits in brackets. Reports must never hold the address."""
+    message = message.removeprefix("After Unicode normalization: ")
+    cut = min((i for i in (message.find(": "), message.find(" (")) if i >= 0), default=len(message))
+    return message[:cut].rstrip(" .") + "."
 
 
 def identifier_key(kind: str, value: str) -> int:

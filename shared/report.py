@@ -6,6 +6,7 @@ import csv
 import os
 import tempfile
 import threading
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import orjson
@@ -13,6 +14,8 @@ import orjson
 SUCCEEDED, COMPLETED_WITH_REJECTS, FAILED = "succeeded", "completed_with_rejects", "failed"
 INCOMPLETE = "incomplete"  # the time budget ran out: a checkpoint says where to go on
 REJECTS_COLUMNS = ["source", "row", "identifier", "outcome", "field", "reason"]
+MAX_REASONS = 20  # distinct reasons the report names per outcome; the rest are summed
+OTHER_REASONS = "(other reasons)"
 
 
 @dataclass
@@ -23,10 +26,11 @@ class Counts:
     failed: int = 0  # failed inside those jobs (see rejects file)
     rejected: int = 0  # never sent: invalid, or refused by Klaviyo's validation
     duplicates: int = 0
+    not_sent: int = 0  # valid rows read but not sent: the run failed (or its time ran out) first
 
     @property
     def unaccounted(self) -> int:
-        return self.rows_read - self.sent - self.rejected - self.duplicates
+        return self.rows_read - self.sent - self.rejected - self.duplicates - self.not_sent
 
 
 @dataclass
@@ -43,6 +47,8 @@ class RunReport:
     counts: Counts = field(default_factory=Counts)
     job_ids: list[str] = field(default_factory=list)
     retries: dict[str, int] = field(default_factory=dict)
+    # Rows not imported, by outcome (rejected, duplicate, failed) and reason: the rejects file in brief.
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
     duration_seconds: float = 0.0
     rows_per_second: float = 0.0
     error: str | None = None
@@ -65,8 +71,13 @@ class RunReport:
             f"  duplicates  {c.duplicates:,} repeated identifiers, first row kept",
             f"  time        {self.duration_seconds:.1f} s, {self.rows_per_second:,.0f} rows/s",
         ]
+        if c.not_sent:
+            lines.insert(-1, f"  not sent    {c.not_sent:,} valid rows read but not sent before the run stopped")
         if self.retries:
             lines.append("  retries     " + ", ".join(f"{k} x{v}" for k, v in sorted(self.retries.items())))
+        for outcome, reasons in sorted(self.reasons.items()):
+            for reason, count in reasons.items():
+                lines.append(f"  {outcome:<11} {count:,} x {reason}")
         if self.error:
             lines.append(f"  error       {self.error}")
         if self.rejects_file:
@@ -84,11 +95,26 @@ class RejectsFile:
         self._writer.writerow(REJECTS_COLUMNS)
         self._lock = threading.Lock()
         self.count = 0
+        self._reasons: Counter[tuple[str, str]] = Counter()
 
     def add(self, source: str, row: int, identifier: str, outcome: str, field_name: str, reason: str) -> None:
         with self._lock:
             self._writer.writerow([source, row, identifier, outcome, field_name, reason])
             self.count += 1
+            self._reasons[outcome, reason] += 1
+
+    def reasons(self) -> dict[str, dict[str, int]]:
+        """How many rows each reason holds, by outcome, most frequent first."""
+        summary: dict[str, dict[str, int]] = {}
+        with self._lock:
+            ranked = self._reasons.most_common()
+        for (outcome, reason), count in ranked:
+            reasons = summary.setdefault(outcome, {})
+            if len(reasons) < MAX_REASONS:
+                reasons[reason] = count
+            else:
+                reasons[OTHER_REASONS] = reasons.get(OTHER_REASONS, 0) + count
+        return summary
 
     def close(self) -> None:
         with self._lock:

@@ -287,20 +287,22 @@ def _execute(services: Services, run: dict[str, Any], thread_initializer: Callab
         rejects.discard()
         return _continue_later(services, run, report)
     status, reason = report.status, report.error
-    try:
-        save_report(services.blobs, services.settings.reports_container, report, rejects)
-    except Exception as exc:  # a run whose report is lost must not pass for a success
-        status, reason = FAILED, f"the report could not be written to blob storage ({type(exc).__name__})"
-    finally:
-        rejects.discard()
     fields: dict[str, Any] = {
         "counts": _counts(report.counts),
         "source_version": source.version,
-        "report_path": f"{services.settings.reports_container}/"
-        f"{report_prefix(export['name'], run['run_id'])}report.json",
         "jobs": len(report.job_ids),
         "duration_seconds": report.duration_seconds,
     }
+    try:
+        save_report(services.blobs, services.settings.reports_container, report, rejects)
+        fields["report_path"] = (
+            f"{services.settings.reports_container}/{report_prefix(export['name'], run['run_id'])}report.json"
+        )
+    except Exception as exc:  # a run whose report is lost must not pass for a success
+        status, reason = FAILED, f"the report could not be written to blob storage ({type(exc).__name__})"
+        log.error("run %s: %s", run["run_id"], reason)
+    finally:
+        rejects.discard()
     if reason:
         fields["reason"] = reason
     finished = _finish(services, run, status, **fields)
@@ -346,7 +348,8 @@ def mark_poisoned(services: Services, message: dict[str, Any]) -> None:
 
 
 def _counts(counts: Counts) -> dict[str, int]:
-    return {k: getattr(counts, k) for k in ("rows_read", "sent", "accepted", "failed", "rejected", "duplicates")}
+    found = {k: getattr(counts, k) for k in ("rows_read", "sent", "accepted", "failed", "rejected", "duplicates")}
+    return {**found, "not_sent": counts.not_sent} if counts.not_sent else found
 
 
 class _RunProgress:

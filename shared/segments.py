@@ -24,11 +24,20 @@ Format = Literal["csv", "jsonl"]
 DELIMITERS = ",;\t|"
 # Klaviyo refuses profiles over 100 KB; a single field far past that is garbage, not data.
 MAX_FIELD_CHARS = 1_000_000
+# A longer line is cut there (the rest is skipped unread, and its row rejected): a file with no line
+# breaks at all must not be read whole into memory.
+MAX_LINE_BYTES = 1024 * 1024
+# Put where a line was cut: bytes that are never UTF-8, so the row holding them is rejected (and its
+# reason can say why), whichever reader takes it.
+CUT_MARK = b"\xff\xfe\xfd\xfc"
 DEFAULT_MAX_UNCOMPRESSED_BYTES = 50 * 1024**3
 CHUNK_ROWS = 4096
 # Files a CDP writes next to the data parts of a folder segment.
 NON_DATA_NAMES = {"model.json", "_success", "_committed", "_started"}
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
+_UNREADABLE = re.compile("[\x00\udc80-\udcff]")
+_CUT = CUT_MARK.decode("utf-8", errors="surrogateescape")
+_LONG_NUMBER = re.compile(r"\d[\d ()./-]{5,}\d")
 _SUFFIXES: dict[str, Format] = {
     ".csv": "csv",
     ".tsv": "csv",
@@ -109,7 +118,7 @@ class BlobPart:
                 max_concurrency=1,
             )
         except ResourceModifiedError:
-            raise SegmentUnavailable(f"{self.name}: the blob changed while it was being read") from None
+            raise SegmentUnavailable(f"{self.name}: the blob was deleted or changed while it was being read") from None
         except ResourceNotFoundError:
             raise SegmentUnavailable(f"{self.name}: the blob was deleted while it was being read") from None
         except AzureError as exc:
@@ -192,7 +201,7 @@ class SegmentSource:
         if not self._headers:
             for part in self.parts:
                 if self.format_of(part) == "csv":
-                    with self._buffered(part) as stream:
+                    with self._buffered(part, text_lines=True) as stream:
                         first, dialect = self._start(part, stream)
                         self._headers[part.name] = _read_header(part.name, Prepended(first, stream), dialect)
         return self._headers
@@ -226,8 +235,9 @@ class SegmentSource:
             )
         return raw
 
-    def _buffered(self, part: SegmentPart) -> io.BufferedReader:
-        return io.BufferedReader(_ReadErrors(self._binary(part), part.name), buffer_size=1024 * 1024)
+    def _buffered(self, part: SegmentPart, text_lines: bool = False) -> io.BufferedReader:
+        raw = _ReadErrors(self._binary(part), part.name, MAX_LINE_BYTES, text_lines)
+        return io.BufferedReader(raw, buffer_size=1024 * 1024)
 
     def _start(self, part: SegmentPart, stream: BinaryIO) -> tuple[bytes, type[csv.Dialect]]:
         """The first block of a CSV part (without a byte order mark) and its dialect."""
@@ -245,7 +255,7 @@ class SegmentSource:
 
     def _csv_chunks(self, part: SegmentPart, size: int) -> Iterator[RowChunk | TableChunk]:
         name = part.name
-        with self._buffered(part) as stream:
+        with self._buffered(part, text_lines=True) as stream:
             first, dialect = self._start(part, stream)
             header_end = _header_end(first)
             if not self.fast or header_end is None:
@@ -255,8 +265,10 @@ class SegmentSource:
             header = next(csv.reader(io.StringIO(header_text, newline=""), dialect=dialect), None)
             columns = _clean_header(name, header)
 
-            def python_rows(data: BinaryIO, line: int) -> tuple[Iterator[RowChunk], Callable[[], int]]:
-                return self._python_csv(part, data, dialect, columns, line, size)
+            def python_rows(
+                data: BinaryIO, line: int, final: bool
+            ) -> tuple[Iterator[RowChunk], Callable[[], int], Callable[[], bytes]]:
+                return self._python_csv(part, data, dialect, columns, line, size, final)
 
             reader = BlockReader(name, columns, dialect.delimiter, python_rows)
             yield from reader.chunks(stream, first[header_end:], 2)
@@ -269,50 +281,84 @@ class SegmentSource:
         columns: list[str] | None,
         first_line: int,
         size: int,
-    ) -> tuple[Iterator[RowChunk], Callable[[], int]]:
+        final: bool = True,
+    ) -> tuple[Iterator[RowChunk], Callable[[], int], Callable[[], bytes]]:
         """The csv module's reading of `data` (with its header when `columns` is None), numbering
-        lines from `first_line`; and, once read, how many lines it spanned."""
+        lines from `first_line`; and, once read, how many lines it spanned and (unless `final`) the
+        bytes of a record left open at its end: they are read again with what follows."""
         watch = _ReadErrors(data, part.name)
         text = io.TextIOWrapper(
             io.BufferedReader(watch, buffer_size=1024 * 1024), encoding="utf-8", errors="surrogateescape", newline=""
         )
-        reader = csv.reader(text, dialect=dialect)
-        offset = first_line - 1
+        # The lines of the record being read, and lines to read again: a record broken by an
+        # unbalanced quote is rejected as its first line only, and the lines it ran over are read
+        # again as rows of their own (by a new reader, numbering from `base`).
+        memory: list[str] = []
+        again: list[str] = []
+        left_open: list[str] = []
+        reader = csv.reader(_remembered(text, memory, again), dialect=dialect)
+        offset = base = first_line - 1
 
         def chunks() -> Iterator[RowChunk]:
             name = part.name
-            nonlocal columns
+            nonlocal columns, reader, base
             if columns is None:
                 columns = _next_header(name, reader)
             width = len(columns)
-            line = offset + reader.line_num
+            line = base + reader.line_num
+            memory.clear()
+            forget = memory.clear
             limit = size
             while True:
                 chunk = RowChunk(name, columns, [], [], [])
-                records, numbers = chunk.records, chunk.numbers
+                records, numbers, errors = chunk.records, chunk.numbers, chunk.errors
+                broken = False
                 try:
                     for values in reader:
-                        start, line = line + 1, offset + reader.line_num  # a record starts after the previous one
+                        start, line = line + 1, base + reader.line_num  # a record starts after the previous one
                         if len(values) == width:
+                            forget()
                             numbers.append(start)
                             records.append(values)
                             if len(records) >= limit:
                                 break
-                        elif values and (values != [""] or width == 1):  # else a blank line, not a row
-                            chunk.errors.append((start, f"row has {len(values)} fields but the header has {width}"))
+                        elif line > start:
+                            reason = f"row has {len(values)} fields but the header has {width}"
+                            errors.append((start, _broken_record(reason, start, line, memory)))
+                            broken = True
+                            break
+                        else:
+                            if values and (values != [""] or width == 1):  # else a blank line, not a row
+                                reason = f"row has {len(values)} fields but the header has {width}"
+                                errors.append((start, _cut_reason(memory) or reason))
+                            forget()
                     else:
                         limit = 0  # the reader is exhausted: this is the last chunk
                 except csv.Error as exc:
-                    chunk.errors.append((line + 1, f"unreadable CSV row: {exc}"))
-                    line = offset + reader.line_num
-                if watch.undecodable:
-                    _move_undecodable(chunk)
-                if records or chunk.errors:
+                    if not final and not again and "end of data" in str(exc):
+                        left_open.extend(memory)  # the record goes on in what follows this block
+                        limit = 0
+                    else:
+                        start = line + 1
+                        line = start + max(len(memory), 1) - 1
+                        errors.append((start, _broken_record(_csv_reason(exc), start, line, memory)))
+                        broken = True
+                if broken:
+                    again.extend(reversed(memory[1:]))
+                    memory.clear()
+                    reader = csv.reader(_remembered(text, memory, again), dialect=dialect)
+                    base = line = start
+                if watch.undecodable or watch.nul:
+                    _move_unreadable(chunk)
+                if records or errors:
                     yield chunk
                 if limit == 0:
                     return
 
-        return chunks(), lambda: reader.line_num
+        def spanned() -> int:
+            return base + reader.line_num - offset - len(left_open)
+
+        return chunks(), spanned, lambda: "".join(left_open).encode("utf-8", errors="surrogateescape")
 
     def _jsonl_chunks(self, part: SegmentPart, size: int) -> Iterator[RowChunk]:
         name = part.name
@@ -322,21 +368,19 @@ class SegmentSource:
             for number, line in enumerate(stream, start=1):
                 if number == 1 and line.startswith(codecs.BOM_UTF8):
                     line = line[len(codecs.BOM_UTF8) :]
+                if len(line) > MAX_FIELD_CHARS:  # checked first: parsing it would take ten times its size
+                    chunk.errors.append((number, f"line is longer than {MAX_FIELD_CHARS:,} bytes"))
+                    continue
                 try:
                     value = loads(line)
                 except decode_error as exc:
                     if not line.strip():
                         continue  # a blank line is not a row
-                    if len(line) > MAX_FIELD_CHARS:
-                        reason = f"line is longer than {MAX_FIELD_CHARS:,} bytes"
-                    else:
-                        reason = "line is not valid UTF-8" if "utf-8" in str(exc).lower() else "line is not valid JSON"
+                    reason = "line is not valid UTF-8" if "utf-8" in str(exc).lower() else "line is not valid JSON"
                     chunk.errors.append((number, reason))
                     continue
                 if type(value) is not dict:
                     chunk.errors.append((number, f"line is a JSON {type(value).__name__}, not an object"))
-                elif len(line) > MAX_FIELD_CHARS:
-                    chunk.errors.append((number, f"line is longer than {MAX_FIELD_CHARS:,} bytes"))
                 else:
                     chunk.numbers.append(number)
                     chunk.records.append(value)
@@ -349,27 +393,88 @@ class SegmentSource:
 
 class _ReadErrors(io.RawIOBase):
     """Turns low-level read failures (truncated gzip, a blob changed mid-read) into a SegmentError
-    naming the file."""
+    naming the file, and notes bytes the rows must be checked for. Given `max_line`, it cuts longer
+    lines there (CUT_MARK and a line break put in, the rest of the line skipped unread)."""
 
-    def __init__(self, inner: BinaryIO, name: str) -> None:
+    def __init__(self, inner: BinaryIO, name: str, max_line: int | None = None, text_lines: bool = False) -> None:
         self._inner, self._name = inner, name
-        # Once a read holds bytes that are not UTF-8, rows are checked one by one (a rare, slower path).
+        # Once a read holds bytes that are not UTF-8 (or a NUL), rows are checked one by one (a rare, slower path).
         self.undecodable = False
+        self.nul = False
         self._decoder = codecs.getincrementaldecoder("utf-8")()
+        # Lines end at \n, and for a text reader also at \r (the csv module's reading).
+        self._max_line, self._text_lines = max_line, text_lines
+        self._line_bytes = 0  # bytes of the line not yet ended
+        self._skipping = False  # dropping the rest of a cut line, up to its end
+        self._drop_lf = False  # the cut line ended with the \r of the last read: drop a \n next
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
-        count = self._read(target)
-        if count and not self.undecodable:
-            data = bytes(target[:count])
-            if not data.isascii():
-                try:
-                    self._decoder.decode(data)
-                except UnicodeDecodeError:
-                    self.undecodable = True
-        return count
+        while True:
+            count = self._read(target)
+            if not count:
+                return 0
+            if self._max_line is None and self.undecodable and self.nul:
+                return count
+            data = kept = bytes(target[:count])
+            if self._max_line is not None:
+                kept = self._cut_long_lines(data, self._max_line)
+                if not kept:
+                    continue
+            break
+        if kept is not data:
+            target[: len(kept)] = kept
+        if not self.nul and b"\x00" in kept:
+            self.nul = True
+        if not self.undecodable and not kept.isascii():
+            try:
+                self._decoder.decode(kept)
+            except UnicodeDecodeError:
+                self.undecodable = True
+        return len(kept)
+
+    def _cut_long_lines(self, data: bytes, limit: int) -> bytes:
+        if self._drop_lf:
+            self._drop_lf = False
+            if data[:1] == b"\n":
+                data = data[1:]
+        if not self._skipping and self._line_bytes + len(data) <= limit:
+            self._note_tail(data)  # the common case: no line can grow too long in this read
+            return data
+        pieces = []
+        while data:
+            end = self._line_end(data)
+            if self._skipping:
+                if end < 0:
+                    break
+                end += 1
+                if data[end - 1 : end] == b"\r" and data[end : end + 1] == b"\n":
+                    end += 1
+                self._skipping, self._drop_lf = False, end == len(data) and data[-1:] == b"\r"
+                data = data[end:]
+                continue
+            if self._line_bytes + (len(data) if end < 0 else end) <= limit:
+                self._note_tail(data)
+                pieces.append(data)
+                break
+            keep = max(0, limit - self._line_bytes)
+            pieces.append(data[:keep] + CUT_MARK + b"\n")
+            self._line_bytes, self._skipping = 0, True
+            data = data[keep:]
+        return b"".join(pieces)
+
+    def _line_end(self, data: bytes) -> int:
+        newline = data.find(b"\n")
+        if not self._text_lines:
+            return newline
+        cr = data.find(b"\r", 0, None if newline < 0 else newline)
+        return newline if cr < 0 else cr
+
+    def _note_tail(self, data: bytes) -> None:
+        last = max(data.rfind(b"\n"), data.rfind(b"\r") if self._text_lines else -1)
+        self._line_bytes = self._line_bytes + len(data) if last < 0 else len(data) - last - 1
 
     def _read(self, target: bytearray | memoryview) -> int:
         try:
@@ -383,10 +488,13 @@ class _ReadErrors(io.RawIOBase):
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise SegmentError(f"{self._name}: compressed data is damaged or truncated ({exc})") from None
         except Exception as exc:
-            from azure.core.exceptions import AzureError, ResourceModifiedError
+            from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
 
             if isinstance(exc, ResourceModifiedError):
-                raise SegmentUnavailable(f"{self._name}: the blob changed while it was being read") from None
+                message = "the blob was deleted or changed while it was being read"
+                raise SegmentUnavailable(f"{self._name}: {message}") from None
+            if isinstance(exc, ResourceNotFoundError):
+                raise SegmentUnavailable(f"{self._name}: the blob was deleted while it was being read") from None
             if isinstance(exc, AzureError):
                 raise SegmentUnavailable(f"{self._name}: reading the blob failed: {exc.message}") from None
             raise
@@ -406,13 +514,59 @@ def as_row_chunk(chunk: RowChunk | TableChunk) -> RowChunk:
     return RowChunk(chunk.source, chunk.columns, chunk.numbers.tolist(), records, chunk.errors)
 
 
-def _move_undecodable(chunk: RowChunk) -> None:
-    """Moves rows holding bytes that were not UTF-8 (kept as surrogates) from records to errors."""
-    keep = [i for i, values in enumerate(chunk.records) if not _UNDECODABLE.search("".join(values))]
-    if len(keep) == len(chunk.records):
+def _remembered(text: Iterator[str], memory: list[str], again: list[str]) -> Iterator[str]:
+    """The lines for the CSV reader: first those to read again (last first), then the file's; each
+    is kept in `memory` until the record it belongs to is done with."""
+    remember = memory.append
+    while again:
+        line = again.pop()
+        remember(line)
+        yield line
+    for line in text:
+        remember(line)
+        yield line
+
+
+def _csv_reason(exc: csv.Error) -> str:
+    message = str(exc)
+    if "field limit" in message:
+        return f"a field is longer than {csv.field_size_limit():,} characters"
+    if "end of data" in message:
+        return "a quoted field is never closed (an unbalanced quote)"
+    if "expected after" in message:
+        return "a closing quote is followed by more text (an unbalanced quote)"
+    return f"unreadable CSV row: {message}"
+
+
+def _cut_reason(lines: list[str]) -> str | None:
+    if any(_CUT in line for line in lines[:1]):
+        return f"the line is longer than {MAX_LINE_BYTES:,} bytes; the rest of it was skipped"
+    return None
+
+
+def _broken_record(reason: str, start: int, end: int, lines: list[str]) -> str:
+    reason = _cut_reason(lines) or reason
+    if end <= start:
+        return reason
+    return f"{reason}; the record ran on to line {end}, so the lines after this one are read again as rows"
+
+
+def _move_unreadable(chunk: RowChunk) -> None:
+    """Moves rows holding bytes that were not UTF-8 (kept as surrogates), a NUL, or the mark of a
+    line cut short from records to errors."""
+    bad = [i for i, values in enumerate(chunk.records) if _UNREADABLE.search("".join(values))]
+    if not bad:
         return
-    bad = sorted(set(range(len(chunk.records))) - set(keep))
-    chunk.errors.extend((chunk.numbers[i], "row holds bytes that are not valid UTF-8") for i in bad)
+    for i in bad:
+        joined = "".join(chunk.records[i])
+        if _CUT in joined:
+            reason = f"the line is longer than {MAX_LINE_BYTES:,} bytes; the rest of it was skipped"
+        elif _UNDECODABLE.search(joined):
+            reason = "row holds bytes that are not valid UTF-8"
+        else:
+            reason = "row holds a NUL byte"
+        chunk.errors.append((chunk.numbers[i], reason))
+    keep = sorted(set(range(len(chunk.records))) - set(bad))
     chunk.records[:] = [chunk.records[i] for i in keep]
     chunk.numbers[:] = [chunk.numbers[i] for i in keep]
 
@@ -423,25 +577,28 @@ def _read_header(name: str, data: BinaryIO, dialect: type[csv.Dialect]) -> list[
 
 
 def _next_header(name: str, reader: Any) -> list[str]:
+    """The first row that is not blank (blank lines before it are skipped), checked."""
     try:
         header = next(reader, None)
+        while header == []:
+            header = next(reader, None)
     except csv.Error as exc:
-        raise SegmentError(f"{name}: unreadable header row: {exc}") from None
+        raise SegmentError(f"{name}: unreadable header row: {_csv_reason(exc)}") from None
     return _clean_header(name, header)
 
 
 def _header_end(head: bytes) -> int | None:
     """Just past the header line when it is one plain line (else the csv module reads the part)."""
     end = head.find(b"\n")
-    if end < 0 or head.count(b'"', 0, end) % 2 or b"\r" in head[: max(end - 1, 0)]:
-        return None
+    if end < 0 or head.count(b'"', 0, end) % 2 or b"\r" in head[: max(end - 1, 0)] or head[:1] in b"\r\n":
+        return None  # also blank lines before the header: the csv module skips them
     return end + 1
 
 
 def _sniff_delimiter(data: bytes) -> str:
     """Picks the delimiter among , ; TAB | by counting them in the header line (outside quotes)."""
     head = data[: 64 * 1024].decode("utf-8", errors="replace").lstrip("\ufeff")
-    first_line = re.split(r"\r?\n", _strip_quoted(head), maxsplit=1)[0]
+    first_line = next((line for line in re.split(r"\r\n|\r|\n", _strip_quoted(head)) if line), "")
     counts = {d: first_line.count(d) for d in DELIMITERS}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] else ","
@@ -456,7 +613,9 @@ def _make_dialect(delimiter: str) -> type[csv.Dialect]:
         pass
 
     Dialect.delimiter = delimiter
-    Dialect.strict = False
+    # Strict: a quote that never closes, or text after a closing quote, is an error (its row is
+    # rejected and the lines it ran over are read again) instead of swallowing the following rows.
+    Dialect.strict = True
     return Dialect
 
 
@@ -464,13 +623,24 @@ def _clean_header(name: str, header: list[str] | None) -> list[str]:
     if not header or header == [""]:
         raise SegmentError(f"{name}: the file is empty: no header row")
     columns = [h.strip() for h in header]
+    if any(_CUT in c for c in columns):
+        raise SegmentError(f"{name}: the header row is longer than {MAX_LINE_BYTES:,} bytes: is this a CSV file?")
     if any(_UNDECODABLE.search(c) for c in columns):
         raise SegmentError(f"{name}: the header row holds bytes that are not valid UTF-8")
+    if any("\x00" in c for c in columns):
+        raise SegmentError(f"{name}: the header row holds NUL bytes: is the file UTF-16 or binary?")
     seen: set[str] = set()
     duplicates = [c for c in columns if c in seen or seen.add(c)]  # type: ignore[func-returns-value]
     if duplicates:
-        raise SegmentError(f"{name}: the header names a column twice: {', '.join(sorted(set(duplicates)))}")
+        named = "" if looks_like_data(duplicates) else f": {', '.join(sorted(set(duplicates)))}"
+        raise SegmentError(f"{name}: the header names a column twice{named}")
     return columns
+
+
+def looks_like_data(header: list[str]) -> bool:
+    """True when a header holds what looks like an email or a phone number: a file without a header
+    row, whose first row of personal data must not be quoted in messages."""
+    return any("@" in column or _LONG_NUMBER.search(column) for column in header)
 
 
 def detect_format(name: str) -> Format:

@@ -5,16 +5,28 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import azure.functions as func
+import orjson
 import pytest
+from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
+from shared.auth import ADMIN, CONTRIBUTOR, encode_principal
 from shared.exporter import ExportSpec, run_export
 from shared.klaviyo import KlaviyoClient
 from shared.mapping import FieldMapping
 from shared.report import RejectsFile, RunReport
+from shared.secrets import KeyVaultSecrets
 from shared.segments import blob_segment
+from shared.services import Services, use_services
+from shared.settings import Settings, StorageConnection
+from shared.store import Store
+from tests.api_contract import Exchange, check_exchange
 from tools.azurite import Azurite
+from tools.functions_host import FUNCTIONS, LocalFunctionsHost
+from tools.keyvault_sim import LocalKeyVault, StaticTokenCredential
 from tools.klaviyo_sim import KlaviyoSimulator, SimulatorConfig
 
 API_KEY = "pk_test_simulator_key_0001"
@@ -92,3 +104,104 @@ def exporter(container: ContainerClient, client: KlaviyoClient, list_id: str, tm
 
 def member_emails(klaviyo: KlaviyoSimulator, list_id: str) -> set[str]:
     return {m["email"] for m in klaviyo.list_members(list_id) if m.get("email")}
+
+
+# -- the Functions app, called through its user functions ------------------------------------------------
+SECRET = "klaviyo-main"
+ADMIN_HEADERS = {"x-ms-client-principal": encode_principal("ada@contoso.example", ADMIN)}
+CONTRIB_HEADERS = {"x-ms-client-principal": encode_principal("cole@contoso.example", CONTRIBUTOR)}
+NOBODY_HEADERS = {"x-ms-client-principal": encode_principal("nina@contoso.example", "Reader")}
+
+
+@pytest.fixture(scope="module")
+def vault() -> Iterator[LocalKeyVault]:
+    with LocalKeyVault() as local_vault:
+        local_vault.set_secret(SECRET, API_KEY)
+        yield local_vault
+
+
+class App:
+    """Calls the app's user functions the way the host would; checks every HTTP exchange against the
+    OpenAPI document."""
+
+    def __init__(self, services: Services, segments: str) -> None:
+        self.services, self.segments = services, segments
+        self.host = LocalFunctionsHost(services)
+        self.functions = self.host.user
+        self.exchanges: set[Exchange] = set()
+
+    def http(
+        self,
+        function: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        **route: str,
+    ) -> tuple[int, Any, func.HttpResponse]:
+        data = raw if raw is not None else (orjson.dumps(body) if body is not None else b"")
+        headers = headers or ADMIN_HEADERS
+        request = func.HttpRequest(
+            method, f"http://localhost:7071/api/{path}", headers=headers, route_params=route, body=data
+        )
+        response = self.functions[function](request)
+        route_template = FUNCTIONS[function].get_trigger().route
+        self.exchanges.add(check_exchange(method, route_template, route, headers, data, response))
+        payload = orjson.loads(response.get_body()) if response.get_body() else None
+        return response.status_code, payload, response
+
+    def drain_queue(self) -> int:
+        """Delivers every queued run message to the queue function (as the host would)."""
+        return self.host.deliver_queue()
+
+    def put_connection(self, name: str = "main", **fields: Any) -> Any:
+        body = {
+            "display_name": "Main Klaviyo",
+            "secret_name": SECRET,
+            "usable_by": "contributors",
+            "privacy_consent": True,
+            **fields,
+        }
+        return self.http("connections", "PUT", f"connections/{name}", body, name=name)
+
+    def put_export(self, name: str, list_id: str, segment: dict[str, Any], **fields: Any) -> Any:
+        body = {"connection": "main", "list_id": list_id, "segment": {"container": self.segments, **segment}, **fields}
+        return self.http("exports", "PUT", f"exports/{name}", body, name=name)
+
+    def upload(self, blob: str, data: bytes) -> None:
+        self.services.blobs.get_blob_client(self.segments, blob).upload_blob(data, overwrite=True)
+
+
+AUTH_SETTINGS = ("LOCAL_AUTH_BYPASS_ROLE", "WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME", "WEBSITE_AUTH_ENABLED")
+
+
+def build_app(azurite: Azurite, klaviyo: KlaviyoSimulator, vault: LocalKeyVault) -> App:
+    """The app's services on Azurite (tables, queue and containers of their own), the simulator and the vault."""
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        storage=StorageConnection.from_string(azurite.connection_string),
+        klaviyo_base_url=klaviyo.url,
+        key_vault_url=vault.url,
+        reports_container=f"reports-{tag}",
+        segments_container=f"segments-{tag}",
+    )
+    secrets = KeyVaultSecrets(vault.url, StaticTokenCredential(), ttl_seconds=1.0, **vault.client_kwargs())
+    services = Services.from_settings(settings, secrets)
+    services.store = Store(TableServiceClient.from_connection_string(azurite.connection_string), prefix=f"t{tag}")
+    services.klaviyo = lambda key: KlaviyoClient(key, klaviyo.url, timeout=(2.0, 10.0))
+    try:
+        services.queue.create_queue()
+    except Exception:
+        services.queue.clear_messages()
+    BlobServiceClient.from_connection_string(azurite.connection_string).create_container(settings.segments_container)
+    use_services(services)
+    return App(services, settings.segments_container)
+
+
+@pytest.fixture
+def app(azurite: Azurite, klaviyo: KlaviyoSimulator, vault: LocalKeyVault, monkeypatch) -> Iterator[App]:
+    for name in AUTH_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    yield build_app(azurite, klaviyo, vault)
+    use_services(None)

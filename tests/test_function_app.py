@@ -6,122 +6,21 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import azure.functions as func
 import orjson
 import pytest
-from azure.data.tables import TableServiceClient
 from azure.functions.timer import TimerRequest
-from azure.storage.blob import BlobServiceClient
 
 from shared import telemetry
-from shared.auth import ADMIN, CONTRIBUTOR, encode_principal
-from shared.klaviyo import KlaviyoClient
-from shared.secrets import KeyVaultSecrets
-from shared.services import Services, use_services
-from shared.settings import RUNS_QUEUE, Settings, StorageConnection
+from shared.settings import RUNS_QUEUE
 from shared.storage import queue_client
-from shared.store import Store
-from tests.api_contract import Exchange, check_exchange, documented_exchanges
-from tests.conftest import API_KEY, member_emails
-from tools.azurite import Azurite
-from tools.functions_host import FUNCTIONS, InvocationContext, LocalFunctionsHost
-from tools.keyvault_sim import LocalKeyVault, StaticTokenCredential
+from tests.api_contract import documented_exchanges
+from tests.conftest import ADMIN_HEADERS, API_KEY, CONTRIB_HEADERS, NOBODY_HEADERS, App, member_emails
+from tools.functions_host import FUNCTIONS, InvocationContext
 from tools.klaviyo_sim import KlaviyoSimulator
-
-SECRET = "klaviyo-main"
-ADMIN_HEADERS = {"x-ms-client-principal": encode_principal("ada@contoso.example", ADMIN)}
-CONTRIB_HEADERS = {"x-ms-client-principal": encode_principal("cole@contoso.example", CONTRIBUTOR)}
-NOBODY_HEADERS = {"x-ms-client-principal": encode_principal("nina@contoso.example", "Reader")}
-
-
-@pytest.fixture(scope="module")
-def vault() -> Iterator[LocalKeyVault]:
-    with LocalKeyVault() as local_vault:
-        local_vault.set_secret(SECRET, API_KEY)
-        yield local_vault
-
-
-class App:
-    """Calls the app's user functions the way the host would; checks every HTTP exchange against the
-    OpenAPI document."""
-
-    def __init__(self, services: Services, segments: str) -> None:
-        self.services, self.segments = services, segments
-        self.host = LocalFunctionsHost(services)
-        self.functions = self.host.user
-        self.exchanges: set[Exchange] = set()
-
-    def http(
-        self,
-        function: str,
-        method: str,
-        path: str,
-        body: Any = None,
-        headers: dict[str, str] | None = None,
-        raw: bytes | None = None,
-        **route: str,
-    ) -> tuple[int, Any, func.HttpResponse]:
-        data = raw if raw is not None else (orjson.dumps(body) if body is not None else b"")
-        headers = headers or ADMIN_HEADERS
-        request = func.HttpRequest(
-            method, f"http://localhost:7071/api/{path}", headers=headers, route_params=route, body=data
-        )
-        response = self.functions[function](request)
-        route_template = FUNCTIONS[function].get_trigger().route
-        self.exchanges.add(check_exchange(method, route_template, route, headers, data, response))
-        payload = orjson.loads(response.get_body()) if response.get_body() else None
-        return response.status_code, payload, response
-
-    def drain_queue(self) -> int:
-        """Delivers every queued run message to the queue function (as the host would)."""
-        return self.host.deliver_queue()
-
-    def put_connection(self, name: str = "main", **fields: Any) -> Any:
-        body = {
-            "display_name": "Main Klaviyo",
-            "secret_name": SECRET,
-            "usable_by": "contributors",
-            "privacy_consent": True,
-            **fields,
-        }
-        return self.http("connections", "PUT", f"connections/{name}", body, name=name)
-
-    def put_export(self, name: str, list_id: str, segment: dict[str, Any], **fields: Any) -> Any:
-        body = {"connection": "main", "list_id": list_id, "segment": {"container": self.segments, **segment}, **fields}
-        return self.http("exports", "PUT", f"exports/{name}", body, name=name)
-
-    def upload(self, blob: str, data: bytes) -> None:
-        self.services.blobs.get_blob_client(self.segments, blob).upload_blob(data, overwrite=True)
-
-
-@pytest.fixture
-def app(azurite: Azurite, klaviyo: KlaviyoSimulator, vault: LocalKeyVault, monkeypatch) -> Iterator[App]:
-    for name in ("LOCAL_AUTH_BYPASS_ROLE", "WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME", "WEBSITE_AUTH_ENABLED"):
-        monkeypatch.delenv(name, raising=False)
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        storage=StorageConnection.from_string(azurite.connection_string),
-        klaviyo_base_url=klaviyo.url,
-        key_vault_url=vault.url,
-        reports_container=f"reports-{tag}",
-        segments_container=f"segments-{tag}",
-    )
-    secrets = KeyVaultSecrets(vault.url, StaticTokenCredential(), ttl_seconds=1.0, **vault.client_kwargs())
-    services = Services.from_settings(settings, secrets)
-    services.store = Store(TableServiceClient.from_connection_string(azurite.connection_string), prefix=f"t{tag}")
-    services.klaviyo = lambda key: KlaviyoClient(key, klaviyo.url, timeout=(2.0, 10.0))
-    try:
-        services.queue.create_queue()
-    except Exception:
-        services.queue.clear_messages()
-    BlobServiceClient.from_connection_string(azurite.connection_string).create_container(settings.segments_container)
-    use_services(services)
-    yield App(services, settings.segments_container)
-    use_services(None)
 
 
 def csv(*emails: str) -> bytes:

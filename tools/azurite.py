@@ -27,6 +27,7 @@ class Azurite:
         self._process: subprocess.Popen[str] | None = None
 
     def start(self, timeout: float = 60.0) -> Azurite:
+        """Starts Azurite; started again after `stop_process`, on the same ports with the same data."""
         binary = ROOT / "node_modules" / ".bin" / "azurite"
         if not binary.exists():
             raise RuntimeError(f"{binary} is missing: run `npm ci` (make does it)")
@@ -35,15 +36,15 @@ class Azurite:
             "--blobHost",
             "127.0.0.1",
             "--blobPort",
-            "0",
+            str(self.ports.get("blob", 0)),
             "--queueHost",
             "127.0.0.1",
             "--queuePort",
-            "0",
+            str(self.ports.get("queue", 0)),
             "--tableHost",
             "127.0.0.1",
             "--tablePort",
-            "0",
+            str(self.ports.get("table", 0)),
             "--skipApiVersionCheck",
             "--loose",
             "--disableProductStyleUrl",
@@ -57,6 +58,7 @@ class Azurite:
         deadline = time.monotonic() + timeout
         seen: list[str] = []
         assert self._process.stdout is not None
+        self.ports = {}
         while len(self.ports) < 3:
             line = self._process.stdout.readline()
             if not line:
@@ -88,7 +90,8 @@ class Azurite:
             f"TableEndpoint=http://127.0.0.1:{self.ports['table']}/{ACCOUNT};"
         )
 
-    def stop(self) -> None:
+    def stop_process(self) -> None:
+        """Stops Azurite but keeps its data and ports (a storage outage; `start` ends it)."""
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:
@@ -97,6 +100,9 @@ class Azurite:
                 self._process.kill()
                 self._process.wait()
         self._process = None
+
+    def stop(self) -> None:
+        self.stop_process()
         if self._own_location:
             shutil.rmtree(self.location, ignore_errors=True)
 

@@ -1346,6 +1346,11 @@ class KlaviyoSimulator:
     def add_api_key(self, key: str, scopes: Iterable[str] = ALL_SCOPES, account: str = "default") -> None:
         self.state.add_api_key(key, scopes, account)
 
+    def remove_api_key(self, key: str) -> None:
+        """Revokes a key: its next request gets 401."""
+        if not self.state.remove_api_key(key):
+            raise KeyError(key)
+
     def create_list(self, name: str, account: str = "default", list_id: str | None = None) -> str:
         return self.state.create_list(name, account, list_id).id
 

@@ -893,6 +893,10 @@ class SimState:
             self.keys[key] = api_key
         return api_key
 
+    def remove_api_key(self, key: str) -> bool:
+        with self.lock:
+            return self.keys.pop(key, None) is not None
+
     def authenticate(self, key: str) -> ApiKey | None:
         return self.keys.get(key)
 
