@@ -112,7 +112,12 @@ class ColumnarMapper:
                 idents += more_idents
                 idents = [idents[i] for i in order.tolist()]
         return MappedRows(
-            numbers[valid_rows].tolist(), keys, bodies, lambda i: mask_identifier_text(idents[i]), rejections
+            numbers[valid_rows].tolist(),
+            keys,
+            bodies,
+            lambda i: mask_identifier_text(idents[i]),
+            rejections,
+            pa.array(idents, pa.string()),
         )
 
     def _bodies(self, table: pa.Table, text: Callable[[str], pa.Array], email: pa.Array | None) -> pa.Array:

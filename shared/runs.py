@@ -8,6 +8,7 @@ import posixpath
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -346,7 +347,7 @@ def mark_poisoned(services: Services, message: dict[str, Any]) -> None:
 
 
 def _counts(counts: Counts) -> dict[str, int]:
-    return {k: getattr(counts, k) for k in ("rows_read", "sent", "accepted", "failed", "rejected", "duplicates")}
+    return asdict(counts)
 
 
 class _RunProgress:
