@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from shared.checkpoint import FileCheckpoints
+from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from shared.exporter import ConfigurationError, ExportSpec, run_export
 from shared.klaviyo import KlaviyoClient
 from shared.mapping import FieldMapping
@@ -211,3 +212,40 @@ def test_mirror_needs_a_state(container, client, list_id):
     container.upload_blob("s.csv", segment(people(1)))
     with pytest.raises(ConfigurationError):
         run_export(blob_segment(container, "s.csv"), ExportSpec("x", list_id, MAPPING, mode="mirror"), client)
+
+
+# -- the command line -----------------------------------------------------------------------------------
+@pytest.fixture
+def cli_env(monkeypatch, klaviyo: KlaviyoSimulator, azurite) -> None:
+    monkeypatch.setenv("KLAVIYO_BASE_URL", klaviyo.url)
+    monkeypatch.setenv("KLAVIYO_API_KEY", API_KEY)
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+
+
+def cli_run(tmp_path: Path, list_id: str, members: dict[str, str], *extra: str) -> int:
+    path = tmp_path / "segment.csv"
+    path.write_bytes(segment(members))
+    return main(["run", str(path), "--list-id", list_id, "--map", "first_name=first_name", "--no-progress", *extra])
+
+
+@pytest.mark.parametrize("where", ["folder", "blob"])
+def test_cli_mirror_with_state_in_a_folder_or_blob(cli_env, tmp_path, klaviyo, list_id, container, capsys, where):
+    state = str(tmp_path / "state") if where == "folder" else f"{container.container_name}/sync/cli"
+    assert cli_run(tmp_path, list_id, people(*range(10)), "--mode", "mirror", "--state", state) == EXIT_OK
+    assert cli_run(tmp_path, list_id, people(*range(1, 10)), "--mode", "mirror", "--state", state) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "unchanged   9 " in out and "removed     1 removed" in out
+    assert member_emails(klaviyo, list_id) == set(people(*range(1, 10)))
+    if where == "blob":
+        assert [b.name for b in container.list_blobs(name_starts_with="sync/cli/")] == ["sync/cli/sync-state.npz"]
+    # The safety stop fails the run (exit 1) and names the override; the override removes.
+    assert cli_run(tmp_path, list_id, people(1), "--mode", "mirror", "--state", state) == EXIT_FAILED
+    assert "--confirm-removals" in capsys.readouterr().out
+    assert len(member_emails(klaviyo, list_id)) == 9
+    assert cli_run(tmp_path, list_id, people(1), "--mode", "mirror", "--state", state, "--confirm-removals") == EXIT_OK
+    assert member_emails(klaviyo, list_id) == set(people(1))
+
+
+def test_cli_mirror_without_state_is_a_usage_error(cli_env, tmp_path, list_id, capsys):
+    assert cli_run(tmp_path, list_id, people(1), "--mode", "mirror") == EXIT_USAGE
+    assert "--state" in capsys.readouterr().err
