@@ -62,6 +62,7 @@ class ExportSpec:
     full: bool = False  # send every profile, whatever the sync state says (the state is still updated)
     confirm_removals: bool = False  # mirror: remove even past max_removal_share (the safety override)
     max_removal_share: float = 0.2  # mirror: a run that would remove more of the list removes nothing
+    reconcile: bool = False  # read the list's members: resend those gone from it; mirror: remove strangers
 
 
 def now_iso() -> str:
@@ -83,6 +84,8 @@ def run_export(
     mirror mode, profiles that left the segment are taken off the list."""
     if spec.mode not in ("add", "mirror"):
         raise ConfigurationError(f"unknown sync mode {spec.mode!r}: use add or mirror")
+    if spec.reconcile and sync_state is None:
+        raise ConfigurationError("reconcile needs a sync state")
     if spec.mode == "mirror" and sync_state is None:
         raise ConfigurationError("mirror mode needs a sync state (where the profiles put on the list are recorded)")
     report = RunReport(
@@ -115,7 +118,7 @@ class _Run:
         sync_state: SyncStateStore | None = None,
     ) -> None:
         self.source, self.spec, self.client, self.report = source, spec, client, report
-        self.sync = SyncRun(sync_state, spec, report.counts, client) if sync_state is not None else None
+        self.sync = SyncRun(sync_state, spec, report, client) if sync_state is not None else None
         self.checkpoints = None if spec.dry_run else checkpoints
         self.checkpoint = Checkpoint(spec.run_id, source.version)
         self.interrupted = False

@@ -39,6 +39,10 @@ _SYNC_MODE = (
 )
 _FULL = "send every profile, not only those new or changed since the export's last runs"
 _MAX_REMOVAL_SHARE = "mirror: a run that would remove more than this share of the list removes nothing and fails"
+_RECONCILE = (
+    "read the list's members from Klaviyo first (1 call per 100 members): profiles taken off the list by hand are "
+    "sent again and, in mirror mode, members not in the segment (added by hand or another tool) are removed"
+)
 _CONFIRM = "mirror: remove even when the safety stop would hold the removals back (empty segment, share passed)"
 Delimiter = Literal[",", ";", "\t", "|"]
 TERMINAL_STATES = ("succeeded", "completed_with_rejects", "failed", "skipped")
@@ -116,6 +120,7 @@ class ExportIn(_Strict):
     full: bool = Field(False, description=_FULL)
     max_removal_share: RemovalShare = Field(0.2, description=_MAX_REMOVAL_SHARE)
     confirm_removals: bool = Field(False, description=_CONFIRM + " on every run; prefer the per-run option")
+    reconcile: bool = Field(False, description=_RECONCILE + " on every run")
 
     @field_validator("mapping")
     @classmethod
@@ -167,6 +172,7 @@ class Export(_Response):
     full: bool
     max_removal_share: float
     confirm_removals: bool
+    reconcile: bool
     last_success_run: str | None = Field(description="the last run that did not fail (the timer compares its segment)")
     created_at: AwareDatetime
     updated_at: AwareDatetime
@@ -182,6 +188,7 @@ class RunIn(_Strict):
 
     full: bool = Field(False, description=_FULL)
     confirm_removals: bool = Field(False, description=_CONFIRM)
+    reconcile: bool = Field(False, description=_RECONCILE)
 
 
 class Run(_Response):
@@ -205,6 +212,7 @@ class Run(_Response):
     continuations: int | None = Field(None, description="times the run went on in a new invocation (time budget)")
     full: bool | None = Field(None, description="this run sends every profile (asked when it was started)")
     confirm_removals: bool | None = Field(None, description="this run may pass the mirror safety stop")
+    reconcile: bool | None = Field(None, description="this run reads the list's members first")
 
 
 class RunWithReport(Run):

@@ -53,6 +53,7 @@ class RunReport:
     rejects_file: str | None = None
     mode: str = "add"  # add | mirror
     sync_state: str | None = None  # where the sync state lives (delta runs); None: every profile is sent
+    list_members: int | None = None  # reconcile: members the list had when the run read it
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)

@@ -61,7 +61,7 @@ def start_run(
     }
     if segment_hint:
         run["segment_hint"] = segment_hint
-    run.update({k: v for k, v in (options or {}).items() if k in ("full", "confirm_removals") and v})
+    run.update({k: v for k, v in (options or {}).items() if k in ("full", "confirm_removals", "reconcile") and v})
     services.store.create_run(run)
     _enqueue(services, run)
     log.info("run %s of export %s queued (%s)", run["run_id"], export_name, trigger)
@@ -282,6 +282,7 @@ def _execute(services: Services, run: dict[str, Any], thread_initializer: Callab
         full=bool(run.get("full") or export.get("full")),
         confirm_removals=bool(run.get("confirm_removals") or export.get("confirm_removals")),
         max_removal_share=float(export.get("max_removal_share", 0.2)),
+        reconcile=bool(run.get("reconcile") or export.get("reconcile")),
     )
     client = services.klaviyo(api_key)
     rejects = RejectsFile()

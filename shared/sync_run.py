@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from shared.klaviyo import MAX_LIST_RELATIONSHIP_IDS, KlaviyoClient
-from shared.report import Counts
+from shared.report import RunReport
 from shared.sync_state import SyncState, SyncStateStore, fingerprints, text_fingerprints
 
 if TYPE_CHECKING:
@@ -24,8 +24,11 @@ _EMPTY_IDS = np.zeros(0, dtype=np.int64)
 
 
 class SyncRun:
-    def __init__(self, store: SyncStateStore, spec: ExportSpec, counts: Counts, client: KlaviyoClient | None) -> None:
-        self.store, self.spec, self.counts, self.client = store, spec, counts, client
+    def __init__(
+        self, store: SyncStateStore, spec: ExportSpec, report: RunReport, client: KlaviyoClient | None
+    ) -> None:
+        self.store, self.spec, self.report, self.client = store, spec, report, client
+        self.counts = report.counts
         self.mirror = spec.mode == "mirror"
         self.state: SyncState | None = None  # as the run found it: the delta filter for all its invocations
         self.loaded = False
@@ -37,6 +40,10 @@ class SyncRun:
         self.segment: list[np.ndarray] = []  # identifier fingerprints of every valid profile read
         self.pending_name = f"run-{spec.run_id}.npz"
         self._final: SyncState | None = None
+        # reconcile: the list's members as Klaviyo has them (profile ids, fingerprints of each identifier)
+        self.member_pids: np.ndarray | None = None
+        self.member_ids: list[np.ndarray] = []  # one array per identifier kind (email, phone, external id)
+        self.off_list = _EMPTY_IDS  # in the state, yet no longer on the list: sent again
 
     # -- before and while sending ------------------------------------------------------------------
     def load(self, resumed: bool) -> None:
@@ -52,6 +59,35 @@ class SyncRun:
             self.learnt_ids.append(pending.ids[known])
             self.learnt_pids.append(pending.profile_ids[known])
         self.loaded = True
+        if self.spec.reconcile and self.client is not None:
+            self._read_members()
+
+    def _read_members(self) -> None:
+        """Reads every member of the list (100 a call): profiles the state has that are no longer
+        on the list are sent again; the members' profile ids are learnt."""
+        assert self.client is not None
+        pids: list[str] = []
+        texts: list[list[str]] = [[], [], []]
+        for pid, attributes in self.client.list_member_ids(self.spec.list_id):
+            pids.append(pid)
+            for kind, text in zip(texts, _identifier_texts(attributes), strict=True):
+                kind.append(text)
+        self.member_pids = np.array(pids, dtype="S") if pids else np.zeros(0, dtype="S1")
+        self.member_ids = [text_fingerprints(kind) for kind in texts]
+        self.report.list_members = len(pids)
+        state = self.state
+        if state is None or not len(state):
+            return
+        on_list = np.zeros(len(state), dtype=bool)
+        for hashed in self.member_ids:
+            at, found = state.find(hashed)
+            on_list[at[found]] = True
+            if found.any():
+                self.learnt_ids.append(hashed[found])
+                self.learnt_pids.append(self.member_pids[found])
+        self.off_list = state.ids[~on_list]
+        if len(self.off_list):
+            log.info("reconcile: %d profile(s) of the state are no longer on the list; sent again", len(self.off_list))
 
     def changed(
         self, identifiers: pa.Array | None, bodies: pa.BinaryArray
@@ -68,6 +104,8 @@ class SyncRun:
             return None, ids, prints
         at, found = state.find(ids)
         same = found & (state.fingerprints[at] == prints)
+        if len(self.off_list):
+            same &= ~np.isin(ids, self.off_list)
         if self.mirror:  # without its profile id a profile could never be removed: send it to learn it
             same &= state.profile_ids[at] != b""
         counts.added += int((~found).sum())
@@ -104,9 +142,8 @@ class SyncRun:
         candidates: list[list[str]] = [[], [], []]
         for pid, attributes in self.client.import_job_profiles(job_id):
             pids.append(pid)
-            candidates[0].append(str(attributes.get("email") or "").lower())
-            candidates[1].append(str(attributes.get("phone_number") or ""))
-            candidates[2].append("x:" + str(attributes.get("external_id") or ""))
+            for kind, text in zip(candidates, _identifier_texts(attributes), strict=True):
+                kind.append(text)
         if not pids:
             return
         matched = np.zeros(len(pids), dtype=np.int64)
@@ -145,20 +182,23 @@ class SyncRun:
         state = self._merged()
         seen = np.concatenate(self.segment) if self.segment else _EMPTY_IDS
         departed = state.absent_from(seen)
-        if not len(departed):
+        strangers = self._members_not_in_segment(state, seen)
+        if not len(departed) and not len(strangers):
             return None
         spec = self.spec
-        share = len(departed) / len(state)
+        on_list = max(len(state), 0 if self.member_pids is None else len(self.member_pids))
+        leaving = len(departed) + len(strangers)
+        share = leaving / on_list
         if not spec.confirm_removals:
             if not len(seen):
                 return (
-                    f"mirror: the segment holds no valid profile, so all {len(departed):,} profiles this export "
-                    "put on the list would be removed; nothing was removed. If that is right, run again "
+                    f"mirror: the segment holds no valid profile, so all {leaving:,} profiles on the list "
+                    "would be removed; nothing was removed. If that is right, run again "
                     "with confirm_removals (--confirm-removals)"
                 )
             if share > spec.max_removal_share:
                 return (
-                    f"mirror: {len(departed):,} of {len(state):,} profiles on the list ({share:.1%}) left the "
+                    f"mirror: {leaving:,} of {on_list:,} profiles on the list ({share:.1%}) are not in the "
                     f"segment, more than the {spec.max_removal_share:.0%} allowed; nothing was removed. If the "
                     "segment is right, run again with confirm_removals (--confirm-removals)"
                 )
@@ -167,9 +207,21 @@ class SyncRun:
         unknown = len(departed) - len(removable)
         if unknown:
             log.warning("mirror: %d departed profile(s) have no known Klaviyo id and stay on the list", unknown)
+        if len(strangers):
+            known = set(state.profile_ids[removable].tolist())
+            strangers = np.array([p for p in strangers.tolist() if p not in known], dtype="S")
         if spec.dry_run or self.client is None:
-            self.counts.removed = len(removable)
+            self.counts.removed = len(removable) + len(strangers)
             return None
+        if len(strangers):
+            for start in range(0, len(strangers), MAX_LIST_RELATIONSHIP_IDS):
+                chunk = strangers[start : start + MAX_LIST_RELATIONSHIP_IDS]
+                self.client.remove_from_list(spec.list_id, [p.decode() for p in chunk])
+                with self.lock:
+                    self.counts.removed += len(chunk)
+            log.info(
+                "reconcile: %d member(s) not put there by this export and not in the segment removed", len(strangers)
+            )
         for start in range(0, len(removable), MAX_LIST_RELATIONSHIP_IDS):
             chunk = removable[start : start + MAX_LIST_RELATIONSHIP_IDS]
             self.client.remove_from_list(spec.list_id, [p.decode() for p in state.profile_ids[chunk]])
@@ -178,6 +230,16 @@ class SyncRun:
             self._removed(state.ids[chunk])
         log.info("mirror: %d profile(s) that left the segment were removed from list %s", len(removable), spec.list_id)
         return None
+
+    def _members_not_in_segment(self, state: SyncState, seen: np.ndarray) -> np.ndarray:
+        """reconcile: profile ids of list members that are neither in the segment nor in the state
+        (added by hand or by another tool)."""
+        if self.member_pids is None or not len(self.member_pids):
+            return np.zeros(0, dtype="S1")
+        matched = np.zeros(len(self.member_pids), dtype=bool)
+        for hashed in self.member_ids:
+            matched |= np.isin(hashed, seen) | state.known(hashed)
+        return self.member_pids[~matched]
 
     def _removed(self, ids: np.ndarray) -> None:
         assert self._final is not None
@@ -200,3 +262,13 @@ class SyncRun:
             return
         self.store.save(self._merged())
         self.store.delete(self.pending_name)
+
+
+def _identifier_texts(attributes: dict[str, object]) -> tuple[str, str, str]:
+    """A Klaviyo profile's identifiers as identifier_text writes them (it may hold more than the row
+    sent, so each is tried)."""
+    return (
+        str(attributes.get("email") or "").lower(),
+        str(attributes.get("phone_number") or ""),
+        "x:" + str(attributes.get("external_id") or ""),
+    )

@@ -249,3 +249,24 @@ def test_cli_mirror_with_state_in_a_folder_or_blob(cli_env, tmp_path, klaviyo, l
 def test_cli_mirror_without_state_is_a_usage_error(cli_env, tmp_path, list_id, capsys):
     assert cli_run(tmp_path, list_id, people(1), "--mode", "mirror") == EXIT_USAGE
     assert "--state" in capsys.readouterr().err
+
+
+# -- reconcile: the list as Klaviyo has it ------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["add", "mirror"])
+def test_reconcile_resends_what_was_taken_off_and_in_mirror_removes_strangers(sync, klaviyo, list_id, mode):
+    sync.run(people(*range(10)), mode=mode)
+    # By hand: one profile taken off the list, one stranger put on it.
+    ids = {attributes["email"]: pid for pid, attributes in sync.client.list_member_ids(list_id)}
+    sync.client.remove_from_list(list_id, [ids["p3@example.com"]])
+    stranger = Sync(sync.container, sync.client, list_id, Path(sync.state.folder).with_name("other"))
+    stranger.run({"stranger@example.com": "Sam"})
+    assert len(member_emails(klaviyo, list_id)) == 10
+
+    plain = sync.run(people(*range(10)), mode=mode)
+    assert plain.counts.sent == 0, "without reconcile the run trusts its state"
+    fixed = sync.run(people(*range(10)), mode=mode, reconcile=True)
+    assert fixed.status == SUCCEEDED and fixed.list_members == 10
+    assert fixed.counts.sent == 1 and fixed.counts.unchanged == 9
+    expected = set(people(*range(10))) | ({"stranger@example.com"} if mode == "add" else set())
+    assert member_emails(klaviyo, list_id) == expected
+    assert fixed.counts.removed == (1 if mode == "mirror" else 0)
