@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from shared.batching import Batcher
 from shared.checkpoint import FileCheckpoints
 from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from shared.exporter import ConfigurationError, ExportSpec, run_export
@@ -16,6 +17,7 @@ from shared.klaviyo import KlaviyoClient
 from shared.mapping import FieldMapping
 from shared.report import COMPLETED_WITH_REJECTS, FAILED, INCOMPLETE, SUCCEEDED, RunReport
 from shared.segments import blob_segment
+from shared.sync_run import SyncRun
 from shared.sync_state import FolderSyncState, SyncState, fingerprints
 from tests.conftest import API_KEY, member_emails
 from tools.klaviyo_sim import KlaviyoSimulator
@@ -270,3 +272,30 @@ def test_reconcile_resends_what_was_taken_off_and_in_mirror_removes_strangers(sy
     expected = set(people(*range(10))) | ({"stranger@example.com"} if mode == "add" else set())
     assert member_emails(klaviyo, list_id) == expected
     assert fixed.counts.removed == (1 if mode == "mirror" else 0)
+
+
+def test_what_an_interrupted_invocation_accepted_reaches_the_state_at_the_runs_end(tmp_path):
+    """A run stopped by its time budget keeps what Klaviyo accepted aside, not in the state (its next
+    invocation must filter as the first did), and the state gets it when the run ends."""
+    store = FolderSyncState(tmp_path)
+    spec = ExportSpec("x", "L1", MAPPING, run_id="r1")
+    bodies = pa.array([b'{"a":1},', b'{"a":2},', b'{"a":3},'], pa.binary())
+    ids, prints = fingerprints(pa.array(["a", "b", "c"])), fingerprints(bodies)
+    batcher = Batcher("L1")
+    batcher.add_many(bodies, np.arange(3), np.arange(3), ids, prints)
+    batch = batcher.flush()
+    assert batch is not None
+
+    first = SyncRun(store, spec, RunReport("r1", "x", "L1", "", "", ""), None)
+    first.load(resumed=False)
+    first.accepted("job-1", batch, failed_positions=[1])
+    first.save(finished=False)
+    assert store.load() is None, "the state waits for the run's end"
+
+    last = SyncRun(store, spec, RunReport("r1", "x", "L1", "", "", ""), None)
+    last.load(resumed=True)
+    last.save(finished=True)
+    state = store.load()
+    assert state is not None and sorted(state.ids.tolist()) == sorted([ids[0], ids[2]])
+    assert state.unchanged(ids, prints).tolist() == [True, False, True]
+    assert not (tmp_path / "run-r1.npz").exists()
