@@ -241,24 +241,23 @@ class KlaviyoClient:
 
     def import_job_profiles(self, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """The profiles a job imported: (Klaviyo profile id, identifier attributes), 100 a call."""
-        path: str | None = f"/api/profile-bulk-import-jobs/{job_id}/profiles"
-        params: dict[str, str] | None = {"page[size]": "100", "fields[profile]": "email,phone_number,external_id"}
-        while path:
-            data = self._call("GET", path, "job_profiles", params=params, what=f"profiles of import job {job_id}")
-            for resource in data.get("data", []):
-                yield resource["id"], resource.get("attributes") or {}
-            path, params = self._next_page(data), None
+        path = f"/api/profile-bulk-import-jobs/{job_id}/profiles"
+        return self._identified_profiles(path, "job_profiles", f"profiles of import job {job_id}")
 
     # -- list membership -------------------------------------------------------------------------
     def list_member_ids(self, list_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """The list's members: (profile id, identifier attributes), 100 a call."""
-        path: str | None = f"/api/lists/{list_id}/profiles"
+        return self._identified_profiles(f"/api/lists/{list_id}/profiles", "list_members", f"members of list {list_id}")
+
+    def _identified_profiles(self, path: str, group: str, what: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every page of a profiles collection, asking only for the identifiers."""
         params: dict[str, str] | None = {"page[size]": "100", "fields[profile]": "email,phone_number,external_id"}
-        while path:
-            data = self._call("GET", path, "list_members", params=params, what=f"members of list {list_id}")
+        next_path: str | None = path
+        while next_path:
+            data = self._call("GET", next_path, group, params=params, what=what)
             for resource in data.get("data", []):
                 yield resource["id"], resource.get("attributes") or {}
-            path, params = self._next_page(data), None
+            next_path, params = self._next_page(data), None
 
     def remove_from_list(self, list_id: str, profile_ids: list[str]) -> int:
         """Takes profiles off a list (never deletes or unsubscribes them), 1,000 a call; returns
