@@ -24,6 +24,8 @@ _EMPTY_IDS = np.zeros(0, dtype=np.int64)
 
 
 class SyncRun:
+    """Created by the exporter for a run with a sync state; thread-safe where jobs finish."""
+
     def __init__(
         self, store: SyncStateStore, spec: ExportSpec, report: RunReport, client: KlaviyoClient | None
     ) -> None:

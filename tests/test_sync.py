@@ -299,3 +299,12 @@ def test_what_an_interrupted_invocation_accepted_reaches_the_state_at_the_runs_e
     assert state is not None and sorted(state.ids.tolist()) == sorted([ids[0], ids[2]])
     assert state.unchanged(ids, prints).tolist() == [True, False, True]
     assert not (tmp_path / "run-r1.npz").exists()
+
+
+def test_an_add_export_switched_to_mirror_learns_profile_ids_then_removes(sync, klaviyo, list_id):
+    sync.run(people(*range(10)), mode="add")  # add mode never reads profile ids
+    switched = sync.run(people(*range(10)), mode="mirror")
+    assert switched.counts.sent == 10 and switched.counts.updated == 10, "sent again to learn their ids"
+    settled = sync.run(people(*range(1, 10)), mode="mirror")
+    assert settled.counts.sent == 0 and settled.counts.removed == 1
+    assert member_emails(klaviyo, list_id) == set(people(*range(1, 10)))
