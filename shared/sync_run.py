@@ -45,6 +45,7 @@ class SyncRun:
         # reconcile: the list's members as Klaviyo has them (profile ids, fingerprints of each identifier)
         self.member_pids: np.ndarray | None = None
         self.member_ids: list[np.ndarray] = []  # one array per identifier kind (email, phone, external id)
+        self.member_known = _EMPTY_IDS  # every identifier fingerprint of a member, sorted
         self.off_list = _EMPTY_IDS  # in the state, yet no longer on the list: sent again
 
     # -- before and while sending ------------------------------------------------------------------
@@ -76,6 +77,7 @@ class SyncRun:
                 kind.append(text)
         self.member_pids = np.array(pids, dtype="S") if pids else np.zeros(0, dtype="S1")
         self.member_ids = [text_fingerprints(kind) for kind in texts]
+        self.member_known = np.unique(np.concatenate(self.member_ids))
         self.report.list_members = len(pids)
         state = self.state
         if state is None or not len(state):
@@ -84,9 +86,6 @@ class SyncRun:
         for hashed in self.member_ids:
             at, found = state.find(hashed)
             on_list[at[found]] = True
-            if found.any():
-                self.learnt_ids.append(hashed[found])
-                self.learnt_pids.append(self.member_pids[found])
         self.off_list = state.ids[~on_list]
         if len(self.off_list):
             log.info("reconcile: %d profile(s) of the state are no longer on the list; sent again", len(self.off_list))
@@ -109,7 +108,7 @@ class SyncRun:
         if len(self.off_list):
             same &= ~np.isin(ids, self.off_list)
         if self.mirror:  # without its profile id a profile could never be removed: send it to learn it
-            same &= state.profile_ids[at] != b""
+            same &= (state.profile_ids[at] != b"") | np.isin(ids, self.member_known)
         counts.added += int((~found).sum())
         if self.spec.full:  # every profile already on the list is sent again, as an update
             counts.updated += int(found.sum())
@@ -135,11 +134,13 @@ class SyncRun:
     def _learn_profile_ids(self, job_id: str, ids: np.ndarray) -> None:
         """Reads the job's profiles (100 a call) for the Klaviyo ids of profiles not known yet."""
         assert self.client is not None
+        known = np.isin(ids, self.member_known)  # reconcile read them with the list's members
         state = self.state
         if state is not None and len(state):
             at, found = state.find(ids)
-            if (found & (state.profile_ids[at] != b"")).all():
-                return
+            known |= found & (state.profile_ids[at] != b"")
+        if known.all():
+            return
         pids: list[str] = []
         candidates: list[list[str]] = [[], [], []]
         for pid, attributes in self.client.import_job_profiles(job_id):
@@ -173,6 +174,9 @@ class SyncRun:
                     final.merge(np.concatenate(self.accepted_ids), np.concatenate(self.accepted_prints))
                 if self.learnt_ids:
                     final.set_profile_ids(np.concatenate(self.learnt_ids), np.concatenate(self.learnt_pids))
+            if self.member_pids is not None:
+                for hashed in self.member_ids:
+                    final.set_profile_ids(hashed, self.member_pids)
             self._final = final
         return self._final
 

@@ -308,3 +308,16 @@ def test_an_add_export_switched_to_mirror_learns_profile_ids_then_removes(sync, 
     settled = sync.run(people(*range(1, 10)), mode="mirror")
     assert settled.counts.sent == 0 and settled.counts.removed == 1
     assert member_emails(klaviyo, list_id) == set(people(*range(1, 10)))
+
+
+def test_mirror_with_reconcile_takes_profile_ids_from_the_list_instead_of_the_jobs(sync, klaviyo, list_id, container):
+    # The list already holds the segment (an earlier tool, or runs without a state).
+    container.upload_blob("before.csv", segment(people(*range(10))))
+    run_export(blob_segment(container, "before.csv"), ExportSpec("x", list_id, MAPPING), sync.client)
+    first = sync.run(people(*range(10)), mode="mirror", reconcile=True)
+    assert first.status == SUCCEEDED and first.list_members == 10 and first.counts.sent == 10
+    job_reads = "GET /api/profile-bulk-import-jobs/{id}/profiles"
+    assert klaviyo.stats["requests_by_endpoint"].get(job_reads, 0) == 0, "the ids came with the members"
+    settled = sync.run(people(*range(1, 10)), mode="mirror")
+    assert settled.counts.sent == 0 and settled.counts.removed == 1
+    assert member_emails(klaviyo, list_id) == set(people(*range(1, 10)))
