@@ -11,7 +11,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from shared.auth import AuthError, Caller, identify
-from shared.models import Connection, ConnectionIn, Export, ExportIn, Run, is_valid_name, validation_problems
+from shared.models import Connection, ConnectionIn, Export, ExportIn, Run, RunIn, is_valid_name, validation_problems
 from shared.runs import start_run
 from shared.services import Services
 from shared.store import utc_now
@@ -168,7 +168,23 @@ def _public_connection(data: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- exports ----------------------------------------------------------------------------------------
-_EXPORT_FIELDS = ("connection", "list_id", "segment", "format", "delimiter", "mapping", "enabled", "run_always")
+_EXPORT_FIELDS = (
+    "connection",
+    "list_id",
+    "segment",
+    "format",
+    "delimiter",
+    "mapping",
+    "enabled",
+    "run_always",
+    "sync_mode",
+    "full",
+    "max_removal_share",
+    "confirm_removals",
+    "reconcile",
+)
+# Exports saved before a field existed read as its default.
+_EXPORT_DEFAULTS = {name: ExportIn.model_fields[name].default for name in _EXPORT_FIELDS}
 
 
 def exports(services: Services, request: ApiRequest, caller: Caller) -> ApiResponse:
@@ -214,7 +230,7 @@ def exports(services: Services, request: ApiRequest, caller: Caller) -> ApiRespo
 
 
 def _public_export(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: data.get(k) for k in Export.model_fields}
+    return {k: data.get(k, _EXPORT_DEFAULTS.get(k)) for k in Export.model_fields}
 
 
 # -- runs ---------------------------------------------------------------------------------------------
@@ -222,7 +238,9 @@ def export_runs(services: Services, request: ApiRequest, caller: Caller) -> ApiR
     name = request.params["name"]
     _export_or_404(services, caller, name)
     if request.method == "POST":
-        run = start_run(services, name, "http", caller.name)
+        # The body is optional: none, or JSON null, is a run with the export's own options.
+        options = _validated(RunIn, request, "run") if request.body.strip() not in (b"", b"null") else RunIn()
+        run = start_run(services, name, "http", caller.name, options=options.model_dump(exclude_defaults=True))
         location = f"{request.base_url.rstrip('/')}/api/runs/{run['run_id']}"
         return ApiResponse(202, _public_run(run), {"Location": location})
     if request.method != "GET":

@@ -29,6 +29,8 @@ class Batch:
     ends: array = field(default_factory=lambda: array("q"))  # where each profile ends in data (at its comma)
     keys: array = field(default_factory=lambda: array("q"))  # dedupe keys (see mapping.identifier_key)
     rows: array = field(default_factory=lambda: array("q"))  # (part index << 40) | row number
+    ids: array = field(default_factory=lambda: array("q"))  # sync state: identifier fingerprints
+    fingerprints: array = field(default_factory=lambda: array("q"))  # sync state: profile fingerprints
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -38,19 +40,32 @@ class Batch:
         """Bytes of the profiles and their commas."""
         return len(self.data) - len(HEAD)
 
-    def add(self, profile: bytes, key: int, row: int) -> None:
+    def add(self, profile: bytes, key: int, row: int, ident: int = 0, fingerprint: int = 0) -> None:
         self.data += profile
         self.ends.append(len(self.data))
         self.data += b","
         self.keys.append(key)
         self.rows.append(row)
+        self.ids.append(ident)
+        self.fingerprints.append(fingerprint)
 
-    def extend(self, profiles: memoryview, ends: np.ndarray, keys: np.ndarray, rows: np.ndarray) -> None:
+    def extend(
+        self,
+        profiles: memoryview,
+        ends: np.ndarray,
+        keys: np.ndarray,
+        rows: np.ndarray,
+        ids: np.ndarray | None = None,
+        fingerprints: np.ndarray | None = None,
+    ) -> None:
         """Adds profiles already laid out as this batch holds them (`ends` relative to `profiles`)."""
         self.ends.frombytes((ends + len(self.data)).astype(np.int64).tobytes())
         self.data += profiles
         self.keys.frombytes(keys.astype(np.int64).tobytes())
         self.rows.frombytes(rows.astype(np.int64).tobytes())
+        zeros = np.zeros(len(keys), dtype=np.int64)
+        self.ids.frombytes((zeros if ids is None else ids.astype(np.int64)).tobytes())
+        self.fingerprints.frombytes((zeros if fingerprints is None else fingerprints.astype(np.int64)).tobytes())
 
     def profile(self, index: int) -> bytes:
         start = self.ends[index - 1] + 1 if index else len(HEAD)
@@ -59,7 +74,7 @@ class Batch:
     def subset(self, indices: list[int]) -> Batch:
         out = Batch()
         for i in indices:
-            out.add(self.profile(i), self.keys[i], self.rows[i])
+            out.add(self.profile(i), self.keys[i], self.rows[i], self.ids[i], self.fingerprints[i])
         return out
 
     def body(self, list_id: str) -> memoryview:
@@ -91,7 +106,14 @@ class Batcher:
         self.current.add(profile, key, row)
         return full
 
-    def add_many(self, profiles: pa.BinaryArray, keys: np.ndarray, rows: np.ndarray) -> list[Batch]:
+    def add_many(
+        self,
+        profiles: pa.BinaryArray,
+        keys: np.ndarray,
+        rows: np.ndarray,
+        ids: np.ndarray | None = None,
+        fingerprints: np.ndarray | None = None,
+    ) -> list[Batch]:
         """Adds profiles (each serialized and followed by a comma) a batch at a time; returns the
         batches completed, in the same cuts as one `add` a profile would make."""
         offsets = np.frombuffer(
@@ -118,6 +140,8 @@ class Batcher:
                 offsets[start + 1 : end + 1] - offsets[start] - 1,
                 keys[start:end],
                 rows[start:end],
+                None if ids is None else ids[start:end],
+                None if fingerprints is None else fingerprints[start:end],
             )
             start = end
         return full

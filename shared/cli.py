@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from azure.core.exceptions import ResourceExistsError
 
 from shared.checkpoint import FileCheckpoints
 from shared.exporter import ConfigurationError, ExportSpec, run_export
@@ -19,6 +24,10 @@ from shared.secrets import KeyVaultSecrets, SecretError
 from shared.segments import SegmentError, SegmentSource, blob_segment, local_segment
 from shared.settings import Settings, StorageConnection
 from shared.storage import blob_service, save_report, split_blob_path
+from shared.sync_state import BlobSyncState, FolderSyncState, SyncStateStore
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 
@@ -63,7 +72,53 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop after about this long, checkpoint (needs --checkpoint) and exit 3",
     )
+    run.add_argument(
+        "--mode",
+        choices=["add", "mirror"],
+        default="add",
+        help="add: add and update profiles, never remove (default); mirror: the list ends holding exactly the "
+        "segment's profiles (those who left it are removed from the list, never deleted or unsubscribed); "
+        "needs --state",
+    )
+    run.add_argument(
+        "--state",
+        metavar="LOCATION",
+        help="where the sync state lives between runs: a local folder (an existing path, or one starting "
+        "with / . or ~), else container/path in blob storage; with it, a run sends only new and changed profiles",
+    )
+    run.add_argument("--full", action="store_true", help="send every profile, whatever the sync state says")
+    run.add_argument(
+        "--confirm-removals",
+        action="store_true",
+        help="mirror: remove even when the safety stop would hold the removals back (empty segment, or more "
+        "than --max-removal-share of the list)",
+    )
+    run.add_argument(
+        "--max-removal-share",
+        type=float,
+        default=0.2,
+        metavar="SHARE",
+        help="mirror: a run that would remove more than this share of the list removes nothing (default 0.2)",
+    )
+    run.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="read the list's members from Klaviyo first (1 call per 100 members; needs --state): profiles "
+        "taken off the list by hand are sent again and, with --mode mirror, members not in the segment "
+        "(added by hand or by another tool) are removed too",
+    )
     return parser
+
+
+def sync_state_store(location: str, service_for: Callable[[], BlobServiceClient]) -> SyncStateStore:
+    """--state LOCATION: a local folder, or container/path in blob storage."""
+    if Path(location).exists() or location.startswith(("/", ".", "~")):
+        return FolderSyncState(Path(location).expanduser())
+    container, path = split_blob_path(location)
+    client = service_for().get_container_client(container)
+    with contextlib.suppress(ResourceExistsError):
+        client.create_container()
+    return BlobSyncState(client, path)
 
 
 def parse_mapping(args: argparse.Namespace) -> FieldMapping:
@@ -122,8 +177,36 @@ def _run(args: argparse.Namespace) -> int:
     if args.time_budget and not args.checkpoint:
         raise ConfigurationError("--time-budget needs --checkpoint (where to go on from)")
     checkpoints = FileCheckpoints(args.checkpoint) if args.checkpoint else None
+    if args.reconcile and not args.state:
+        raise ConfigurationError("--reconcile needs --state")
+    if args.mode == "mirror" and not args.state:
+        raise ConfigurationError("--mode mirror needs --state (where the profiles put on the list are recorded)")
+    if not 0 <= args.max_removal_share <= 1:
+        raise ConfigurationError("--max-removal-share is a share of the list, between 0 and 1")
+
+    def storage() -> BlobServiceClient:
+        nonlocal service
+        if service is None:
+            connection = (
+                StorageConnection.from_string(args.connection_string, "--connection-string")
+                if args.connection_string
+                else settings.storage
+            )
+            service = blob_service(connection)
+        return service
+
+    sync_state = sync_state_store(args.state, storage) if args.state else None
     spec = ExportSpec(
-        args.export_name, args.list_id, mapping, dry_run=args.dry_run, max_in_flight=settings.upload_concurrency
+        args.export_name,
+        args.list_id,
+        mapping,
+        dry_run=args.dry_run,
+        max_in_flight=settings.upload_concurrency,
+        mode=args.mode,
+        full=args.full,
+        confirm_removals=args.confirm_removals,
+        max_removal_share=args.max_removal_share,
+        reconcile=args.reconcile,
     )
     if checkpoints is not None and (existing := checkpoints.load()) is not None:
         spec.run_id = existing.run_id  # the same run, going on
@@ -134,11 +217,11 @@ def _run(args: argparse.Namespace) -> int:
         logging.getLogger("shared").setLevel(logging.INFO)
     rejects = RejectsFile()
     try:
-        report = run_export(source, spec, client, progress, rejects, checkpoints)
+        report = run_export(source, spec, client, progress, rejects, checkpoints, sync_state)
     finally:
         if isinstance(progress, ProgressBar):
             progress.close()
-    if service is not None:
+    if service is not None and not Path(args.segment).exists():
         try:
             save_report(service, settings.reports_container, report, rejects)
         except Exception as exc:

@@ -114,7 +114,12 @@ class ColumnarMapper:
                 bodies = pa.concat_arrays([bodies, pa.array(more_bodies, pa.binary())]).take(taken)
                 identifier = pa.concat_arrays([identifier, pa.array(more_idents, pa.string())]).take(taken)
         return MappedRows(
-            numbers[valid_rows], keys, bodies, lambda i: mask_identifier_text(identifier[i].as_py()), rejections
+            numbers[valid_rows],
+            keys,
+            bodies,
+            lambda i: mask_identifier_text(identifier[i].as_py()),
+            rejections,
+            identifier,
         )
 
     def _bodies(self, table: pa.Table, text: Callable[[str], pa.Array], email: pa.Array | None) -> pa.Array:

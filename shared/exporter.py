@@ -29,6 +29,8 @@ from shared.mapping import FieldMapping, MappedRows, ProfileMapper, attributes_k
 from shared.memory import tune_allocator
 from shared.report import COMPLETED_WITH_REJECTS, FAILED, INCOMPLETE, SUCCEEDED, Counts, RejectsFile, RunReport
 from shared.segments import RowChunk, SegmentError, SegmentSource, SegmentUnavailable, looks_like_data
+from shared.sync_run import SyncRun
+from shared.sync_state import SyncStateStore
 from shared.telemetry import carry_run_context, run_context
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,11 @@ class ExportSpec:
     job_timeout: float = 3600.0
     thread_initializer: Callable[[], None] | None = None  # e.g. carries the Functions invocation id
     deadline: float | None = None  # time.monotonic() after which the run checkpoints and stops
+    mode: str = "add"  # add: add and update, never remove; mirror: the list ends holding the segment
+    full: bool = False  # send every profile, whatever the sync state says (the state is still updated)
+    confirm_removals: bool = False  # mirror: remove even past max_removal_share (the safety override)
+    max_removal_share: float = 0.2  # mirror: a run that would remove more of the list removes nothing
+    reconcile: bool = False  # read the list's members: resend those gone from it; mirror: remove strangers
 
 
 def now_iso() -> str:
@@ -69,9 +76,18 @@ def run_export(
     progress: ProgressCallback | None = None,
     rejects: RejectsFile | None = None,
     checkpoints: CheckpointStore | None = None,
+    sync_state: SyncStateStore | None = None,
 ) -> RunReport:
     """Runs one export to the end and returns its report. Raises ConfigurationError only for
-    problems found before anything was sent; any later failure is a report with status failed."""
+    problems found before anything was sent; any later failure is a report with status failed.
+    With a sync state store, only new and changed profiles are sent (unless spec.full) and, in
+    mirror mode, profiles that left the segment are taken off the list."""
+    if spec.mode not in ("add", "mirror"):
+        raise ConfigurationError(f"unknown sync mode {spec.mode!r}: use add or mirror")
+    if spec.reconcile and sync_state is None:
+        raise ConfigurationError("reconcile needs a sync state")
+    if spec.mode == "mirror" and sync_state is None:
+        raise ConfigurationError("mirror mode needs a sync state (where the profiles put on the list are recorded)")
     report = RunReport(
         spec.run_id,
         spec.export_name,
@@ -80,9 +96,11 @@ def run_export(
         source.version,
         started_at=now_iso(),
         dry_run=spec.dry_run,
+        mode=spec.mode,
+        sync_state=sync_state.location if sync_state is not None else None,
     )
     tune_allocator()
-    run = _Run(source, spec, client, report, rejects or RejectsFile(), progress, checkpoints)
+    run = _Run(source, spec, client, report, rejects or RejectsFile(), progress, checkpoints, sync_state)
     with run_context(spec.run_id, spec.export_name):
         return run.execute()
 
@@ -97,8 +115,10 @@ class _Run:
         rejects: RejectsFile,
         progress: ProgressCallback | None,
         checkpoints: CheckpointStore | None = None,
+        sync_state: SyncStateStore | None = None,
     ) -> None:
         self.source, self.spec, self.client, self.report = source, spec, client, report
+        self.sync = SyncRun(sync_state, spec, report, client) if sync_state is not None else None
         self.checkpoints = None if spec.dry_run else checkpoints
         self.checkpoint = Checkpoint(spec.run_id, source.version)
         self.interrupted = False
@@ -117,11 +137,15 @@ class _Run:
         try:
             self._check_before_sending()
             self._load_checkpoint()
+            if self.sync is not None:
+                self.sync.load(resumed=self.checkpoint.invocations > 1)
             self._stream_and_upload()
             if self.interrupted:
                 self._save_checkpoint()
             elif not self.spec.dry_run:
                 self._wait_for_jobs()
+            if self.sync is not None and not self.interrupted:
+                self.report.error = self.sync.remove_departed()
         except ConfigurationError:
             raise
         except (KlaviyoError, SegmentError) as exc:
@@ -132,6 +156,7 @@ class _Run:
             log.exception("run %s failed unexpectedly", self.spec.run_id)
         finally:
             self.rejects.close()
+            self._save_sync_state()
         elapsed = time.monotonic() - started
         r = self.report
         r.finished_at, r.duration_seconds = now_iso(), round(elapsed, 3)
@@ -230,12 +255,16 @@ class _Run:
             for chunk, mapped in self._mapped_chunks(mapper, columnar):
                 if self.stopping:
                     break
-                bodies, keys, rows = self._valid_new_profiles(chunk, mapped, seen, part_index[chunk.source])
+                part = part_index[chunk.source]
+                bodies, keys, rows, ids, prints = self._valid_new_profiles(chunk, mapped, seen, part)
                 # A resumed run flushes early where the run it resumes did, so its batches are the same.
                 cuts = (np.flatnonzero(np.isin(rows, list(flush_points))) + 1).tolist() if flush_points else []
                 start = 0
                 for end in [*cuts, None]:
-                    for full in batcher.add_many(bodies[start:end], keys[start:end], rows[start:end]):
+                    picked = (
+                        (ids[start:end], prints[start:end]) if ids is not None and prints is not None else (None, None)
+                    )
+                    for full in batcher.add_many(bodies[start:end], keys[start:end], rows[start:end], *picked):
                         submit(full)
                     if end is not None and (early := batcher.flush()) is not None:
                         submit(early)
@@ -312,9 +341,11 @@ class _Run:
 
     def _valid_new_profiles(
         self, chunk: RowChunk | TableChunk, mapped: MappedRows, seen: SeenKeys, part: int
-    ) -> tuple[pa.BinaryArray, np.ndarray, np.ndarray]:
-        """Records a mapped chunk's rejected rows, drops duplicates (first row wins); returns what to
-        send: serialized profiles (each with a trailing comma), their keys and packed rows."""
+    ) -> tuple[pa.BinaryArray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Records a mapped chunk's rejected rows, drops duplicates (first row wins) and, in a delta
+        run, the profiles Klaviyo accepted before exactly as they are; returns what to send:
+        serialized profiles (each with a trailing comma), their keys and packed rows, and with a sync
+        state their identifier and profile fingerprints."""
         source, counts = chunk.source, self.counts
         counts.rows_read += len(chunk.numbers) + len(chunk.errors)
         for number, reason in chunk.errors:
@@ -334,7 +365,15 @@ class _Run:
                 reason = f"profile is {sizes[index]:,} bytes; Klaviyo allows {MAX_PROFILE_BYTES:,}"
                 self._reject(source, number, masked, "rejected", "", reason)
         rows = mapped.numbers[keep] | (part << 40)
-        return mapped.bodies.filter(pa.array(keep)), mapped.keys[keep], rows
+        kept = pa.array(keep)
+        bodies, keys = mapped.bodies.filter(kept), mapped.keys[keep]
+        if self.sync is None:
+            return bodies, keys, rows, None, None
+        identifiers = mapped.identifiers.filter(kept) if mapped.identifiers is not None else None
+        send, ids, prints = self.sync.changed(identifiers, bodies)
+        if send is None:
+            return bodies, keys, rows, ids, prints
+        return bodies.filter(pa.array(send)), keys[send], rows[send], ids[send], prints[send]
 
     def _upload(self, batch: Batch) -> None:
         """Sends a batch (split as Klaviyo's refusals require), then records it as done."""
@@ -399,6 +438,17 @@ class _Run:
             log.info("run %s resumes: %d batches already sent", self.spec.run_id, len(found.batches))
         self.checkpoint.invocations += 1
         self._save_checkpoint()
+
+    def _save_sync_state(self) -> None:
+        """What Klaviyo accepted goes into the sync state, however the run ended; an interrupted run
+        keeps it aside until its last invocation, so its own delta filter stays the same throughout."""
+        if self.sync is None or self.spec.dry_run:
+            return
+        try:
+            self.sync.save(finished=not self.interrupted)
+        except Exception as exc:
+            self.report.error = self.report.error or f"the sync state could not be saved: {type(exc).__name__}: {exc}"
+            log.exception("run %s: sync state not saved", self.spec.run_id)
 
     def _save_checkpoint(self) -> None:
         if self.checkpoints is not None:
@@ -485,12 +535,14 @@ class _Run:
     def _finish_job(self, job: ImportJob, batch: Batch) -> None:
         assert self.client is not None
         lines: list[list[Any]] = []
+        failed_positions: list[int] = []
         if job.failed:
             index = {key: i for i, key in enumerate(batch.keys)}
             for error in self.client.import_errors(job.id):
                 attributes = _payload_attributes(error.get("original_payload") or {})
                 position = index.get(attributes_key(attributes), -1)
                 detail = redact(error.get("detail") or error.get("title") or error.get("code") or "failed")
+                failed_positions.append(position)
                 part, number = self._row_of(batch.rows[position]) if position >= 0 else ("", 0)
                 where = "the profile" if position >= 0 else f"a profile of job {job.id}"
                 lines.append(
@@ -509,6 +561,11 @@ class _Run:
         accepted = (job.total or len(batch)) - failed
         for line in lines:
             self.rejects.add(*line)
+        if self.sync is not None:
+            # Only what Klaviyo surely accepted: a failure it names no row for leaves the whole batch out.
+            named = [position for position in failed_positions if position >= 0]
+            if job.status == "complete" and len(named) == failed:
+                self.sync.accepted(job.id, batch, named)
         with self.lock:
             self.counts.failed += failed
             self.counts.accepted += accepted

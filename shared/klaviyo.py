@@ -20,7 +20,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from shared.mapping import mask_email, mask_phone
-from shared.ratelimit import BULK_IMPORT, JOB_READS, LIST_READS, Limit, RateLimiter
+from shared.ratelimit import BULK_IMPORT, JOB_READS, LIST_READS, LIST_WRITES, Limit, RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ JSON_API = "application/vnd.api+json"
 MAX_PROFILES_PER_JOB = 10_000
 MAX_JOB_BYTES = 5_000_000  # Klaviyo says 5 MB; the decimal reading is the safe one
 MAX_PROFILE_BYTES = 100_000
+MAX_LIST_RELATIONSHIP_IDS = 1_000  # profiles per add-to / remove-from list call
 RETRY_STATUSES = (429, 500, 502, 503, 504, 524)
 # The client retries 429s itself, through the rate limiter; urllib3 retries the rest.
 _TRANSPORT_RETRY_STATUSES = tuple(s for s in RETRY_STATUSES if s != 429)
@@ -165,7 +166,10 @@ class KlaviyoClient:
             "jobs": JOB_READS,
             "job": JOB_READS,
             "job_errors": JOB_READS,
+            "job_profiles": JOB_READS,
             "lists": LIST_READS,
+            "list_members": LIST_READS,
+            "list_writes": LIST_WRITES,
             **(limits or {}),
         }
         self.limiters = {group: RateLimiter(limit) for group, limit in limits.items()}
@@ -245,6 +249,41 @@ class KlaviyoClient:
             for resource in data.get("data", []):
                 yield resource.get("attributes", {})
             path, params = self._next_page(data), None
+
+    def import_job_profiles(self, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The profiles a job imported: (Klaviyo profile id, identifier attributes), 100 a call."""
+        path = f"/api/profile-bulk-import-jobs/{job_id}/profiles"
+        return self._identified_profiles(path, "job_profiles", f"profiles of import job {job_id}")
+
+    # -- list membership -------------------------------------------------------------------------
+    def list_member_ids(self, list_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The list's members: (profile id, identifier attributes), 100 a call."""
+        return self._identified_profiles(f"/api/lists/{list_id}/profiles", "list_members", f"members of list {list_id}")
+
+    def _identified_profiles(self, path: str, group: str, what: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every page of a profiles collection, asking only for the identifiers."""
+        params: dict[str, str] | None = {"page[size]": "100", "fields[profile]": "email,phone_number,external_id"}
+        next_path: str | None = path
+        while next_path:
+            data = self._call("GET", next_path, group, params=params, what=what)
+            for resource in data.get("data", []):
+                yield resource["id"], resource.get("attributes") or {}
+            next_path, params = self._next_page(data), None
+
+    def remove_from_list(self, list_id: str, profile_ids: list[str]) -> int:
+        """Takes profiles off a list (never deletes or unsubscribes them), 1,000 a call; returns
+        how many were sent for removal."""
+        for start in range(0, len(profile_ids), MAX_LIST_RELATIONSHIP_IDS):
+            chunk = profile_ids[start : start + MAX_LIST_RELATIONSHIP_IDS]
+            body = orjson.dumps({"data": [{"type": "profile", "id": pid} for pid in chunk]})
+            self._call(
+                "DELETE",
+                f"/api/lists/{list_id}/relationships/profiles",
+                "list_writes",
+                body=body,
+                what=f"removal of {len(chunk)} profiles from list {list_id}",
+            )
+        return len(profile_ids)
 
     # -- transport -----------------------------------------------------------------------------
     def _next_page(self, document: dict[str, Any]) -> str | None:

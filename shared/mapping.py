@@ -118,6 +118,7 @@ class MappedRows(NamedTuple):
     bodies: pa.BinaryArray  # each profile serialized as Klaviyo takes it, and a comma (see Batch)
     masked: Callable[[int], str]  # the masked identifier of the i-th profile
     rejections: list[tuple[int, Rejection]]
+    identifiers: pa.Array | None = None  # identifier_text of each profile (stable across processes)
 
 
 def mask_email(email: str) -> str:
@@ -313,12 +314,14 @@ class ProfileMapper:
             else:
                 rejections.append((number, mapped))  # type: ignore[arg-type]
         bodies = pa.array([serialize_profile(attributes) + b"," for attributes in profiles], pa.binary())
+        identifiers = pa.array([identifier_text(attributes) for attributes in profiles], pa.string())
         return MappedRows(
             np.array(valid, dtype=np.int64),
             np.frombuffer(keys, dtype=np.int64),
             bodies,
             lambda i: mask_attributes(profiles[i]),
             rejections,
+            identifiers,
         )
 
     def map(self, row: Mapping[str, object]) -> Profile | Rejection:

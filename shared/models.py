@@ -31,6 +31,19 @@ UsableBy = Literal["admins", "contributors"]
 RunState = Literal["queued", "running", "succeeded", "completed_with_rejects", "failed", "skipped"]
 RUN_STATES: tuple[str, ...] = get_args(RunState)
 SegmentFormat = Literal["auto", "csv", "jsonl"]
+SyncMode = Literal["add", "mirror"]
+RemovalShare = Annotated[float, Field(ge=0.0, le=1.0)]
+_SYNC_MODE = (
+    "add: add and update profiles, never remove; mirror: the list ends each run holding exactly the segment's "
+    "profiles (those who left it are removed from the list, never deleted or unsubscribed)"
+)
+_FULL = "send every profile, not only those new or changed since the export's last runs"
+_MAX_REMOVAL_SHARE = "mirror: a run that would remove more than this share of the list removes nothing and fails"
+_RECONCILE = (
+    "read the list's members from Klaviyo first (1 call per 100 members): profiles taken off the list by hand are "
+    "sent again and, in mirror mode, members not in the segment (added by hand or another tool) are removed"
+)
+_CONFIRM = "mirror: remove even when the safety stop would hold the removals back (empty segment, share passed)"
 Delimiter = Literal[",", ";", "\t", "|"]
 TERMINAL_STATES = ("succeeded", "completed_with_rejects", "failed", "skipped")
 
@@ -103,6 +116,11 @@ class ExportIn(_Strict):
     mapping: dict[str, Any] = Field(default_factory=lambda: {"email": "email"})
     enabled: bool = True
     run_always: bool = Field(False, description="timer runs it even when the segment has not changed")
+    sync_mode: SyncMode = Field("add", description=_SYNC_MODE)
+    full: bool = Field(False, description=_FULL)
+    max_removal_share: RemovalShare = Field(0.2, description=_MAX_REMOVAL_SHARE)
+    confirm_removals: bool = Field(False, description=_CONFIRM + " on every run; prefer the per-run option")
+    reconcile: bool = Field(False, description=_RECONCILE + " on every run")
 
     @field_validator("mapping")
     @classmethod
@@ -150,6 +168,11 @@ class Export(_Response):
     mapping: dict[str, Any]
     enabled: bool
     run_always: bool
+    sync_mode: SyncMode
+    full: bool
+    max_removal_share: float
+    confirm_removals: bool
+    reconcile: bool
     last_success_run: str | None = Field(description="the last run that did not fail (the timer compares its segment)")
     created_at: AwareDatetime
     updated_at: AwareDatetime
@@ -158,6 +181,14 @@ class Export(_Response):
 
 class ExportList(_Response):
     exports: list[Export]
+
+
+class RunIn(_Strict):
+    """POST /api/exports/{name}/runs (the body is optional): options for this run only."""
+
+    full: bool = Field(False, description=_FULL)
+    confirm_removals: bool = Field(False, description=_CONFIRM)
+    reconcile: bool = Field(False, description=_RECONCILE)
 
 
 class Run(_Response):
@@ -179,6 +210,9 @@ class Run(_Response):
     duration_seconds: float | None = None
     report_path: str | None = Field(None, description="<reports container>/<export>/<run id>/report.json")
     continuations: int | None = Field(None, description="times the run went on in a new invocation (time budget)")
+    full: bool | None = Field(None, description="this run sends every profile (asked when it was started)")
+    confirm_removals: bool | None = Field(None, description="this run may pass the mirror safety stop")
+    reconcile: bool | None = Field(None, description="this run reads the list's members first")
 
 
 class RunWithReport(Run):

@@ -21,12 +21,25 @@ from shared.models import (
     ExportIn,
     ExportList,
     Run,
+    RunIn,
     RunList,
     RunWithReport,
 )
 
 OPENAPI_VERSION = "3.1.0"
-_MODELS = (ConnectionIn, ExportIn, Connection, ConnectionList, Export, ExportList, Run, RunWithReport, RunList, Error)
+_MODELS = (
+    ConnectionIn,
+    ExportIn,
+    RunIn,
+    Connection,
+    ConnectionList,
+    Export,
+    ExportList,
+    Run,
+    RunWithReport,
+    RunList,
+    Error,
+)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -61,6 +74,7 @@ def _operation(
     roles: str,
     responses: dict[str, Any],
     body: str | None = None,
+    body_required: bool = True,
 ) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": operation_id,
@@ -70,8 +84,8 @@ def _operation(
     }
     if body is not None:
         operation["requestBody"] = {
-            "required": True,
-            "description": f"at most {MAX_BODY_BYTES:,} bytes",
+            "required": body_required,
+            "description": f"at most {MAX_BODY_BYTES:,} bytes" + ("" if body_required else "; may be left out"),
             "content": {"application/json": {"schema": _ref(body)}},
         }
     return operation
@@ -222,10 +236,12 @@ def _paths() -> dict[str, Any]:
                             }
                         },
                     },
-                    "400": _error(_BAD_NAME),
+                    "400": _error(_BAD_NAME + ", or the body is not a valid set of run options"),
                     "403": _error("the caller may not use this export"),
                     "404": _error("no export of that name"),
                 },
+                body="RunIn",
+                body_required=False,
             ),
         },
         "/api/runs/{run_id}": {

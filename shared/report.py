@@ -27,10 +27,14 @@ class Counts:
     rejected: int = 0  # never sent: invalid, or refused by Klaviyo's validation
     duplicates: int = 0
     not_sent: int = 0  # valid rows read but not sent: the run failed (or its time ran out) first
+    unchanged: int = 0  # delta run: accepted by an earlier run exactly as they are now, not sent
+    added: int = 0  # sync state: not on the list from an earlier run (dry run: would be added)
+    updated: int = 0  # sync state: on the list, changed since (dry run: would be updated)
+    removed: int = 0  # mirror: taken off the list, having left the segment (dry run: would be)
 
     @property
     def unaccounted(self) -> int:
-        return self.rows_read - self.sent - self.rejected - self.duplicates - self.not_sent
+        return self.rows_read - self.sent - self.rejected - self.duplicates - self.not_sent - self.unchanged
 
 
 @dataclass
@@ -53,6 +57,9 @@ class RunReport:
     rows_per_second: float = 0.0
     error: str | None = None
     rejects_file: str | None = None
+    mode: str = "add"  # add | mirror
+    sync_state: str | None = None  # where the sync state lives (delta runs); None: every profile is sent
+    list_members: int | None = None  # reconcile: members the list had when the run read it
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
@@ -69,6 +76,17 @@ class RunReport:
             f"  failed      {c.failed:,} failed inside Klaviyo jobs",
             f"  rejected    {c.rejected:,} invalid rows, not sent",
             f"  duplicates  {c.duplicates:,} repeated identifiers, first row kept",
+        ]
+        if self.sync_state:
+            verb = "would be " if self.dry_run else ""
+            lines += [
+                f"  sync        mode {self.mode}, state in {self.sync_state}",
+                f"  unchanged   {c.unchanged:,} sent before as they are now, not sent again",
+                f"  added       {c.added:,} {verb}added (not on the list from an earlier run)",
+                f"  updated     {c.updated:,} {verb}updated (changed since they were sent)",
+                f"  removed     {c.removed:,} {verb}removed from the list (left the segment)",
+            ]
+        lines += [
             f"  time        {self.duration_seconds:.1f} s, {self.rows_per_second:,.0f} rows/s",
         ]
         if c.not_sent:

@@ -8,6 +8,7 @@ import posixpath
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -24,6 +25,7 @@ from shared.segments import BlobPart, SegmentError, SegmentSource, SegmentUnavai
 from shared.services import Services
 from shared.storage import report_prefix, save_report
 from shared.store import new_run_id, utc_now
+from shared.sync_state import BlobSyncState
 from shared.telemetry import run_context, run_finished
 
 log = logging.getLogger(__name__)
@@ -39,10 +41,16 @@ class RunBusy(Exception):
 
 # -- starting runs ----------------------------------------------------------------------------------
 def start_run(
-    services: Services, export_name: str, trigger: str, requested_by: str, segment_hint: str | None = None
+    services: Services,
+    export_name: str,
+    trigger: str,
+    requested_by: str,
+    segment_hint: str | None = None,
+    options: dict[str, bool] | None = None,
 ) -> dict[str, Any]:
-    """Records a queued run and puts its message on the queue."""
-    run = {
+    """Records a queued run and puts its message on the queue; `options` (full, confirm_removals)
+    apply to this run only, on top of the export's own."""
+    run: dict[str, Any] = {
         "run_id": new_run_id(),
         "export_name": export_name,
         "trigger": trigger,
@@ -53,6 +61,7 @@ def start_run(
     }
     if segment_hint:
         run["segment_hint"] = segment_hint
+    run.update({k: v for k, v in (options or {}).items() if k in ("full", "confirm_removals", "reconcile") and v})
     services.store.create_run(run)
     _enqueue(services, run)
     log.info("run %s of export %s queued (%s)", run["run_id"], export_name, trigger)
@@ -269,12 +278,19 @@ def _execute(services: Services, run: dict[str, Any], thread_initializer: Callab
         max_in_flight=services.settings.upload_concurrency,
         thread_initializer=thread_initializer,
         deadline=time.monotonic() + services.settings.run_time_budget,
+        mode=export.get("sync_mode", "add"),
+        full=bool(run.get("full") or export.get("full")),
+        confirm_removals=bool(run.get("confirm_removals") or export.get("confirm_removals")),
+        max_removal_share=float(export.get("max_removal_share", 0.2)),
+        reconcile=bool(run.get("reconcile") or export.get("reconcile")),
     )
     client = services.klaviyo(api_key)
     rejects = RejectsFile()
     checkpoints = _checkpoints(services, export["name"], run["run_id"])
+    progress = _RunProgress(services, run["run_id"])
+    sync_state = sync_state_of(services, export["name"])
     try:
-        report = run_export(source, spec, client, _RunProgress(services, run["run_id"]), rejects, checkpoints)
+        report = run_export(source, spec, client, progress, rejects, checkpoints, sync_state)
     except ConfigurationError as exc:
         rejects.discard()
         return _finish(services, run, FAILED, reason=str(exc), source_version=source.version)
@@ -310,6 +326,14 @@ def _execute(services: Services, run: dict[str, Any], thread_initializer: Callab
     if status != FAILED:
         store.update_export(export["name"], {"last_success_version": source.version, "last_success_run": run["run_id"]})
     return finished
+
+
+def sync_state_of(services: Services, export_name: str) -> BlobSyncState:
+    """Where an export's sync state lives: <reports container>/<export>/sync/."""
+    container = services.blobs.get_container_client(services.settings.reports_container)
+    with contextlib.suppress(ResourceExistsError):
+        container.create_container()
+    return BlobSyncState(container, f"{export_name}/sync/")
 
 
 def _checkpoints(services: Services, export_name: str, run_id: str) -> BlobCheckpoints:
@@ -348,8 +372,7 @@ def mark_poisoned(services: Services, message: dict[str, Any]) -> None:
 
 
 def _counts(counts: Counts) -> dict[str, int]:
-    found = {k: getattr(counts, k) for k in ("rows_read", "sent", "accepted", "failed", "rejected", "duplicates")}
-    return {**found, "not_sent": counts.not_sent} if counts.not_sent else found
+    return asdict(counts)
 
 
 class _RunProgress:

@@ -82,7 +82,19 @@ def test_configure_run_on_demand_and_find_the_segment_in_the_list(app: App, klav
     assert app.drain_queue() == 1
     status, finished, _ = app.http("run_status", "GET", f"runs/{run['run_id']}", run_id=run["run_id"])
     assert status == 200 and finished["status"] == "completed_with_rejects"
-    assert finished["counts"] == {"rows_read": 3, "sent": 2, "accepted": 2, "failed": 0, "rejected": 1, "duplicates": 0}
+    assert finished["counts"] == {
+        "rows_read": 3,
+        "sent": 2,
+        "accepted": 2,
+        "failed": 0,
+        "rejected": 1,
+        "duplicates": 0,
+        "not_sent": 0,
+        "unchanged": 0,
+        "added": 2,
+        "updated": 0,
+        "removed": 0,
+    }
     assert finished["report"]["counts"]["accepted"] == 2
     assert member_emails(klaviyo, list_id) == {"a@example.com", "b@example.com"}
     assert API_KEY not in orjson.dumps(finished).decode()
@@ -166,6 +178,48 @@ def test_the_timer_runs_only_enabled_and_changed_exports(app: App, klaviyo: Klav
     app.functions["scheduled_exports"](TimerRequest())
     assert app.drain_queue() == 1
     assert member_emails(klaviyo, list_id) == {"on@example.com", "new@example.com"}
+
+
+def test_a_mirror_export_syncs_through_the_timer_and_the_run_api(app: App, klaviyo: KlaviyoSimulator):
+    list_id = klaviyo.create_list("Mirror")
+    app.put_connection()
+    everyone = [f"p{n}@example.com" for n in range(10)]
+    app.upload("m.csv", csv(*everyone))
+    status, export, _ = app.put_export("m", list_id, {"blob": "m.csv"}, sync_mode="mirror", max_removal_share=0.3)
+    assert status == 201 and (export["sync_mode"], export["max_removal_share"], export["full"]) == (
+        "mirror",
+        0.3,
+        False,
+    )
+    app.functions["scheduled_exports"](TimerRequest())
+    assert app.drain_queue() == 1
+    assert member_emails(klaviyo, list_id) == set(everyone)
+
+    # Two leave, one joins: the timer's delta run sends one profile and removes two.
+    app.upload("m.csv", csv(*everyone[2:], "new@example.com"))
+    app.functions["scheduled_exports"](TimerRequest())
+    assert app.drain_queue() == 1
+    _, history, _ = app.http("export_runs", "GET", "exports/m/runs", name="m")
+    counts = history["runs"][0]["counts"]
+    assert (counts["sent"], counts["unchanged"], counts["removed"]) == (1, 8, 2)
+    assert member_emails(klaviyo, list_id) == {*everyone[2:], "new@example.com"}
+
+    # A truncated segment: the safety stop fails the run and removes nothing ...
+    app.upload("m.csv", csv("p5@example.com"))
+    app.functions["scheduled_exports"](TimerRequest())
+    app.drain_queue()
+    _, history, _ = app.http("export_runs", "GET", "exports/m/runs", name="m")
+    assert history["runs"][0]["status"] == "failed" and "confirm_removals" in history["runs"][0]["reason"]
+    assert len(member_emails(klaviyo, list_id)) == 9
+    # ... until a run is started with the override; full sends the one profile again.
+    body = {"confirm_removals": True, "full": True}
+    status, run, _ = app.http("export_runs", "POST", "exports/m/runs", body, name="m")
+    assert status == 202 and run["confirm_removals"] is True and run["full"] is True
+    app.drain_queue()
+    _, done, _ = app.http("run_status", "GET", f"runs/{run['run_id']}", run_id=run["run_id"])
+    assert done["status"] == "succeeded" and done["counts"]["removed"] == 8 and done["counts"]["sent"] == 1
+    assert member_emails(klaviyo, list_id) == {"p5@example.com"}
+    assert app.http("export_runs", "POST", "exports/m/runs", {"fulll": True}, name="m")[0] == 400
 
 
 def test_deleting_an_export_stops_its_queued_run_and_keeps_past_runs(app: App, klaviyo: KlaviyoSimulator):

@@ -141,3 +141,25 @@ def test_a_challenge_that_never_clears_fails_without_calling_it_a_scope_problem(
     with pytest.raises(KlaviyoError, match="browser challenge") as info:
         api.get_list(list_id)
     assert not info.value.fatal and "scope" not in str(info.value)
+
+
+def test_job_profiles_list_members_and_removal_page_and_batch_within_klaviyos_limits(
+    client: KlaviyoClient, klaviyo: KlaviyoSimulator, list_id: str
+):
+    emails = [f"m{n}@example.com" for n in range(2_345)]
+    job = client.create_import_job(body_for(list_id, *emails))
+    assert klaviyo.wait_for_jobs()
+    imported = dict(client.import_job_profiles(job.id))
+    assert sorted(a["email"] for a in imported.values()) == sorted(emails)
+    members = dict(client.list_member_ids(list_id))
+    assert members.keys() == imported.keys()
+    calls = klaviyo.stats["requests_by_endpoint"]
+    assert calls["GET /api/profile-bulk-import-jobs/{id}/profiles"] == 24  # 100 a page
+    assert calls["GET /api/lists/{id}/profiles"] == 24
+
+    leaving = [pid for pid, a in imported.items() if a["email"] != "m0@example.com"]
+    assert client.remove_from_list(list_id, leaving) == 2_344
+    assert klaviyo.stats["requests_by_endpoint"]["DELETE /api/lists/{id}/relationships/profiles"] == 3  # 1,000 a call
+    assert [m["email"] for m in klaviyo.list_members(list_id)] == ["m0@example.com"]
+    # Removal ends list membership only: the profiles are still there for the job's profiles to name.
+    assert len(dict(client.import_job_profiles(job.id))) == 2_345

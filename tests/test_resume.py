@@ -79,7 +79,11 @@ def test_killed_at_random_points_the_run_resumes_and_ends_exact(segment, klaviyo
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(1.0, 4.0))
+        # A random point of the run: after a few more jobs reached Klaviyo, plus a random instant.
+        target = klaviyo.stats["jobs_created"] + rng.randint(1, 3)
+        while process.poll() is None and klaviyo.stats["jobs_created"] < target:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1

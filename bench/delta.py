@@ -1,0 +1,175 @@
+"""Benchmark of issue 6: a segment of which a share changed since the last run, exported as a delta
+run (only new and changed profiles) next to a full run of the same segment.
+
+    python -m bench.delta                          # 1,000,000 rows, 1% changed, both modes
+    python -m bench.delta --rows 100000 --modes pipeline
+    python -m bench.delta --markdown               # also rewrites the delta table in BENCHMARKS.md
+
+Each mode gets a fresh simulator and a fresh sync state; three runs follow each other:
+`first` (the original segment, with --state: everything is sent), `delta` (the changed segment,
+with --state) and `full` (the changed segment again, with --state --full: everything is sent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from bench.run import MAPPING
+from bench.stack import API_KEY, ROOT, Export, Simulator, exports, interruptible, wait_all
+from tools.segment_gen import write_segment
+
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+BEGIN, END = "<!-- bench:delta:begin -->", "<!-- bench:delta:end -->"
+TIERS = (b"bronze", b"silver", b"gold", b"platinum")
+TIER_COLUMN = 7  # loyalty_tier in tools/segment_gen.py's rows
+
+
+@dataclass
+class Measured:
+    mode: str
+    run: str
+    wall_seconds: float
+    max_rss_mb: float
+    requests: int
+    jobs: int
+    sent: int
+    unchanged: int
+    exit_code: int | None
+
+
+def change_rows(source: Path, target: Path, share: float) -> int:
+    """Copies a generated segment, giving every 1/share-th row another loyalty tier; returns how many."""
+    step = max(1, round(1 / share))
+    changed = 0
+    with source.open("rb") as src, target.open("wb") as out:
+        out.write(src.readline())
+        for number, line in enumerate(src):
+            if number % step == step // 2:
+                fields = line.split(b",")
+                if len(fields) > TIER_COLUMN and fields[TIER_COLUMN] in TIERS:
+                    fields[TIER_COLUMN] = TIERS[(TIERS.index(fields[TIER_COLUMN]) + 1) % len(TIERS)]
+                    line = b",".join(fields)
+                    changed += 1
+            out.write(line)
+    return changed
+
+
+def export_args(segment: Path, list_id: str, state: Path, report: Path, *extra: str) -> list[str]:
+    args = ["run", str(segment), "--list-id", list_id, "--no-progress", "--report", str(report)]
+    args += ["--export-name", "bench-delta", "--state", str(state), *extra]
+    for item in MAPPING:
+        args += ["--map", item]
+    return args
+
+
+def measure_mode(mode: str, original: Path, changed: Path, workdir: Path, timeout: float) -> list[Measured]:
+    list_id = f"Ldelta{mode}"
+    logs = workdir / mode
+    logs.mkdir()
+    state = logs / "state"
+    results: list[Measured] = []
+    with Simulator([list_id], mode == "real", logs / "simulator.log") as simulator:
+        env = {"KLAVIYO_BASE_URL": simulator.url, "KLAVIYO_API_KEY": API_KEY, "NO_PROXY": "127.0.0.1,localhost"}
+        env = {**_environment(), **env}
+        for run, segment, extra in (("first", original, ()), ("delta", changed, ()), ("full", changed, ("--full",))):
+            before = simulator.stats()
+            report = logs / f"{run}.json"
+            command = Export(export_args(segment, list_id, state, report, *extra), env, logs / f"{run}.log")
+            with exports([command]):
+                (process,) = wait_all([command], timeout, 1 << 40)
+            after = simulator.stats()
+            counts = orjson.loads(report.read_bytes())["counts"] if report.exists() else {}
+            results.append(
+                Measured(
+                    mode,
+                    run,
+                    round(process.wall_seconds, 1),
+                    round(process.max_rss_bytes / 1e6),
+                    after["requests"] - before["requests"],
+                    after["jobs_created"] - before["jobs_created"],
+                    counts.get("sent", 0),
+                    counts.get("unchanged", 0),
+                    process.exit_code,
+                )
+            )
+            print(_row(results[-1]), flush=True)
+    return results
+
+
+def _environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "SegmentsStorage"}
+
+
+def _row(m: Measured) -> str:
+    return (
+        f"| {m.mode} | {m.run} | {m.wall_seconds:.1f} | {m.requests:,} | {m.jobs:,} | {m.sent:,} | "
+        f"{m.unchanged:,} | {m.max_rss_mb:,.0f} | {'ok' if m.exit_code == 0 else f'exit {m.exit_code}'} |"
+    )
+
+
+def render(rows: int, share: float, changed: int, results: list[Measured], command: str) -> str:
+    lines = [
+        f"{rows:,} rows, {changed:,} of them changed ({share:.0%} of rows; a few of those are invalid or",
+        f"duplicate rows, which are never sent). Command: `{command}`.",
+        "",
+        "| simulator | run | wall s | requests | import jobs | sent | unchanged | peak RSS MB | status |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *(_row(m) for m in results),
+    ]
+    return "\n".join(lines)
+
+
+def update_markdown(table: str) -> None:
+    text = BENCHMARKS_MD.read_text(encoding="utf-8")
+    block = f"{BEGIN}\n{table}\n{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## Delta runs (issue 6)\n\n" + block + "\n"
+    BENCHMARKS_MD.write_text(text, encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.delta", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--changed", type=float, default=0.01, help="share of rows changed (default 0.01)")
+    parser.add_argument("--modes", default="pipeline,real", help="pipeline (no rate limits), real, or both")
+    parser.add_argument("--markdown", action="store_true", help="rewrite the delta table in BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip() in ("pipeline", "real")]
+    command = " ".join(["python -m bench.delta", *(sys.argv[1:] if argv is None else argv)])
+    workdir = Path(tempfile.mkdtemp(prefix="klaviyo-bench-delta-"))
+    try:
+        with interruptible():
+            original, changed_path = workdir / "segment.csv", workdir / "segment-changed.csv"
+            print(f"generating {args.rows:,} rows ...", flush=True)
+            write_segment(original, args.rows, seed=7, track=False)
+            changed = change_rows(original, changed_path, args.changed)
+            print("| simulator | run | wall s | requests | import jobs | sent | unchanged | peak RSS MB | status |")
+            results: list[Measured] = []
+            for mode in modes:
+                results += measure_mode(mode, original, changed_path, workdir, 120 + args.rows / 5_000)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    table = render(args.rows, args.changed, changed, results, command)
+    print("\n" + table)
+    if args.markdown:
+        update_markdown(table)
+        print(f"\nupdated {BENCHMARKS_MD.relative_to(ROOT)}")
+    return 0 if all(m.exit_code == 0 for m in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

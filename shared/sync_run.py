@@ -1,0 +1,280 @@
+"""One run's part in a segment sync: the delta filter, what Klaviyo accepted, profile ids, and (mirror
+mode) taking the profiles that left the segment off the list, with its safety stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from shared.klaviyo import MAX_LIST_RELATIONSHIP_IDS, KlaviyoClient
+from shared.report import RunReport
+from shared.sync_state import SyncState, SyncStateStore, fingerprints, text_fingerprints
+
+if TYPE_CHECKING:
+    from shared.batching import Batch
+    from shared.exporter import ExportSpec
+
+log = logging.getLogger(__name__)
+
+_EMPTY_IDS = np.zeros(0, dtype=np.int64)
+
+
+class SyncRun:
+    """Created by the exporter for a run with a sync state; thread-safe where jobs finish."""
+
+    def __init__(
+        self, store: SyncStateStore, spec: ExportSpec, report: RunReport, client: KlaviyoClient | None
+    ) -> None:
+        self.store, self.spec, self.report, self.client = store, spec, report, client
+        self.counts = report.counts
+        self.mirror = spec.mode == "mirror"
+        self.state: SyncState | None = None  # as the run found it: the delta filter for all its invocations
+        self.loaded = False
+        self.lock = threading.Lock()
+        self.accepted_ids: list[np.ndarray] = []
+        self.accepted_prints: list[np.ndarray] = []
+        self.learnt_ids: list[np.ndarray] = []  # identifier fingerprints whose Klaviyo profile id was read
+        self.learnt_pids: list[np.ndarray] = []
+        self.segment: list[np.ndarray] = []  # identifier fingerprints of every valid profile read
+        self.pending_name = f"run-{spec.run_id}.npz"
+        self._final: SyncState | None = None
+        # reconcile: the list's members as Klaviyo has them (profile ids, fingerprints of each identifier)
+        self.member_pids: np.ndarray | None = None
+        self.member_ids: list[np.ndarray] = []  # one array per identifier kind (email, phone, external id)
+        self.member_known = _EMPTY_IDS  # every identifier fingerprint of a member, sorted
+        self.off_list = _EMPTY_IDS  # in the state, yet no longer on the list: sent again
+
+    # -- before and while sending ------------------------------------------------------------------
+    def load(self, resumed: bool) -> None:
+        state = self.store.load()
+        if state is not None and state.list_id != self.spec.list_id:
+            log.warning("sync state in %s is for another list; this run starts a new one", self.store.location)
+            state = None
+        self.state = state
+        if resumed and (pending := self.store.load(self.pending_name)) is not None:
+            self.accepted_ids.append(pending.ids)
+            self.accepted_prints.append(pending.fingerprints)
+            known = pending.profile_ids != b""
+            self.learnt_ids.append(pending.ids[known])
+            self.learnt_pids.append(pending.profile_ids[known])
+        self.loaded = True
+        if self.spec.reconcile and self.client is not None:
+            self._read_members()
+
+    def _read_members(self) -> None:
+        """Reads every member of the list (100 a call): profiles the state has that are no longer
+        on the list are sent again; the members' profile ids are learnt."""
+        assert self.client is not None
+        pids: list[str] = []
+        texts: list[list[str]] = [[], [], []]
+        for pid, attributes in self.client.list_member_ids(self.spec.list_id):
+            pids.append(pid)
+            for kind, text in zip(texts, _identifier_texts(attributes), strict=True):
+                kind.append(text)
+        self.member_pids = np.array(pids, dtype="S") if pids else np.zeros(0, dtype="S1")
+        self.member_ids = [text_fingerprints(kind) for kind in texts]
+        self.member_known = np.unique(np.concatenate(self.member_ids))
+        self.report.list_members = len(pids)
+        state = self.state
+        if state is None or not len(state):
+            return
+        on_list = np.zeros(len(state), dtype=bool)
+        for hashed in self.member_ids:
+            at, found = state.find(hashed)
+            on_list[at[found]] = True
+        self.off_list = state.ids[~on_list]
+        if len(self.off_list):
+            log.info("reconcile: %d profile(s) of the state are no longer on the list; sent again", len(self.off_list))
+
+    def changed(
+        self, identifiers: pa.Array | None, bodies: pa.BinaryArray
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """Fingerprints a chunk's profiles and counts them against the state; returns a mask of
+        those to send (None: all of them), their identifier and profile fingerprints."""
+        if identifiers is None:
+            raise ValueError("a sync run needs the mapper's identifier texts")
+        ids, prints = fingerprints(identifiers), fingerprints(bodies)
+        self.segment.append(ids)
+        state, counts = self.state, self.counts
+        if state is None or not len(state):
+            counts.added += len(ids)
+            return None, ids, prints
+        at, found = state.find(ids)
+        same = found & (state.fingerprints[at] == prints)
+        if len(self.off_list):
+            same &= ~np.isin(ids, self.off_list)
+        if self.mirror:  # without its profile id a profile could never be removed: send it to learn it
+            same &= (state.profile_ids[at] != b"") | np.isin(ids, self.member_known)
+        counts.added += int((~found).sum())
+        if self.spec.full:  # every profile already on the list is sent again, as an update
+            counts.updated += int(found.sum())
+            return None, ids, prints
+        counts.updated += int((found & ~same).sum())
+        if not same.any():
+            return None, ids, prints
+        counts.unchanged += int(same.sum())
+        return ~same, ids, prints
+
+    def accepted(self, job_id: str, batch: Batch, failed_positions: list[int]) -> None:
+        """A finished job's profiles that Klaviyo imported (all but the failed positions)."""
+        keep = np.ones(len(batch), dtype=bool)
+        keep[failed_positions] = False
+        ids = np.frombuffer(batch.ids, dtype=np.int64)[keep].copy()
+        prints = np.frombuffer(batch.fingerprints, dtype=np.int64)[keep].copy()
+        with self.lock:
+            self.accepted_ids.append(ids)
+            self.accepted_prints.append(prints)
+        if self.mirror and self.client is not None:
+            self._learn_profile_ids(job_id, ids)
+
+    def _learn_profile_ids(self, job_id: str, ids: np.ndarray) -> None:
+        """Reads the job's profiles (100 a call) for the Klaviyo ids of profiles not known yet."""
+        assert self.client is not None
+        known = np.isin(ids, self.member_known)  # reconcile read them with the list's members
+        state = self.state
+        if state is not None and len(state):
+            at, found = state.find(ids)
+            known |= found & (state.profile_ids[at] != b"")
+        if known.all():
+            return
+        pids: list[str] = []
+        candidates: list[list[str]] = [[], [], []]
+        for pid, attributes in self.client.import_job_profiles(job_id):
+            pids.append(pid)
+            for kind, text in zip(candidates, _identifier_texts(attributes), strict=True):
+                kind.append(text)
+        if not pids:
+            return
+        matched = np.zeros(len(pids), dtype=np.int64)
+        unmatched = np.ones(len(pids), dtype=bool)
+        for texts in candidates:  # a Klaviyo profile may hold more identifiers than the row sent
+            hashed = text_fingerprints(texts)
+            hit = unmatched & np.isin(hashed, ids)
+            matched[hit] = hashed[hit]
+            unmatched &= ~hit
+        found = ~unmatched
+        with self.lock:
+            self.learnt_ids.append(matched[found])
+            self.learnt_pids.append(np.array(pids, dtype="S")[found])
+        if unmatched.any():
+            log.warning("import job %s: %d profile(s) not matched to a sent row", job_id, int(unmatched.sum()))
+
+    # -- at the end ----------------------------------------------------------------------------------
+    def _merged(self) -> SyncState:
+        """The state as the run leaves it: what it found, plus what Klaviyo accepted in this run."""
+        if self._final is None:
+            base = self.state or SyncState(self.spec.list_id)
+            final = SyncState(base.list_id, base.ids, base.fingerprints, base.profile_ids)
+            with self.lock:
+                if self.accepted_ids:
+                    final.merge(np.concatenate(self.accepted_ids), np.concatenate(self.accepted_prints))
+                if self.learnt_ids:
+                    final.set_profile_ids(np.concatenate(self.learnt_ids), np.concatenate(self.learnt_pids))
+            if self.member_pids is not None:
+                for hashed in self.member_ids:
+                    final.set_profile_ids(hashed, self.member_pids)
+            self._final = final
+        return self._final
+
+    def remove_departed(self) -> str | None:
+        """Mirror mode: takes the profiles that left the segment off the list (never deletes or
+        unsubscribes them). Returns why nothing was removed when the safety stop holds it back."""
+        if not self.mirror:
+            return None
+        state = self._merged()
+        seen = np.concatenate(self.segment) if self.segment else _EMPTY_IDS
+        departed = state.absent_from(seen)
+        strangers = self._members_not_in_segment(state, seen)
+        if not len(departed) and not len(strangers):
+            return None
+        spec = self.spec
+        on_list = max(len(state), 0 if self.member_pids is None else len(self.member_pids))
+        leaving = len(departed) + len(strangers)
+        share = leaving / on_list
+        if not spec.confirm_removals:
+            if not len(seen):
+                return (
+                    f"mirror: the segment holds no valid profile, so all {leaving:,} profiles on the list "
+                    "would be removed; nothing was removed. If that is right, run again "
+                    "with confirm_removals (--confirm-removals)"
+                )
+            if share > spec.max_removal_share:
+                return (
+                    f"mirror: {leaving:,} of {on_list:,} profiles on the list ({share:.1%}) are not in the "
+                    f"segment, more than the {spec.max_removal_share:.0%} allowed; nothing was removed. If the "
+                    "segment is right, run again with confirm_removals (--confirm-removals)"
+                )
+        pids = state.profile_ids[departed]
+        removable = departed[pids != b""]
+        unknown = len(departed) - len(removable)
+        if unknown:
+            log.warning("mirror: %d departed profile(s) have no known Klaviyo id and stay on the list", unknown)
+        if len(strangers):
+            known = set(state.profile_ids[removable].tolist())
+            strangers = np.array([p for p in strangers.tolist() if p not in known], dtype="S")
+        if spec.dry_run or self.client is None:
+            self.counts.removed = len(removable) + len(strangers)
+            return None
+        if len(strangers):
+            for start in range(0, len(strangers), MAX_LIST_RELATIONSHIP_IDS):
+                chunk = strangers[start : start + MAX_LIST_RELATIONSHIP_IDS]
+                self.client.remove_from_list(spec.list_id, [p.decode() for p in chunk])
+                with self.lock:
+                    self.counts.removed += len(chunk)
+            log.info(
+                "reconcile: %d member(s) not put there by this export and not in the segment removed", len(strangers)
+            )
+        for start in range(0, len(removable), MAX_LIST_RELATIONSHIP_IDS):
+            chunk = removable[start : start + MAX_LIST_RELATIONSHIP_IDS]
+            self.client.remove_from_list(spec.list_id, [p.decode() for p in state.profile_ids[chunk]])
+            with self.lock:
+                self.counts.removed += len(chunk)
+            self._removed(state.ids[chunk])
+        log.info("mirror: %d profile(s) that left the segment were removed from list %s", len(removable), spec.list_id)
+        return None
+
+    def _members_not_in_segment(self, state: SyncState, seen: np.ndarray) -> np.ndarray:
+        """reconcile: profile ids of list members that are neither in the segment nor in the state
+        (added by hand or by another tool)."""
+        if self.member_pids is None or not len(self.member_pids):
+            return np.zeros(0, dtype="S1")
+        matched = np.zeros(len(self.member_pids), dtype=bool)
+        for hashed in self.member_ids:
+            matched |= np.isin(hashed, seen) | state.known(hashed)
+        return self.member_pids[~matched]
+
+    def _removed(self, ids: np.ndarray) -> None:
+        assert self._final is not None
+        self._final.drop(ids)
+
+    def save(self, finished: bool) -> None:
+        """Saves what Klaviyo accepted: into the state once the run is finished (whatever its
+        outcome), or aside (for the run's next invocation) when its time budget ran out."""
+        if not self.loaded:
+            return
+        if not finished:
+            with self.lock:
+                if not self.accepted_ids:
+                    return
+                aside = SyncState(self.spec.list_id)
+                aside.merge(np.concatenate(self.accepted_ids), np.concatenate(self.accepted_prints))
+                if self.learnt_ids:
+                    aside.set_profile_ids(np.concatenate(self.learnt_ids), np.concatenate(self.learnt_pids))
+            self.store.save(aside, self.pending_name)
+            return
+        self.store.save(self._merged())
+        self.store.delete(self.pending_name)
+
+
+def _identifier_texts(attributes: dict[str, object]) -> tuple[str, str, str]:
+    """A Klaviyo profile's identifiers as identifier_text writes them (it may hold more than the row
+    sent, so each is tried)."""
+    return (
+        str(attributes.get("email") or "").lower(),
+        str(attributes.get("phone_number") or ""),
+        "x:" + str(attributes.get("external_id") or ""),
+    )

@@ -1,0 +1,225 @@
+"""What an export put on its list in earlier runs: per profile a fingerprint of its identifier, of
+the profile as sent, and its Klaviyo profile id once known; one compact binary blob between runs."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
+
+FORMAT_VERSION = 1
+STATE_NAME = "sync-state.npz"
+_P = np.uint64(0x100000001B3)  # odd, so it has an inverse modulo 2**64
+_P_INVERSE = np.uint64(pow(int(_P), -1, 1 << 64))
+_ZERO = pa.scalar(b"\0", pa.binary())
+_EMPTY = pa.scalar(b"", pa.binary())
+_powers_lock = threading.Lock()
+_powers = np.ones(1, dtype=np.uint64)
+_inverse_powers = np.ones(1, dtype=np.uint64)
+
+
+def _power_tables(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """P**i and P**-i modulo 2**64 for i < size (grown as needed, shared by threads)."""
+    global _powers, _inverse_powers
+    with _powers_lock:
+        if len(_powers) < size:
+            grown = max(size, 2 * len(_powers))
+            one = np.ones(1, dtype=np.uint64)
+            _powers = np.concatenate([one, np.cumprod(np.full(grown - 1, _P, dtype=np.uint64))])
+            _inverse_powers = np.concatenate([one, np.cumprod(np.full(grown - 1, _P_INVERSE, dtype=np.uint64))])
+        return _powers, _inverse_powers
+
+
+def _mix(values: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: spreads every input bit over the whole word."""
+    values = values ^ (values >> np.uint64(30))
+    values *= np.uint64(0xBF58476D1CE4E5B9)
+    values ^= values >> np.uint64(27)
+    values *= np.uint64(0x94D049BB133111EB)
+    return values ^ (values >> np.uint64(31))
+
+
+def fingerprints(values: pa.Array) -> np.ndarray:
+    """A stable 64-bit hash (as int64) of each value of a binary or string array, all at once (no
+    Python per value). Arrow pads every value with zero bytes to a multiple of 8, so the values are
+    whole 64-bit words; each is a polynomial in those words modulo 2**64 (prefix sums, one division
+    by a power), mixed with its length. Not for adversarial input; enough to tell changed profiles."""
+    if not len(values):
+        return np.zeros(0, dtype=np.int64)
+    values = values.cast(pa.binary())
+    lengths = pc.binary_length(values)
+    padding = pc.binary_repeat(_ZERO, pc.bit_wise_and(pc.negate(lengths), pa.scalar(7, pa.int32())))
+    padded = pc.binary_join_element_wise(values, padding, _EMPTY)
+    offsets = np.frombuffer(padded.buffers()[1], dtype=np.int32, count=len(padded) + 1, offset=4 * padded.offset)
+    base = int(offsets[0])
+    count = (int(offsets[-1]) - base) // 8
+    words = (
+        np.frombuffer(padded.buffers()[2], dtype=np.uint64, count=count, offset=base)
+        if count
+        else np.zeros(0, dtype=np.uint64)
+    )
+    powers, inverse = _power_tables(count + 1)
+    sums = np.zeros(count + 1, dtype=np.uint64)
+    np.cumsum(words * powers[:count], out=sums[1:])
+    begins, ends = (offsets[:-1] - base) // 8, (offsets[1:] - base) // 8
+    sizes = lengths.to_numpy(zero_copy_only=False).astype(np.uint64)
+    return _mix((sums[ends] - sums[begins]) * inverse[begins] + sizes * np.uint64(0x9E3779B97F4A7C15)).view(np.int64)
+
+
+def text_fingerprints(texts: list[str]) -> np.ndarray:
+    """fingerprints() of Python strings (for identifiers read back from Klaviyo)."""
+    return fingerprints(pa.array(texts, pa.string()))
+
+
+@dataclass
+class SyncState:
+    """Sorted by identifier fingerprint: `ids`, `fingerprints` (int64) and `profile_ids` (bytes,
+    b"" while unknown)."""
+
+    list_id: str
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    fingerprints: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    profile_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="S1"))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of `ids` in the state, and where they were found."""
+        if not len(self.ids):
+            return np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)
+        at = np.minimum(np.searchsorted(self.ids, ids), len(self.ids) - 1)
+        return at, self.ids[at] == ids
+
+    def known(self, ids: np.ndarray) -> np.ndarray:
+        return self.find(ids)[1]
+
+    def unchanged(self, ids: np.ndarray, fingerprints: np.ndarray) -> np.ndarray:
+        """True where a profile was accepted before exactly as it is now."""
+        at, found = self.find(ids)
+        return found & (self.fingerprints[at] == fingerprints)
+
+    def merge(self, ids: np.ndarray, fingerprints: np.ndarray, profile_ids: np.ndarray | None = None) -> None:
+        """Records profiles Klaviyo accepted (the newest fingerprint wins; a known profile id is kept
+        unless a new one is given)."""
+        if not len(ids):
+            return
+        if profile_ids is None:
+            profile_ids = np.zeros(len(ids), dtype="S1")
+        at, found = self.find(ids)
+        old_pids = np.where(found, self.profile_ids[at] if len(self.ids) else b"", b"")
+        profile_ids = np.where(profile_ids != b"", profile_ids, old_pids)
+        all_ids = np.concatenate([ids, self.ids])
+        unique, first = np.unique(all_ids, return_index=True)  # the new entries come first: they win
+        self.ids = unique
+        self.fingerprints = np.concatenate([fingerprints, self.fingerprints])[first]
+        self.profile_ids = np.concatenate([profile_ids, self.profile_ids])[first]
+
+    def set_profile_ids(self, ids: np.ndarray, profile_ids: np.ndarray) -> int:
+        """Profile ids of profiles already in the state; returns how many were found."""
+        at, found = self.find(ids)
+        if found.any():
+            width = max(self.profile_ids.dtype.itemsize, profile_ids.dtype.itemsize)
+            self.profile_ids = self.profile_ids.astype(f"S{width}")
+            self.profile_ids[at[found]] = profile_ids[found]
+        return int(found.sum())
+
+    def drop(self, ids: np.ndarray) -> None:
+        keep = ~np.isin(self.ids, ids)
+        self.ids, self.fingerprints, self.profile_ids = self.ids[keep], self.fingerprints[keep], self.profile_ids[keep]
+
+    def absent_from(self, seen: np.ndarray) -> np.ndarray:
+        """Positions of the profiles not among `seen` (e.g. those who left the segment)."""
+        return np.flatnonzero(~np.isin(self.ids, seen))
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        header = orjson.dumps({"format": FORMAT_VERSION, "list_id": self.list_id})
+        np.savez(
+            buffer,
+            header=np.frombuffer(header, dtype=np.uint8),
+            ids=self.ids,
+            fingerprints=self.fingerprints,
+            profile_ids=self.profile_ids,
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SyncState:
+        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+            header = orjson.loads(stored["header"].tobytes())
+            if header.get("format") != FORMAT_VERSION:
+                raise ValueError(f"sync state format {header.get('format')} is not {FORMAT_VERSION}")
+            return cls(header["list_id"], stored["ids"], stored["fingerprints"], stored["profile_ids"])
+
+
+class SyncStateStore(Protocol):
+    location: str
+
+    def load(self, name: str = STATE_NAME) -> SyncState | None: ...
+    def save(self, state: SyncState, name: str = STATE_NAME) -> None: ...
+    def delete(self, name: str) -> None: ...
+
+
+class FolderSyncState:
+    """Sync state in a local folder (the CLI's --state DIR), replaced atomically."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.location = str(self.folder)
+
+    def load(self, name: str = STATE_NAME) -> SyncState | None:
+        path = self.folder / name
+        return SyncState.from_bytes(path.read_bytes()) if path.exists() else None
+
+    def save(self, state: SyncState, name: str = STATE_NAME) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / name
+        temporary = path.with_suffix(".tmp")
+        with open(temporary, "wb") as f:
+            f.write(state.to_bytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+
+    def delete(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.folder / name).unlink()
+
+
+class BlobSyncState:
+    """Sync state as blobs under a prefix (`container/path` for the CLI, per export in the app)."""
+
+    def __init__(self, container: ContainerClient, prefix: str) -> None:
+        self._container = container
+        self._prefix = prefix.rstrip("/") + "/" if prefix else ""
+        self.location = f"{container.container_name}/{self._prefix}"
+
+    def load(self, name: str = STATE_NAME) -> SyncState | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return SyncState.from_bytes(self._container.get_blob_client(self._prefix + name).download_blob().readall())
+        except ResourceNotFoundError:
+            return None
+
+    def save(self, state: SyncState, name: str = STATE_NAME) -> None:
+        self._container.get_blob_client(self._prefix + name).upload_blob(state.to_bytes(), overwrite=True)
+
+    def delete(self, name: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with contextlib.suppress(ResourceNotFoundError):
+            self._container.get_blob_client(self._prefix + name).delete_blob()
