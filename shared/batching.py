@@ -100,11 +100,8 @@ class Batcher:
 
     def add(self, profile: bytes, key: int, row: int) -> Batch | None:
         """Adds a profile; returns the batch it completed, if this profile did not fit."""
-        full: Batch | None = None
-        if len(self.current) >= self.max_profiles or self.current.size + len(profile) > self._room:
-            full, self.current = self.current, Batch()
-        self.current.add(profile, key, row)
-        return full
+        full = self.add_many(pa.array([profile + b","], pa.binary()), np.array([key]), np.array([row]))
+        return full[0] if full else None
 
     def add_many(
         self,
@@ -115,7 +112,7 @@ class Batcher:
         fingerprints: np.ndarray | None = None,
     ) -> list[Batch]:
         """Adds profiles (each serialized and followed by a comma) a batch at a time; returns the
-        batches completed, in the same cuts as one `add` a profile would make."""
+        batches completed: a batch closes when the next profile would pass the count or size limit."""
         offsets = np.frombuffer(
             profiles.buffers()[1], dtype=np.int32, count=len(profiles) + 1, offset=4 * profiles.offset
         )

@@ -37,10 +37,6 @@ def _s(text: str) -> pa.Scalar:
     return pa.scalar(text, pa.string())
 
 
-def _key_hash(text: str) -> int:
-    return hash(text)
-
-
 class ColumnarMapper:
     """Maps Arrow tables of CSV strings with a ProfileMapper's rules."""
 
@@ -88,7 +84,7 @@ class ColumnarMapper:
         identifier = pc.coalesce(*identifiers).filter(selected)
         idents: list[str] = identifier.to_pylist()
         bodies = self._bodies(table, text, lowered).filter(selected)
-        keys = np.fromiter(map(_key_hash, idents), dtype=np.int64, count=len(idents))
+        keys = np.fromiter(map(hash, idents), dtype=np.int64, count=len(idents))
         del idents  # a Python string per row: kept only as long as needed
         valid_rows = fast_rows
 
