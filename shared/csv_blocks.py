@@ -24,7 +24,7 @@ BLOCK_BYTES = 512 * 1024
 MAX_PLAIN_FIELD = 100_000
 # Past this many bytes without a line end outside quotes, the rest of the part goes to the csv module.
 MAX_PENDING_BYTES = 64 * 1024 * 1024
-_NEWLINE, _QUOTE = 10, 34
+_TAB, _NEWLINE, _RETURN, _QUOTE = 9, 10, 13, 34
 BOM = b"\xef\xbb\xbf"  # Arrow drops one at the start of what it parses; the csv module keeps it
 
 
@@ -129,42 +129,50 @@ class BlockReader:
     def _block(
         self, block: bytes, line: int, final: bool
     ) -> tuple[Iterator[object], Callable[[], int], Callable[[], bytes]]:
-        if not self._plain(block):
+        lines = self._plain_lines(block)
+        if lines is None:
             return self._python_rows(io.BytesIO(block), line, final)
         self._invalid_rows = 0
         try:
             table = pa_csv.read_csv(pa.py_buffer(block), self._read, self._parse, self._convert)
         except pa.ArrowInvalid:
             return self._python_rows(io.BytesIO(block), line, final)
-        lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
         if self._invalid_rows or table.num_rows != lines or _longest_field(table) > MAX_PLAIN_FIELD:
             return self._python_rows(io.BytesIO(block), line, final)
         numbers = np.arange(line, line + lines, dtype=np.int64)
         return iter([TableChunk(self.name, self.columns, numbers, table, [])]), lambda: lines, lambda: b""
 
-    def _plain(self, block: bytes) -> bool:
-        if not block or block.startswith((b"\n", b"\r\n", BOM)) or b"\n\n" in block:
-            return False
-        returns = block.count(b"\r")
-        if returns and (returns != block.count(b"\r\n") or b"\n\r\n" in block):
-            return False
+    def _plain_lines(self, block: bytes) -> int | None:
+        """How many rows (lines) a plain block holds; None when it is not plain."""
+        if not block or block.startswith(BOM):
+            return None
         if not block.isascii():
             try:
                 block.decode("utf-8")
             except UnicodeDecodeError:
-                return False
+                return None
         codes = np.frombuffer(block, dtype=np.uint8)
-        allowed = block.count(b"\n") + returns + (block.count(b"\t") if self._delimiter == b"\t" else 0)
-        if np.count_nonzero(codes < 32) != allowed:
-            return False  # a control character (orjson escapes them; the csv module may see a line end)
+        controls = np.flatnonzero(codes < 32)  # one pass: line ends, carriage returns, anything else
+        kinds = codes[controls]
+        newlines, returns = controls[kinds == _NEWLINE], controls[kinds == _RETURN]
+        allowed = len(newlines) + len(returns) + (np.count_nonzero(kinds == _TAB) if self._delimiter == b"\t" else 0)
+        if allowed != len(controls):
+            return None  # a control character (orjson escapes them; the csv module may see a line end)
+        if len(newlines) and (newlines[0] == 0 or (np.diff(newlines) == 1).any()):
+            return None  # a blank line
+        if len(returns):
+            after = returns + 1
+            if after[-1] >= len(codes) or (codes[after] != _NEWLINE).any():
+                return None  # a lone carriage return
+            if returns[0] == 0 or (codes[returns - 1] == _NEWLINE).any():
+                return None  # a blank line ending in CRLF
         if b'"' in block:
             if b'"' in self._quoted.sub(b"", block):
-                return False  # a quote that is not a whole quoted field: the csv module's rules apply
-            newlines = np.flatnonzero(codes == _NEWLINE)
+                return None  # a quote that is not a whole quoted field: the csv module's rules apply
             quotes_before = np.cumsum(codes == _QUOTE, dtype=np.int64)[newlines]
             if (quotes_before % 2).any():
-                return False  # a quoted line break: rows are not lines
-        return True
+                return None  # a quoted line break: rows are not lines
+        return len(newlines) + (0 if block.endswith(b"\n") else 1)
 
 
 def _longest_field(table: pa.Table) -> int:

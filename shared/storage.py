@@ -42,8 +42,10 @@ def _require(connection: StorageConnection) -> None:
 
 
 # The SDK's defaults fetch a blob's first 32 MB in one response and hold it as one bytes object;
-# a segment is read as a stream, so smaller ranges keep the export's memory flat.
-_DOWNLOAD_RANGES = {"max_single_get_size": 4 * 1024 * 1024, "max_chunk_get_size": 4 * 1024 * 1024}
+# a segment is read as a stream, so smaller ranges keep the export's memory flat. Below 8 MB each
+# request's overhead shows: Azurite spends twice the CPU serving a 100 MB blob in 4 MB ranges.
+DOWNLOAD_RANGE_BYTES = 8 * 1024 * 1024
+_DOWNLOAD_RANGES = {"max_single_get_size": DOWNLOAD_RANGE_BYTES, "max_chunk_get_size": DOWNLOAD_RANGE_BYTES}
 
 
 def blob_service(connection: StorageConnection) -> BlobServiceClient:

@@ -19,7 +19,7 @@ from shared.mapping import FieldMapping
 from shared.report import FAILED, SUCCEEDED, Counts, RejectsFile, RunReport
 from shared.segments import blob_segment
 from shared.settings import StorageConnection
-from shared.storage import blob_service
+from shared.storage import DOWNLOAD_RANGE_BYTES, blob_service
 from tests.conftest import API_KEY, App, member_emails
 from tools.azurite import Azurite
 from tools.functions_host import LocalFunctionsHost
@@ -37,7 +37,7 @@ def segment(count: int, seed: int, start: int = 0) -> tuple[bytes, Expected]:
 
 
 def as_the_app_reads(azurite: Azurite, container: ContainerClient) -> ContainerClient:
-    """The same container through the app's own blob client: it downloads in 4 MB ranges, each pinned
+    """The same container through the app's own blob client: it downloads in 8 MB ranges, each pinned
     to the etag the first one saw."""
     return blob_service(StorageConnection.from_string(azurite.connection_string)).get_container_client(
         container.container_name
@@ -74,6 +74,7 @@ def test_a_segment_overwritten_mid_run_within_one_download_is_read_as_it_was(
     azurite: Azurite, container: ContainerClient, client: KlaviyoClient, klaviyo: KlaviyoSimulator, list_id: str
 ) -> None:
     old, expected = segment(20_000, seed=1)  # about 2 MB: one range
+    assert len(old) < DOWNLOAD_RANGE_BYTES
     new, _ = segment(20_000, seed=2, start=500_000)
     container.upload_blob("segment.csv", old)
     overwrite = once(lambda: container.upload_blob("segment.csv", new, overwrite=True))
@@ -100,8 +101,9 @@ def test_a_segment_changed_mid_download_fails_the_run_clearly_without_mixing_ver
     change: str,
     message: str,
 ) -> None:
-    old, expected = segment(60_000, seed=3)  # about 6 MB: two ranges
-    new, _ = segment(60_000, seed=4, start=500_000)
+    old, expected = segment(120_000, seed=3)  # about 12 MB: two ranges
+    assert DOWNLOAD_RANGE_BYTES < len(old) < 2 * DOWNLOAD_RANGE_BYTES
+    new, _ = segment(120_000, seed=4, start=500_000)
     container.upload_blob("segment.csv", old)
 
     def act() -> None:
@@ -110,7 +112,7 @@ def test_a_segment_changed_mid_download_fails_the_run_clearly_without_mixing_ver
         else:
             container.delete_blob("segment.csv")
 
-    report = run_with(as_the_app_reads(azurite, container), client, list_id, once(act, after_rows=20_000))
+    report = run_with(as_the_app_reads(azurite, container), client, list_id, once(act, after_rows=40_000))
     assert report.status == FAILED
     assert report.error == f"segment.csv: {message}"
     c = report.counts
