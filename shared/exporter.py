@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[Counts], None]
 _POINTER_PREFIX = "/data/attributes/profiles/data/"
 _POLL_DURING_UPLOAD_SECONDS = 5.0
+_FIRST_POLL_SECONDS = 0.05
 _CHUNKS_AHEAD = 1  # read and mapping while the current one is sent (each ~10,000 rows)
 _MAPPERS = 1  # threads mapping chunks: the GIL leaves little for a second one (measured: no faster)
 
@@ -489,12 +490,16 @@ class _Run:
 
     def _wait_for_jobs(self) -> None:
         deadline = time.monotonic() + self.spec.job_timeout
+        # The last jobs are often done within moments of their upload: look again soon, then less
+        # often (each look is one request of the job-read limit).
+        pause = _FIRST_POLL_SECONDS
         while self._collect_finished():
             if time.monotonic() > deadline:
                 raise KlaviyoError(
                     f"{len(self.jobs)} import job(s) still not complete after {self.spec.job_timeout:.0f} s"
                 )
-            time.sleep(self.spec.poll_interval)
+            time.sleep(min(pause, self.spec.poll_interval))
+            pause *= 2
             self._emit_progress()
 
     def _collect_finished(self, pages: int | None = None, direct: int = 10) -> int:

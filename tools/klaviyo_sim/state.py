@@ -479,6 +479,7 @@ def validate_import(document: object) -> tuple[list[PendingProfile], str | None]
 
 _SCAN_EMAIL = re.compile(r'"email":"([^"\\]*)"')
 _SCAN_LIST = re.compile(r'\{(?:"type":"list","id":"([^"\\]*)"|"id":"([^"\\]*)","type":"list")\}')
+_LIST_TYPE = '"type":"list"'
 
 
 def scan_import(body: bytes) -> tuple[list[str], str | None] | None:
@@ -497,10 +498,24 @@ def scan_import(body: bytes) -> tuple[list[str], str | None] | None:
     emails = _SCAN_EMAIL.findall(text)
     if not 1 <= count <= MAX_PROFILES_PER_JOB or len(emails) != count:
         return None
-    lists = _SCAN_LIST.findall(text)
-    if len(lists) > 1 or (not lists and '"relationships"' in text):
+    lists = _scan_lists(text)
+    if lists is None or len(lists) > 1 or (not lists and '"relationships"' in text):
         return None
-    return [email.lower() for email in emails], (lists[0][0] or lists[0][1]) if lists else None
+    return [email.lower() for email in emails], lists[0] if lists else None
+
+
+def _scan_lists(text: str) -> list[str] | None:
+    """The ids of list identifiers, each found from its "type" member (the expression alone would try
+    every "{" of the body); None when one of those members is not part of a list identifier."""
+    found: list[str] = []
+    at = text.find(_LIST_TYPE)
+    while at >= 0:
+        match = _SCAN_LIST.match(text, text.rfind("{", 0, at))
+        if match is None:
+            return None
+        found.append(match.group(1) or match.group(2))
+        at = text.find(_LIST_TYPE, at + len(_LIST_TYPE))
+    return found
 
 
 def _job_list_id(relationships: object) -> str | None:
@@ -635,6 +650,8 @@ class ProfileStore:
         self.created.extend(stamps)
         self.updated.extend(stamps)
         by_email.update(zip(new, range(first, first + len(new)), strict=True))
+        if len(new) == len(emails):  # all new and distinct (a first import): no second lookup
+            return list(range(first, first + len(new)))
         return list(map(by_email.__getitem__, emails))
 
     @staticmethod
