@@ -367,7 +367,7 @@ class SegmentSource:
             if not self.fast or not columns:
                 yield from self._jsonl_lines(part.name, stream, 1, size)
                 return
-            blocks = JsonBlocks(columns, MAX_FIELD_CHARS)
+            blocks = JsonBlocks(columns)
             line, pending = 1, b""
             while True:
                 data = stream.read(BLOCK_BYTES)
