@@ -1,29 +1,29 @@
-"""The JSON Lines fast path: a block of lines parsed by orjson, one line at a time as the line reader
-does, its mapped columns handed over as Arrow strings for the column-wise mapper.
+"""The JSON Lines fast path: a block of flat JSON objects parsed by Arrow's JSON reader into the mapped
+columns, as strings. Any other block is read line by line (orjson).
 
-A block takes this path only when the line reader would make the same rows of it: one object a
-line (no blank line, no line orjson refuses, no byte order mark), every mapped value a string or
-null, no control character but TAB in a mapped value, no line longer than MAX_PLAIN_LINE. Any other
-block is read line by line.
-
-Arrow's own JSON reader is not used: pyarrow 26.0.1 dereferences a null pointer (a segmentation
-fault, the whole process gone) when the first line of a block is the JSON value `null` (apache/arrow
-issue 47409), and reads a later `null` line as a row of nulls. orjson is the line reader's parser,
-so what it accepts here is exactly what the line reader accepts."""
+Arrow's reader is given only blocks it provably reads as the line reader does, and never a top-level
+`null`: pyarrow 26.0.1 reads the stack of open objects there while it is empty (`HandlerBase::Null`
+in arrow/json/parser.cc; apache/arrow issue 47409), which killed the process when such a line came
+first in a block, and made a row of nulls from it later on. A block takes the fast path only when
+each line is one flat object, `{"key": "text" or null, ...}`, with spaces as the only whitespace,
+and the whole block is valid UTF-8 with no backslash (so no escape) and no control character but
+the line ends. Such a line is valid JSON, orjson and Arrow make the same strings of it (the bytes
+between its quotes), and its top-level value is an object. Arrow still refuses a mapped key twice
+in a line (orjson keeps the last): that block too is read line by line."""
 
 from __future__ import annotations
 
-from itertools import repeat
-
 import numpy as np
-import orjson
 import pyarrow as pa
+import pyarrow.json as pa_json
 
-BOM = b"\xef\xbb\xbf"  # the line reader drops it from line 1 only
+BOM = b"\xef\xbb\xbf"
 # A longer line is left to the line reader (and the row-by-row mapper's limits), as in csv_blocks.
 MAX_PLAIN_LINE = 100_000
 _EMPTY = pa.scalar("", pa.string())
-_TAB = 9
+_QUOTE, _NEWLINE = 34, 10
+# Outside its strings a flat line holds only these bytes (`"` stands for a whole string).
+_SKELETON_BYTES = b'{}:,"\n nul'
 
 
 class JsonBlocks:
@@ -31,35 +31,68 @@ class JsonBlocks:
 
     def __init__(self, columns: list[str]) -> None:
         self.columns = list(dict.fromkeys(columns))
+        schema = pa.schema([(column, pa.string()) for column in self.columns])
+        self._parse = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+        self._read = pa_json.ReadOptions(use_threads=False, block_size=4 * 1024 * 1024)
 
     def table(self, block: bytes) -> pa.Table | None:
         """The block's rows (one a line; the block ends at a line end or at the end of the part) as
-        a table of strings, nulls and missing keys as "", or None when it must be read line by line."""
-        if block.startswith(BOM):
-            return None
-        lines = block.split(b"\n")
-        if not lines[-1]:
-            lines.pop()
-        if not lines or max(map(len, lines)) > MAX_PLAIN_LINE:
+        a table of strings, nulls and absent keys as "", or None when it must be read line by line."""
+        lines = flat_object_lines(block)
+        if lines is None:
             return None
         try:
-            # The line reader parses each line with its "\n"; trailing whitespace never changes a parse.
-            records = list(map(orjson.loads, lines))
-        except orjson.JSONDecodeError:
-            return None  # a blank line or a damaged one: the line reader skips it or says why
-        if set(map(type, records)) != {dict}:
+            table = pa_json.read_json(pa.py_buffer(block), self._read, self._parse)
+        except pa.ArrowInvalid:
+            return None  # a mapped key twice in a line
+        if table.num_rows != lines:
             return None
-        columns: list[pa.Array] = []
-        for name in self.columns:
-            try:
-                column = pa.array(list(map(dict.get, records, repeat(name))), pa.string())
-            except (pa.ArrowException, UnicodeError):
-                return None  # a number, list, object or boolean: the row-by-row mapper's reasons apply
-            _, offsets, data = column.buffers()
-            if data is not None:
-                end = int(np.frombuffer(offsets, dtype=np.int32)[len(column)])
-                codes = np.frombuffer(data, dtype=np.uint8, count=end)
-                if np.count_nonzero(codes < 32) != np.count_nonzero(codes == _TAB):
-                    return None  # an escaped control character: left to the row-by-row serializer
-            columns.append(column.fill_null(_EMPTY))
-        return pa.table(columns, names=self.columns)
+        columns = [column.combine_chunks() for column in table.select(self.columns).columns]
+        return pa.table([c.fill_null(_EMPTY) if c.null_count else c for c in columns], names=self.columns)
+
+
+def flat_object_lines(block: bytes) -> int | None:
+    """How many lines the block has when each is a flat object of strings and nulls with no escape,
+    no whitespace but spaces and no line longer than MAX_PLAIN_LINE (None when not)."""
+    if not block or block.startswith(BOM) or b"\\" in block:
+        return None
+    if not block.isascii():
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    codes = np.frombuffer(block, dtype=np.uint8)
+    newlines = int(np.count_nonzero(codes == _NEWLINE))
+    if np.count_nonzero(codes < 32) != newlines:
+        return None  # a control character: raw in a string orjson refuses it
+    lines = newlines + (0 if block.endswith(b"\n") else 1)
+    if len(block) > MAX_PLAIN_LINE:
+        ends = np.flatnonzero(codes == _NEWLINE)
+        if np.diff(ends, prepend=-1, append=len(block)).max() > MAX_PLAIN_LINE:
+            return None
+    skeleton = _skeleton(codes)
+    if skeleton is None or skeleton.translate(None, _SKELETON_BYTES):
+        return None
+    nulls = skeleton.count(b"null")
+    if not skeleton.count(b"n") == skeleton.count(b"u") == nulls or skeleton.count(b"l") != 2 * nulls:
+        return None  # n, u or l outside a `null`
+    pairs = skeleton.replace(b" ", b"").replace(b":null", b':"').replace(b'":"', b"P")
+    if pairs.translate(None, b"{},P\n") or pairs.startswith(b",") or b"{," in pairs or b"\n," in pairs:
+        return None
+    every_line = b"{}\n" * newlines + (b"" if block.endswith(b"\n") else b"{}")
+    if b"}," in pairs or pairs.replace(b",P", b"").replace(b"{P}", b"{}") != every_line:
+        return None  # not `{P,P,...}` or `{}` on every line (P: "key":"value" or "key":null)
+    return lines
+
+
+def _skeleton(codes: np.ndarray) -> bytes | None:
+    """The bytes outside strings, each string replaced by one quote; None when a string is left open
+    at the end. Strings hold no backslash here, so every quote opens or closes one."""
+    quotes = np.flatnonzero(codes == _QUOTE)
+    if len(quotes) % 2:
+        return None
+    starts = np.concatenate(([0], quotes[1::2] + 1))  # after each closing quote
+    ends = np.concatenate((quotes[0::2] + 1, [len(codes)]))  # up to and with each opening quote
+    lengths = ends - starts
+    shift = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    return codes[np.arange(int(lengths.sum())) + shift].tobytes()
