@@ -13,6 +13,8 @@ in a line (orjson keeps the last): that block too is read line by line."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.json as pa_json
@@ -24,6 +26,8 @@ _EMPTY = pa.scalar("", pa.string())
 _QUOTE, _NEWLINE = 34, 10
 # Outside its strings a flat line holds only these bytes (`"` stands for a whole string).
 _SKELETON_BYTES = b'{}:,"\n nul'
+_FLAT_LINE = rb"\{(?:P(?:,P)*)?\}"
+_FLAT_LINES = re.compile(rb"(?:%s\n)*%s\n?" % (_FLAT_LINE, _FLAT_LINE))
 
 
 class JsonBlocks:
@@ -54,7 +58,7 @@ class JsonBlocks:
 def flat_object_lines(block: bytes) -> int | None:
     """How many lines the block has when each is a flat object of strings and nulls with no escape,
     no whitespace but spaces and no line longer than MAX_PLAIN_LINE (None when not)."""
-    if not block or block.startswith(BOM) or b"\\" in block:
+    if not block or block.startswith(BOM) or b"\\" in block or block.count(b'"') % 2:
         return None
     if not block.isascii():
         try:
@@ -71,28 +75,24 @@ def flat_object_lines(block: bytes) -> int | None:
         if np.diff(ends, prepend=-1, append=len(block)).max() > MAX_PLAIN_LINE:
             return None
     skeleton = _skeleton(codes)
-    if skeleton is None or skeleton.translate(None, _SKELETON_BYTES):
+    if skeleton.translate(None, _SKELETON_BYTES):
         return None
     nulls = skeleton.count(b"null")
-    if not skeleton.count(b"n") == skeleton.count(b"u") == nulls or skeleton.count(b"l") != 2 * nulls:
+    if len(skeleton) - len(skeleton.translate(None, b"nul")) != 4 * nulls:
         return None  # n, u or l outside a `null`
-    pairs = skeleton.replace(b" ", b"").replace(b":null", b':"').replace(b'":"', b"P")
-    if pairs.translate(None, b"{},P\n") or pairs.startswith(b",") or b"{," in pairs or b"\n," in pairs:
-        return None
-    every_line = b"{}\n" * newlines + (b"" if block.endswith(b"\n") else b"{}")
-    if b"}," in pairs or pairs.replace(b",P", b"").replace(b"{P}", b"{}") != every_line:
-        return None  # not `{P,P,...}` or `{}` on every line (P: "key":"value" or "key":null)
+    if b" " in skeleton:
+        skeleton = skeleton.replace(b" ", b"")
+    if nulls:
+        skeleton = skeleton.replace(b":null", b':"')
+    pairs = skeleton.replace(b'":"', b"P")  # P: "key":"text" or "key":null
+    if not _FLAT_LINES.fullmatch(pairs) or pairs.count(b"\n") != newlines or pairs[-1:] != block[-1:]:
+        return None  # a line not of pairs (or blank), or a string holding a line end
     return lines
 
 
-def _skeleton(codes: np.ndarray) -> bytes | None:
-    """The bytes outside strings, each string replaced by one quote; None when a string is left open
-    at the end. Strings hold no backslash here, so every quote opens or closes one."""
-    quotes = np.flatnonzero(codes == _QUOTE)
-    if len(quotes) % 2:
-        return None
-    starts = np.concatenate(([0], quotes[1::2] + 1))  # after each closing quote
-    ends = np.concatenate((quotes[0::2] + 1, [len(codes)]))  # up to and with each opening quote
-    lengths = ends - starts
-    shift = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-    return codes[np.arange(int(lengths.sum())) + shift].tobytes()
+def _skeleton(codes: np.ndarray) -> bytes:
+    """The bytes outside strings, each string kept as its opening quote. Strings hold no backslash
+    here, so every quote opens or closes one."""
+    quote = codes == _QUOTE
+    opened = (np.cumsum(quote, dtype=np.uint8) & 1).view(bool)  # the parity survives the wrap at 256
+    return codes[opened == quote].tobytes()  # outside bytes (not opened) and opening quotes

@@ -94,7 +94,7 @@ def test_any_json_lines_map_alike_by_both_readers(rows: list[bytes], ending: byt
 # Pieces of flat lines and of near misses: what is accepted must be what orjson reads the same way.
 PIECES = st.sampled_from(
     [b"{", b"}", b'"a"', b'"email"', b'"x y"', b'"\xc3\xa9"', b":", b",", b" ", b"null", b"nul", b"l", b"\n", b'"']
-    + [b"1", b"true", b"[", b"]", b"\t", b"\\", b"\xff", b'{"email":"a@b.co"}', b'"email":null', b"}{"]
+    + [b"1", b"true", b"[", b"]", b"\t", b"\r", b"\x00", b"\\", b"\xff", b'{"email":"a@b.co"}', b'"email":null', b"}{"]
 )
 
 
@@ -112,7 +112,8 @@ def test_a_block_taken_as_flat_objects_is_one_object_of_text_or_nulls_a_line_for
 def test_flat_objects_with_spaces_and_nulls_are_taken() -> None:
     block = b'{"email": "a@b.co", "x": null}\n {}\n{"phone":"+12065550100" ,"email" : null } \n{"a":"b"}'
     assert jsonl_blocks.flat_object_lines(block) == 4
-    for other in (b'{"n": 1}\n', b"null\n", b'{"a":"b"}\n\n', b'{"a":"\\u00e9"}\n', b'{"a":"b"},\n', b"{,}\n"):
+    not_flat = [b'{"n": 1}\n', b"null\n", b'{"a":"b"}\n\n', b'{"a":"\\u00e9"}\n', b'{"a":"b"},\n', b"{,}\n"]
+    for other in [*not_flat, b'{"a":"x\ny"}', b"{}\n "]:
         assert jsonl_blocks.flat_object_lines(other) is None, other
 
 
