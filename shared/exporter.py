@@ -310,7 +310,7 @@ class _Run:
 
         def read(mappers: ThreadPoolExecutor) -> None:
             try:
-                for chunk in self.source.chunks():
+                for chunk in self.source.chunks(columns=mapper.columns):
                     if stopping.is_set():
                         return
                     if isinstance(chunk, TableChunk):

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NamedTuple, Protocol
 
+import numpy as np
 import orjson
 
 from shared.csv_blocks import BLOCK_BYTES, BlockReader, Prepended, TableChunk
+from shared.jsonl_blocks import JsonBlocks
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
@@ -217,14 +219,14 @@ class SegmentSource:
             for number, row, error in sorted(fields, key=lambda f: f[0]):
                 yield SegmentRow(chunk.source, number, row, error)
 
-    def chunks(self, size: int = CHUNK_ROWS) -> Iterator[RowChunk | TableChunk]:
+    def chunks(self, size: int = CHUNK_ROWS, columns: list[str] | None = None) -> Iterator[RowChunk | TableChunk]:
         """The rows in chunks: the fast path (no object per row beyond the parsed values, or a
-        table of plain CSV rows)."""
+        table of plain rows). JSON Lines comes as tables of `columns` where given (the mapped ones)."""
         for part in self.parts:
             if self.format_of(part) == "csv":
                 yield from self._csv_chunks(part, size)
             else:
-                yield from self._jsonl_chunks(part, size)
+                yield from self._jsonl_chunks(part, size, columns)
 
     def _binary(self, part: SegmentPart) -> BinaryIO:
         raw = part.open()
@@ -360,33 +362,62 @@ class SegmentSource:
 
         return chunks(), spanned, lambda: "".join(left_open).encode("utf-8", errors="surrogateescape")
 
-    def _jsonl_chunks(self, part: SegmentPart, size: int) -> Iterator[RowChunk]:
-        name = part.name
+    def _jsonl_chunks(self, part: SegmentPart, size: int, columns: list[str] | None) -> Iterator[RowChunk | TableChunk]:
+        with self._buffered(part) as stream:
+            if not self.fast or not columns:
+                yield from self._jsonl_lines(part.name, stream, 1, size)
+                return
+            blocks = JsonBlocks(columns)
+            line, pending = 1, b""
+            while True:
+                data = stream.read(BLOCK_BYTES)
+                buffer = pending + data if pending else data
+                if not buffer:
+                    return
+                cut = buffer.rfind(b"\n") + 1 if data else len(buffer)
+                if not cut:
+                    if len(buffer) > MAX_FIELD_CHARS:  # a line too long for a row: the line reader says so
+                        yield from self._jsonl_lines(part.name, Prepended(buffer, stream), line, size)
+                        return
+                    pending = buffer
+                    continue
+                block, pending = buffer[:cut], buffer[cut:]
+                table = blocks.table(block)
+                if table is not None:
+                    numbers = np.arange(line, line + table.num_rows, dtype=np.int64)
+                    yield TableChunk(part.name, blocks.columns, numbers, table, [])
+                else:
+                    yield from self._jsonl_lines(part.name, io.BytesIO(block), line, size)
+                line += block.count(b"\n")
+                if not data:
+                    return
+
+    def _jsonl_lines(self, name: str, stream: BinaryIO, first_line: int, size: int) -> Iterator[RowChunk]:
+        """JSON Lines read line by line (orjson), numbering lines from `first_line`."""
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
         chunk = RowChunk(name, None, [], [], [])
-        with self._buffered(part) as stream:
-            for number, line in enumerate(stream, start=1):
-                if number == 1 and line.startswith(codecs.BOM_UTF8):
-                    line = line[len(codecs.BOM_UTF8) :]
-                if len(line) > MAX_FIELD_CHARS:  # checked first: parsing it would take ten times its size
-                    chunk.errors.append((number, f"line is longer than {MAX_FIELD_CHARS:,} bytes"))
-                    continue
-                try:
-                    value = loads(line)
-                except decode_error as exc:
-                    if not line.strip():
-                        continue  # a blank line is not a row
-                    reason = "line is not valid UTF-8" if "utf-8" in str(exc).lower() else "line is not valid JSON"
-                    chunk.errors.append((number, reason))
-                    continue
-                if type(value) is not dict:
-                    chunk.errors.append((number, f"line is a JSON {type(value).__name__}, not an object"))
-                else:
-                    chunk.numbers.append(number)
-                    chunk.records.append(value)
-                    if len(chunk.records) >= size:
-                        yield chunk
-                        chunk = RowChunk(name, None, [], [], [])
+        for number, line in enumerate(stream, start=first_line):
+            if number == 1 and line.startswith(codecs.BOM_UTF8):
+                line = line[len(codecs.BOM_UTF8) :]
+            if len(line) > MAX_FIELD_CHARS:  # checked first: parsing it would take ten times its size
+                chunk.errors.append((number, f"line is longer than {MAX_FIELD_CHARS:,} bytes"))
+                continue
+            try:
+                value = loads(line)
+            except decode_error as exc:
+                if not line.strip():
+                    continue  # a blank line is not a row
+                reason = "line is not valid UTF-8" if "utf-8" in str(exc).lower() else "line is not valid JSON"
+                chunk.errors.append((number, reason))
+                continue
+            if type(value) is not dict:
+                chunk.errors.append((number, f"line is a JSON {type(value).__name__}, not an object"))
+            else:
+                chunk.numbers.append(number)
+                chunk.records.append(value)
+                if len(chunk.records) >= size:
+                    yield chunk
+                    chunk = RowChunk(name, None, [], [], [])
         if chunk.records or chunk.errors:
             yield chunk
 
