@@ -13,21 +13,16 @@ in a line (orjson keeps the last): that block too is read line by line."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 BOM = b"\xef\xbb\xbf"
 # A longer line is left to the line reader (and the row-by-row mapper's limits), as in csv_blocks.
 MAX_PLAIN_LINE = 100_000
 _EMPTY = pa.scalar("", pa.string())
-_QUOTE, _NEWLINE = 34, 10
-# Outside its strings a flat line holds only these bytes (`"` stands for a whole string).
-_SKELETON_BYTES = b'{}:,"\n nul'
-_FLAT_LINE = rb"\{(?:P(?:,P)*)?\}"
-_FLAT_LINES = re.compile(rb"(?:%s\n)*%s\n?" % (_FLAT_LINE, _FLAT_LINE))
+_NEWLINE = 10
 
 
 class JsonBlocks:
@@ -58,7 +53,7 @@ class JsonBlocks:
 def flat_object_lines(block: bytes) -> int | None:
     """How many lines the block has when each is a flat object of strings and nulls with no escape,
     no whitespace but spaces and no line longer than MAX_PLAIN_LINE (None when not)."""
-    if not block or block.startswith(BOM) or b"\\" in block or block.count(b'"') % 2:
+    if not block or block.startswith(BOM) or b"\\" in block:
         return None
     if not block.isascii():
         try:
@@ -66,33 +61,23 @@ def flat_object_lines(block: bytes) -> int | None:
         except UnicodeDecodeError:
             return None
     codes = np.frombuffer(block, dtype=np.uint8)
-    newlines = int(np.count_nonzero(codes == _NEWLINE))
-    if np.count_nonzero(codes < 32) != newlines:
+    ends = np.flatnonzero(codes == _NEWLINE)
+    if np.count_nonzero(codes < 32) != len(ends):
         return None  # a control character: raw in a string orjson refuses it
-    lines = newlines + (0 if block.endswith(b"\n") else 1)
-    if len(block) > MAX_PLAIN_LINE:
-        ends = np.flatnonzero(codes == _NEWLINE)
-        if np.diff(ends, prepend=-1, append=len(block)).max() > MAX_PLAIN_LINE:
-            return None
-    skeleton = _skeleton(codes)
-    if skeleton.translate(None, _SKELETON_BYTES):
+    starts = np.concatenate(([0], ends + 1))
+    if starts[-1] < len(block):
+        starts = np.append(starts, len(block))  # a last line without its line end
+    if len(block) > MAX_PLAIN_LINE and np.diff(starts).max() > MAX_PLAIN_LINE:
         return None
-    nulls = skeleton.count(b"null")
-    if len(skeleton) - len(skeleton.translate(None, b"nul")) != 4 * nulls:
-        return None  # n, u or l outside a `null`
-    if b" " in skeleton:
-        skeleton = skeleton.replace(b" ", b"")
-    if nulls:
-        skeleton = skeleton.replace(b":null", b':"')
-    pairs = skeleton.replace(b'":"', b"P")  # P: "key":"text" or "key":null
-    if not _FLAT_LINES.fullmatch(pairs) or pairs.count(b"\n") != newlines or pairs[-1:] != block[-1:]:
-        return None  # a line not of pairs (or blank), or a string holding a line end
-    return lines
+    lines = pa.Array.from_buffers(
+        pa.binary(), len(starts) - 1, [None, pa.py_buffer(starts.astype(np.int32)), pa.py_buffer(block)]
+    )
+    # Arrow's regular expressions (RE2) check every line outside the GIL.
+    if not pc.all(pc.match_substring_regex(lines, _FLAT_LINE)).as_py():
+        return None  # a line not of pairs (or blank)
+    return len(lines)
 
 
-def _skeleton(codes: np.ndarray) -> bytes:
-    """The bytes outside strings, each string kept as its opening quote. Strings hold no backslash
-    here, so every quote opens or closes one."""
-    quote = codes == _QUOTE
-    opened = (np.cumsum(quote, dtype=np.uint8) & 1).view(bool)  # the parity survives the wrap at 256
-    return codes[opened == quote].tobytes()  # outside bytes (not opened) and opening quotes
+_STRING = r'"[^"\\\x00-\x1f]*"'
+_PAIR = rf"{_STRING} *: *(?:{_STRING}|null) *"
+_FLAT_LINE = rf"^ *\{{ *(?:{_PAIR}(?:, *{_PAIR})*)?\}} *\n?$"
