@@ -21,8 +21,6 @@ import pyarrow.json as pa_json
 BOM = b"\xef\xbb\xbf"
 # A longer line is left to the line reader (and the row-by-row mapper's limits), as in csv_blocks.
 MAX_PLAIN_LINE = 100_000
-# JSON Lines repeat their keys on every line: a block twice the size of a CSV one holds about as many rows.
-JSON_BLOCK_BYTES = 1024 * 1024
 _EMPTY = pa.scalar("", pa.string())
 _NEWLINE = 10
 

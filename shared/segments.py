@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from shared.csv_blocks import BLOCK_BYTES, BlockReader, Prepended, TableChunk
-from shared.jsonl_blocks import JSON_BLOCK_BYTES, JsonBlocks
+from shared.jsonl_blocks import JsonBlocks
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
@@ -370,7 +370,7 @@ class SegmentSource:
             blocks = JsonBlocks(columns)
             line, pending = 1, b""
             while True:
-                data = stream.read(JSON_BLOCK_BYTES)
+                data = stream.read(BLOCK_BYTES)
                 buffer = pending + data if pending else data
                 if not buffer:
                     return
