@@ -14,7 +14,7 @@ import time
 import uuid
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -636,7 +636,7 @@ class ProfileStore:
             _patch_properties(current, meta)
         self.extra[row] = orjson.dumps(current).decode()
 
-    def upsert_emails(self, emails: list[str], now: float) -> list[int]:
+    def upsert_emails(self, emails: list[str], now: float) -> Sequence[int]:
         """The rows of profiles known by these (lower-cased) emails alone, adding the new ones (fast_import)."""
         by_email = self.by_email
         new = [email for email in dict.fromkeys(emails) if email not in by_email]
@@ -651,7 +651,7 @@ class ProfileStore:
         self.updated.extend(stamps)
         by_email.update(zip(new, range(first, first + len(new)), strict=True))
         if len(new) == len(emails):  # all new and distinct (a first import): no second lookup
-            return list(range(first, first + len(new)))
+            return range(first, first + len(new))
         return list(map(by_email.__getitem__, emails))
 
     @staticmethod
@@ -738,9 +738,10 @@ class SimList:
         self.joined.append(now)
         return True
 
-    def add_many(self, rows: Iterable[int], now: float) -> None:
+    def add_many(self, rows: Iterable[int], now: float, created: bool = False) -> None:
+        """Adds the rows not on the list yet (`created`: profiles just created, on no list)."""
         position = self.position
-        fresh = [row for row in dict.fromkeys(rows) if row not in position]
+        fresh = list(rows) if created else [row for row in dict.fromkeys(rows) if row not in position]
         position.update(zip(fresh, range(len(self.order), len(self.order) + len(fresh)), strict=True))
         self.order.extend(fresh)
         self.joined.extend(array("d", [now]) * len(fresh))
@@ -1128,7 +1129,7 @@ class SimState:
             job.profile_rows.extend(rows)
             job.completed_count = len(rows)
             if target is not None:
-                target.add_many(rows, now)
+                target.add_many(rows, now, created=isinstance(rows, range))
         self.stats.count(self.stats.totals, "profiles_imported", job.completed_count)
 
     def _existing_row(
