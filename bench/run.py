@@ -314,7 +314,8 @@ def run_scenario(
         )
     try:
         with Simulator(list_ids, real, logs / "simulator.log") as simulator:
-            run_env = {**env, "KLAVIYO_BASE_URL": simulator.url}
+            # Pipeline only: the client's own pace is lifted too, or it would measure our rate limiter.
+            run_env = {**env, "KLAVIYO_BASE_URL": simulator.url, "KLAVIYO_RATE_LIMITS": "published" if real else "off"}
             commands = [
                 Export(export_args(blob, run.list_id, logs / f"report-{k}.json"), run_env, logs / f"export-{k}.log")
                 for k, (blob, run) in enumerate(zip(blobs, result.runs, strict=True))

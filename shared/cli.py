@@ -172,7 +172,12 @@ def _run(args: argparse.Namespace) -> int:
     client = (
         None
         if args.dry_run
-        else KlaviyoClient(_api_key(args), settings.klaviyo_base_url, timeout=(5.0, settings.klaviyo_read_timeout))
+        else KlaviyoClient(
+            _api_key(args),
+            settings.klaviyo_base_url,
+            timeout=(5.0, settings.klaviyo_read_timeout),
+            rate_limit_scale=settings.klaviyo_rate_limit_scale,
+        )
     )
     if args.time_budget and not args.checkpoint:
         raise ConfigurationError("--time-budget needs --checkpoint (where to go on from)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import re
 import threading
@@ -20,7 +21,15 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from shared.mapping import mask_email, mask_phone
-from shared.ratelimit import BULK_IMPORT, JOB_READS, LIST_READS, LIST_WRITES, Limit, RateLimiter
+from shared.ratelimit import (
+    BULK_IMPORT,
+    JOB_READS,
+    LIST_READS,
+    LIST_WRITES,
+    RATE_LIMITS_SETTING,
+    Limit,
+    pacer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +161,7 @@ class KlaviyoClient:
         max_retries: int = 8,
         pool_size: int = 16,
         limits: dict[str, Limit] | None = None,
+        rate_limit_scale: float = 1.0,
     ) -> None:
         if not api_key:
             raise KlaviyoError("no Klaviyo API key was given", fatal=True)
@@ -172,7 +182,13 @@ class KlaviyoClient:
             "list_writes": LIST_WRITES,
             **(limits or {}),
         }
-        self.limiters = {group: RateLimiter(limit) for group, limit in limits.items()}
+        self.limiters = {group: pacer(limit, rate_limit_scale) for group, limit in limits.items()}
+        if rate_limit_scale != 1.0:
+            log.warning(
+                "%s: the client paces itself at %s, not Klaviyo's published limits",
+                RATE_LIMITS_SETTING,
+                "no limit" if math.isinf(rate_limit_scale) else f"{rate_limit_scale:g} times",
+            )
         retry = _ObservedRetry(
             total=max_retries * 2,
             connect=max_retries,

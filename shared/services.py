@@ -77,7 +77,12 @@ class Services:
         segments = blob_service(settings.segments_storage) if separate else blobs
 
         def klaviyo(api_key: str) -> KlaviyoClient:
-            return KlaviyoClient(api_key, settings.klaviyo_base_url, timeout=(5.0, settings.klaviyo_read_timeout))
+            return KlaviyoClient(
+                api_key,
+                settings.klaviyo_base_url,
+                timeout=(5.0, settings.klaviyo_read_timeout),
+                rate_limit_scale=settings.klaviyo_rate_limit_scale,
+            )
 
         store = Store(table_service(settings.storage))
         return cls(settings, store, queue, blobs, segments, secrets, klaviyo)

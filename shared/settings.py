@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared.klaviyo import DEFAULT_BASE_URL
+from shared.ratelimit import rate_limit_scale
 
 RUNS_QUEUE = "export-runs"
 
@@ -83,6 +84,7 @@ class Settings:
     upload_concurrency: int = 6
     klaviyo_read_timeout: float = 60.0
     run_time_budget: float = 540.0  # a little under the Consumption plan's 10-minute limit
+    klaviyo_rate_limit_scale: float = 1.0  # times Klaviyo's published limits; infinite: no pace of our own
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -100,4 +102,5 @@ class Settings:
             upload_concurrency=int(env.get("UPLOAD_CONCURRENCY") or 6),
             klaviyo_read_timeout=float(env.get("KLAVIYO_TIMEOUT_SECONDS") or 60),
             run_time_budget=float(env.get("RUN_TIME_BUDGET_SECONDS") or 540),
+            klaviyo_rate_limit_scale=rate_limit_scale(env.get("KLAVIYO_RATE_LIMITS", "")),
         )

@@ -41,11 +41,18 @@ def _require(connection: StorageConnection) -> None:
         raise ValueError(f"no storage connection: set {name} (a connection string) or {name}__accountName")
 
 
-# The SDK's defaults fetch a blob's first 32 MB in one response and hold it as one bytes object;
-# a segment is read as a stream, so smaller ranges keep the export's memory flat. Below 8 MB each
-# request's overhead shows: Azurite spends twice the CPU serving a 100 MB blob in 4 MB ranges.
+# The SDK's defaults fetch a blob's first 32 MB in one response and hold it as one bytes object,
+# and read a stream of up to 64 MB whole before uploading it; a segment (and a sync state, both
+# ways) passes as a stream, so smaller ranges and blocks keep the export's memory flat. Below 8 MB
+# each request's overhead shows: Azurite spends twice the CPU serving a 100 MB blob in 4 MB ranges.
 DOWNLOAD_RANGE_BYTES = 8 * 1024 * 1024
-_DOWNLOAD_RANGES = {"max_single_get_size": DOWNLOAD_RANGE_BYTES, "max_chunk_get_size": DOWNLOAD_RANGE_BYTES}
+UPLOAD_BLOCK_BYTES = 4 * 1024 * 1024
+_TRANSFER_SIZES = {
+    "max_single_get_size": DOWNLOAD_RANGE_BYTES,
+    "max_chunk_get_size": DOWNLOAD_RANGE_BYTES,
+    "max_single_put_size": UPLOAD_BLOCK_BYTES,
+    "max_block_size": UPLOAD_BLOCK_BYTES,
+}
 
 
 def blob_service(connection: StorageConnection) -> BlobServiceClient:
@@ -53,8 +60,8 @@ def blob_service(connection: StorageConnection) -> BlobServiceClient:
 
     _require(connection)
     if connection.connection_string:
-        return BlobServiceClient.from_connection_string(connection.connection_string, **_DOWNLOAD_RANGES)
-    return BlobServiceClient(connection.endpoint("blob"), credential=_credential(connection), **_DOWNLOAD_RANGES)
+        return BlobServiceClient.from_connection_string(connection.connection_string, **_TRANSFER_SIZES)
+    return BlobServiceClient(connection.endpoint("blob"), credential=_credential(connection), **_TRANSFER_SIZES)
 
 
 def queue_client(connection: StorageConnection, queue: str, **options: Any) -> QueueClient:

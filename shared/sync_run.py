@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from shared.klaviyo import MAX_LIST_RELATIONSHIP_IDS, KlaviyoClient
 from shared.report import RunReport
-from shared.sync_state import SyncState, SyncStateStore, fingerprints, text_fingerprints
+from shared.sync_state import Int64Blocks, SyncState, SyncStateStore, fingerprints, text_fingerprints
 
 if TYPE_CHECKING:
     from shared.batching import Batch
@@ -35,11 +35,11 @@ class SyncRun:
         self.state: SyncState | None = None  # as the run found it: the delta filter for all its invocations
         self.loaded = False
         self.lock = threading.Lock()
-        self.accepted_ids: list[np.ndarray] = []
-        self.accepted_prints: list[np.ndarray] = []
+        self.accepted_ids = Int64Blocks()
+        self.accepted_prints = Int64Blocks()
         self.learnt_ids: list[np.ndarray] = []  # identifier fingerprints whose Klaviyo profile id was read
         self.learnt_pids: list[np.ndarray] = []
-        self.segment: list[np.ndarray] = []  # identifier fingerprints of every valid profile read
+        self.segment = Int64Blocks()  # mirror mode: identifier fingerprints of every valid profile read
         self.pending_name = f"run-{spec.run_id}.npz"
         self._final: SyncState | None = None
         # reconcile: the list's members as Klaviyo has them (profile ids, fingerprints of each identifier)
@@ -56,8 +56,8 @@ class SyncRun:
             state = None
         self.state = state
         if resumed and (pending := self.store.load(self.pending_name)) is not None:
-            self.accepted_ids.append(pending.ids)
-            self.accepted_prints.append(pending.fingerprints)
+            self.accepted_ids.extend(pending.ids)
+            self.accepted_prints.extend(pending.fingerprints)
             known = pending.profile_ids != b""
             self.learnt_ids.append(pending.ids[known])
             self.learnt_pids.append(pending.profile_ids[known])
@@ -98,7 +98,8 @@ class SyncRun:
         if identifiers is None:
             raise ValueError("a sync run needs the mapper's identifier texts")
         ids, prints = fingerprints(identifiers), fingerprints(bodies)
-        self.segment.append(ids)
+        if self.mirror:
+            self.segment.extend(ids)
         state, counts = self.state, self.counts
         if state is None or not len(state):
             counts.added += len(ids)
@@ -123,13 +124,27 @@ class SyncRun:
         """A finished job's profiles that Klaviyo imported (all but the failed positions)."""
         keep = np.ones(len(batch), dtype=bool)
         keep[failed_positions] = False
-        ids = np.frombuffer(batch.ids, dtype=np.int64)[keep].copy()
-        prints = np.frombuffer(batch.fingerprints, dtype=np.int64)[keep].copy()
+        ids = np.frombuffer(batch.ids, dtype=np.int64)[keep]
+        prints = np.frombuffer(batch.fingerprints, dtype=np.int64)[keep]
+        kept = self._changing(ids, prints)
         with self.lock:
-            self.accepted_ids.append(ids)
-            self.accepted_prints.append(prints)
+            self.accepted_ids.extend(ids[kept])
+            self.accepted_prints.extend(prints[kept])
         if self.mirror and self.client is not None:
             self._learn_profile_ids(job_id, ids)
+
+    def _changing(self, ids: np.ndarray, prints: np.ndarray) -> np.ndarray | slice:
+        """Which accepted profiles change the state: not those sent again exactly as the state has
+        them (a full run), whose merge would change nothing; in mirror mode, those whose profile id
+        is to be learnt stay (an interrupted run's aside keeps the ids it learns with its profiles)."""
+        state = self.state
+        if state is None or not len(state):
+            return slice(None)
+        at, found = state.find(ids)
+        same = found & (state.fingerprints[at] == prints)
+        if self.mirror:
+            same &= state.profile_ids[at] != b""
+        return ~same
 
     def _learn_profile_ids(self, job_id: str, ids: np.ndarray) -> None:
         """Reads the job's profiles (100 a call) for the Klaviyo ids of profiles not known yet."""
@@ -167,11 +182,12 @@ class SyncRun:
     def _merged(self) -> SyncState:
         """The state as the run leaves it: what it found, plus what Klaviyo accepted in this run."""
         if self._final is None:
-            base = self.state or SyncState(self.spec.list_id)
-            final = SyncState(base.list_id, base.ids, base.fingerprints, base.profile_ids)
+            # The state as found becomes the result (changed in place): the run has read every row.
+            final = self.state or SyncState(self.spec.list_id)
+            self.state = None
             with self.lock:
-                if self.accepted_ids:
-                    final.merge(np.concatenate(self.accepted_ids), np.concatenate(self.accepted_prints))
+                if len(self.accepted_ids):
+                    final.merge(self.accepted_ids.take(), self.accepted_prints.take())
                 if self.learnt_ids:
                     final.set_profile_ids(np.concatenate(self.learnt_ids), np.concatenate(self.learnt_pids))
             if self.member_pids is not None:
@@ -186,7 +202,7 @@ class SyncRun:
         if not self.mirror:
             return None
         state = self._merged()
-        seen = np.concatenate(self.segment) if self.segment else _EMPTY_IDS
+        seen = self.segment.take()
         departed = state.absent_from(seen)
         strangers = self._members_not_in_segment(state, seen)
         if not len(departed) and not len(strangers):
@@ -258,10 +274,10 @@ class SyncRun:
             return
         if not finished:
             with self.lock:
-                if not self.accepted_ids:
+                if not len(self.accepted_ids):
                     return
                 aside = SyncState(self.spec.list_id)
-                aside.merge(np.concatenate(self.accepted_ids), np.concatenate(self.accepted_prints))
+                aside.merge(self.accepted_ids.take(), self.accepted_prints.take())
                 if self.learnt_ids:
                     aside.set_profile_ids(np.concatenate(self.learnt_ids), np.concatenate(self.learnt_pids))
             self.store.save(aside, self.pending_name)

@@ -4,12 +4,12 @@ the profile as sent, and its Klaviyo profile id once known; one compact binary b
 from __future__ import annotations
 
 import contextlib
-import io
 import os
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import numpy as np
 import orjson
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 STATE_NAME = "sync-state.npz"
+_IN_MEMORY = 4 * 1024 * 1024  # a larger state passes through a temporary file on its way to or from a blob
 _P = np.uint64(0x100000001B3)  # odd, so it has an inverse modulo 2**64
 _P_INVERSE = np.uint64(pow(int(_P), -1, 1 << 64))
 _ZERO = pa.scalar(b"\0", pa.binary())
@@ -83,6 +84,42 @@ def text_fingerprints(texts: list[str]) -> np.ndarray:
     return fingerprints(pa.array(texts, pa.string()))
 
 
+class Int64Blocks:
+    """int64 values appended a chunk at a time into blocks of 4 MB, which glibc maps on their own
+    (shared/memory.py): no copy while growing, and memory that goes back to the system when freed."""
+
+    BLOCK = 1 << 19
+
+    def __init__(self) -> None:
+        self._blocks: list[np.ndarray] = []
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def extend(self, values: np.ndarray) -> None:
+        start = 0
+        while start < len(values):
+            used = self._size % self.BLOCK
+            if not used:
+                self._blocks.append(np.empty(self.BLOCK, dtype=np.int64))
+            count = min(self.BLOCK - used, len(values) - start)
+            self._blocks[-1][used : used + count] = values[start : start + count]
+            start += count
+            self._size += count
+
+    def take(self) -> np.ndarray:
+        """Every value in one array, leaving this empty (each block is freed once copied)."""
+        values = np.empty(self._size, dtype=np.int64)
+        blocks, self._blocks, self._size = self._blocks, [], 0
+        blocks.reverse()
+        for start in range(0, len(values), self.BLOCK):
+            block = blocks.pop()
+            values[start : start + self.BLOCK] = block[: len(values) - start]
+            del block
+        return values
+
+
 @dataclass
 class SyncState:
     """Sorted by identifier fingerprint: `ids`, `fingerprints` (int64) and `profile_ids` (bytes,
@@ -113,28 +150,54 @@ class SyncState:
 
     def merge(self, ids: np.ndarray, fingerprints: np.ndarray, profile_ids: np.ndarray | None = None) -> None:
         """Records profiles Klaviyo accepted (the newest fingerprint wins; a known profile id is kept
-        unless a new one is given)."""
+        unless a new one is given; of an id given twice, the first). Known profiles are updated in
+        place and new ones inserted, so a large state is never held twice."""
         if not len(ids):
             return
-        if profile_ids is None:
-            profile_ids = np.zeros(len(ids), dtype="S1")
-        at, found = self.find(ids)
-        old_pids = np.where(found, self.profile_ids[at] if len(self.ids) else b"", b"")
-        profile_ids = np.where(profile_ids != b"", profile_ids, old_pids)
-        all_ids = np.concatenate([ids, self.ids])
-        unique, first = np.unique(all_ids, return_index=True)  # the new entries come first: they win
-        self.ids = unique
-        self.fingerprints = np.concatenate([fingerprints, self.fingerprints])[first]
-        self.profile_ids = np.concatenate([profile_ids, self.profile_ids])[first]
+        order = _order_by_id(ids)
+        ids = ids[order]  # the arguments are rebound one by one: the unsorted ones are freed as soon as possible
+        fingerprints = fingerprints[order]
+        profile_ids = np.zeros(len(ids), dtype="S1") if profile_ids is None else profile_ids[order]
+        del order
+        if not len(self.ids):
+            self.ids, self.fingerprints, self.profile_ids = ids, fingerprints, profile_ids
+            return
+        places = np.searchsorted(self.ids, ids)
+        found = places < len(self.ids)
+        found[found] = self.ids[places[found]] == ids[found]
+        if found.any():
+            at = places[found]
+            self.fingerprints = _writable(self.fingerprints)
+            self.fingerprints[at] = fingerprints[found]
+            given = profile_ids[found] != b""
+            self._put_profile_ids(at[given], profile_ids[found][given])
+        if found.all():
+            return
+        new = ~found
+        places = places[new]
+        self.ids = np.insert(self.ids, places, ids[new])
+        self.fingerprints = np.insert(self.fingerprints, places, fingerprints[new])
+        self._widen_profile_ids(profile_ids.dtype.itemsize)
+        self.profile_ids = np.insert(self.profile_ids, places, profile_ids[new])
 
     def set_profile_ids(self, ids: np.ndarray, profile_ids: np.ndarray) -> int:
         """Profile ids of profiles already in the state; returns how many were found."""
         at, found = self.find(ids)
         if found.any():
-            width = max(self.profile_ids.dtype.itemsize, profile_ids.dtype.itemsize)
-            self.profile_ids = self.profile_ids.astype(f"S{width}")
-            self.profile_ids[at[found]] = profile_ids[found]
+            self._put_profile_ids(at[found], profile_ids[found])
         return int(found.sum())
+
+    def _put_profile_ids(self, at: np.ndarray, profile_ids: np.ndarray) -> None:
+        if len(at):
+            self._widen_profile_ids(profile_ids.dtype.itemsize)
+            self.profile_ids[at] = profile_ids
+
+    def _widen_profile_ids(self, width: int) -> None:
+        """Makes the profile ids writable and at least `width` bytes wide (copies only when needed)."""
+        if width > self.profile_ids.dtype.itemsize:
+            self.profile_ids = self.profile_ids.astype(f"S{width}")
+        else:
+            self.profile_ids = _writable(self.profile_ids)
 
     def drop(self, ids: np.ndarray) -> None:
         keep = ~np.isin(self.ids, ids)
@@ -144,25 +207,41 @@ class SyncState:
         """Positions of the profiles not among `seen` (e.g. those who left the segment)."""
         return np.flatnonzero(~np.isin(self.ids, seen))
 
-    def to_bytes(self) -> bytes:
-        buffer = io.BytesIO()
+    def write(self, file: BinaryIO) -> None:
+        """Writes the state as an .npz archive, array by array (np.savez never builds it in memory)."""
         header = orjson.dumps({"format": FORMAT_VERSION, "list_id": self.list_id})
         np.savez(
-            buffer,
+            file,
             header=np.frombuffer(header, dtype=np.uint8),
             ids=self.ids,
             fingerprints=self.fingerprints,
             profile_ids=self.profile_ids,
         )
-        return buffer.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> SyncState:
-        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+    def read(cls, file: BinaryIO | Path) -> SyncState:
+        with np.load(file, allow_pickle=False) as stored:
             header = orjson.loads(stored["header"].tobytes())
             if header.get("format") != FORMAT_VERSION:
                 raise ValueError(f"sync state format {header.get('format')} is not {FORMAT_VERSION}")
             return cls(header["list_id"], stored["ids"], stored["fingerprints"], stored["profile_ids"])
+
+
+def _order_by_id(ids: np.ndarray) -> np.ndarray:
+    """Positions that sort `ids`, keeping only the first given of an id."""
+    order = np.argsort(ids)  # not stable, but several times faster than a stable sort
+    ordered = ids[order]
+    if (ordered[1:] == ordered[:-1]).any():  # only then does the order within an id matter
+        order = order[np.lexsort((order, ordered))]
+        ordered = ids[order]
+        first = np.ones(len(ordered), dtype=bool)
+        first[1:] = ordered[1:] != ordered[:-1]
+        order = order[first]
+    return order
+
+
+def _writable(values: np.ndarray) -> np.ndarray:
+    return values if values.flags.writeable else values.copy()
 
 
 class SyncStateStore(Protocol):
@@ -182,14 +261,14 @@ class FolderSyncState:
 
     def load(self, name: str = STATE_NAME) -> SyncState | None:
         path = self.folder / name
-        return SyncState.from_bytes(path.read_bytes()) if path.exists() else None
+        return SyncState.read(path) if path.exists() else None
 
     def save(self, state: SyncState, name: str = STATE_NAME) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / name
         temporary = path.with_suffix(".tmp")
         with open(temporary, "wb") as f:
-            f.write(state.to_bytes())
+            state.write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
@@ -210,13 +289,20 @@ class BlobSyncState:
     def load(self, name: str = STATE_NAME) -> SyncState | None:
         from azure.core.exceptions import ResourceNotFoundError
 
-        try:
-            return SyncState.from_bytes(self._container.get_blob_client(self._prefix + name).download_blob().readall())
-        except ResourceNotFoundError:
-            return None
+        with tempfile.SpooledTemporaryFile(_IN_MEMORY) as file:
+            try:
+                self._container.get_blob_client(self._prefix + name).download_blob().readinto(file)
+            except ResourceNotFoundError:
+                return None
+            file.seek(0)
+            return SyncState.read(file)
 
     def save(self, state: SyncState, name: str = STATE_NAME) -> None:
-        self._container.get_blob_client(self._prefix + name).upload_blob(state.to_bytes(), overwrite=True)
+        with tempfile.SpooledTemporaryFile(_IN_MEMORY) as file:
+            state.write(file)
+            length = file.tell()
+            file.seek(0)
+            self._container.get_blob_client(self._prefix + name).upload_blob(file, length=length, overwrite=True)
 
     def delete(self, name: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import orjson
@@ -10,6 +11,7 @@ import pytest
 from shared.batching import Batch, Batcher
 from shared.klaviyo import REVISION, InvalidPayload, KlaviyoClient, KlaviyoError
 from shared.mapping import serialize_profile
+from shared.settings import Settings
 from tests.conftest import API_KEY
 from tools.klaviyo_sim import KlaviyoSimulator
 
@@ -86,6 +88,43 @@ def test_429_honours_retry_after(client: KlaviyoClient, klaviyo: KlaviyoSimulato
     client.get_list(list_id)
     assert client.stats.counts["retried_429"] >= 1
     assert time.monotonic() - started >= 0.9
+
+
+def client_with_rate_limits(klaviyo: KlaviyoSimulator, setting: str) -> KlaviyoClient:
+    """A client built the way the app and the CLI build theirs, with KLAVIYO_RATE_LIMITS set."""
+    scale = Settings.from_env({"KLAVIYO_RATE_LIMITS": setting}).klaviyo_rate_limit_scale
+    return KlaviyoClient(API_KEY, klaviyo.url, timeout=(2.0, 10.0), rate_limit_scale=scale)
+
+
+@pytest.mark.parametrize(
+    ("setting", "fastest", "slowest"),
+    [
+        pytest.param("", 2.0, math.inf, id="default-published"),  # 10 a second: 25 jobs need 2 windows
+        pytest.param("2", 1.0, 2.0, id="twice-published"),  # 20 a second: 1 window
+        pytest.param("off", 0.0, 2.0, id="off"),
+    ],
+)
+def test_rate_limits_setting_paces_import_jobs_against_a_simulator_without_limits(
+    klaviyo: KlaviyoSimulator, list_id: str, setting: str, fastest: float, slowest: float
+):
+    klaviyo.configure(rate_limits=False)  # as `python -m tools.klaviyo_sim --no-rate-limits`
+    api = client_with_rate_limits(klaviyo, setting)
+    started = time.monotonic()
+    for n in range(25):
+        api.create_import_job(body_for(list_id, f"p{n}@example.com"))
+    elapsed = time.monotonic() - started
+    api.close()
+    assert fastest <= elapsed < slowest, f"25 import jobs took {elapsed:.2f} s"
+
+
+def test_rate_limits_off_still_waits_out_a_429s_retry_after(klaviyo: KlaviyoSimulator, list_id: str):
+    klaviyo.configure(throttle_storm_every=100.0, throttle_storm_seconds=1.0)
+    api = client_with_rate_limits(klaviyo, "off")
+    started = time.monotonic()
+    api.get_list(list_id)
+    assert api.stats.counts["retried_429"] >= 1
+    assert time.monotonic() - started >= 0.9
+    api.close()
 
 
 def test_persistent_5xx_gives_up_with_a_bounded_number_of_tries(klaviyo: KlaviyoSimulator, list_id: str):

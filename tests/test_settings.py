@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
@@ -106,3 +108,18 @@ def test_no_storage_setting_is_refused_naming_the_setting():
         Services.from_settings(settings)
     with pytest.raises(ValueError, match="AzureWebJobsStorage__accountName"):
         blob_service(settings.storage)
+
+
+@pytest.mark.parametrize(
+    ("value", "scale"),
+    [("", 1.0), ("published", 1.0), ("Published", 1.0), ("off", math.inf), ("2", 2.0), ("0.5", 0.5)],
+)
+def test_klaviyo_rate_limits_default_to_the_published_ones_and_can_be_lifted_or_scaled(value: str, scale: float):
+    env = {"KLAVIYO_RATE_LIMITS": value} if value else {}
+    assert Settings.from_env(env).klaviyo_rate_limit_scale == scale
+
+
+@pytest.mark.parametrize("value", ["none", "0", "-1", "inf", "nan", "10x"])
+def test_a_klaviyo_rate_limits_value_that_means_nothing_is_refused_naming_the_setting(value: str):
+    with pytest.raises(ValueError, match="KLAVIYO_RATE_LIMITS"):
+        Settings.from_env({"KLAVIYO_RATE_LIMITS": value})
