@@ -79,6 +79,7 @@ def measure_mode(mode: str, original: Path, changed: Path, workdir: Path, timeou
     results: list[Measured] = []
     with Simulator([list_id], mode == "real", logs / "simulator.log") as simulator:
         env = {"KLAVIYO_BASE_URL": simulator.url, "KLAVIYO_API_KEY": API_KEY, "NO_PROXY": "127.0.0.1,localhost"}
+        env["KLAVIYO_RATE_LIMITS"] = "published" if mode == "real" else "off"  # as bench.run does
         env = {**_environment(), **env}
         for run, segment, extra in (("first", original, ()), ("delta", changed, ()), ("full", changed, ("--full",))):
             before = simulator.stats()
