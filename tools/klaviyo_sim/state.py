@@ -638,9 +638,15 @@ class ProfileStore:
 
     def upsert_emails(self, emails: list[str], now: float) -> Sequence[int]:
         """The rows of profiles known by these (lower-cased) emails alone, adding the new ones (fast_import)."""
-        by_email = self.by_email
-        new = [email for email in dict.fromkeys(emails) if email not in by_email]
         first = len(self.email)
+        setdefault = self.by_email.setdefault
+        rows: list[int] = []
+        new: list[str] = []
+        for email in emails:  # one lookup an email: a new one gets the next row as it goes in
+            row = setdefault(email, first + len(new))
+            if row == first + len(new):
+                new.append(email)
+            rows.append(row)
         blanks: list[str | None] = [None] * len(new)
         self.email.extend(new)
         self.phone.extend(blanks)
@@ -649,10 +655,8 @@ class ProfileStore:
         stamps = array("d", [now]) * len(new)
         self.created.extend(stamps)
         self.updated.extend(stamps)
-        by_email.update(zip(new, range(first, first + len(new)), strict=True))
-        if len(new) == len(emails):  # all new and distinct (a first import): no second lookup
-            return range(first, first + len(new))
-        return list(map(by_email.__getitem__, emails))
+        # All new and distinct (a first import): a range, which its list can take without a membership check.
+        return range(first, first + len(new)) if len(new) == len(emails) else rows
 
     @staticmethod
     def _set_identifier(row: int, value: str | None, column: list[str | None], index: dict[str, int]) -> None:
