@@ -733,3 +733,28 @@ def test_cli_prints_its_url_first_and_serves_until_terminated() -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("fast_import", [False, True], ids=["validated", "fast-import"])
+def test_imports_upsert_by_email_into_the_list_whatever_the_reading(
+    http_session: requests.Session, fast_import: bool
+) -> None:
+    """The benchmarks' fast reading of import bodies keeps the contract's upsert: an email seen in an
+    earlier job, twice in one job, or in other case joins the list once."""
+    with KlaviyoSimulator(SimulatorConfig(processing_seconds=0.0, fast_import=fast_import)) as simulator:
+        simulator.add_api_key(KEY)
+        first_list, second_list = simulator.create_list("first"), simulator.create_list("second")
+        first = [profile(email=f"p{i}@example.com") for i in range(5)]
+        again = [profile(email="p0@example.com"), profile(email="P1@Example.com"), profile(email="new@example.com")]
+        again.append(profile(email="new@example.com"))
+        jobs = [
+            create_job(http_session, simulator, first, first_list),
+            create_job(http_session, simulator, again, first_list),
+            create_job(http_session, simulator, again, second_list),
+        ]
+        for job_id in jobs:
+            wait_until_complete(http_session, simulator, job_id)
+        assert simulator.list_member_count(first_list) == 6
+        assert simulator.list_member_count(second_list) == 3
+        emails = sorted(member["email"] for member in simulator.list_members(second_list))
+        assert emails == ["new@example.com", "p0@example.com", "p1@example.com"]
