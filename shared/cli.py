@@ -16,7 +16,7 @@ from azure.core.exceptions import ResourceExistsError
 
 from shared.checkpoint import FileCheckpoints
 from shared.exporter import ConfigurationError, ExportSpec, run_export
-from shared.klaviyo import KlaviyoClient, KlaviyoError
+from shared.klaviyo import KlaviyoError
 from shared.mapping import STANDARD_FIELDS, FieldMapping, MappingError
 from shared.progress import ProgressBar, ProgressLog
 from shared.report import FAILED, INCOMPLETE, RejectsFile
@@ -169,16 +169,7 @@ def _run(args: argparse.Namespace) -> int:
         service = blob_service(connection)
         container, path = split_blob_path(args.segment)
         source = blob_segment(service.get_container_client(container), path, args.format, args.delimiter)
-    client = (
-        None
-        if args.dry_run
-        else KlaviyoClient(
-            _api_key(args),
-            settings.klaviyo_base_url,
-            timeout=(5.0, settings.klaviyo_read_timeout),
-            rate_limit_scale=settings.klaviyo_rate_limit_scale,
-        )
-    )
+    client = None if args.dry_run else settings.klaviyo_client(_api_key(args))
     if args.time_budget and not args.checkpoint:
         raise ConfigurationError("--time-budget needs --checkpoint (where to go on from)")
     checkpoints = FileCheckpoints(args.checkpoint) if args.checkpoint else None

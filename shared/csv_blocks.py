@@ -144,13 +144,8 @@ class BlockReader:
 
     def _plain_lines(self, block: bytes) -> int | None:
         """How many rows (lines) a plain block holds; None when it is not plain."""
-        if not block or block.startswith(BOM):
+        if not unmarked_utf8(block):
             return None
-        if not block.isascii():
-            try:
-                block.decode("utf-8")
-            except UnicodeDecodeError:
-                return None
         codes = np.frombuffer(block, dtype=np.uint8)
         controls = np.flatnonzero(codes < 32)  # one pass: line ends, carriage returns, anything else
         kinds = codes[controls]
@@ -173,6 +168,19 @@ class BlockReader:
             if (quotes_before % 2).any():
                 return None  # a quoted line break: rows are not lines
         return len(newlines) + (0 if block.endswith(b"\n") else 1)
+
+
+def unmarked_utf8(block: bytes) -> bool:
+    """A block both fast paths may take: not empty, no byte order mark, valid UTF-8."""
+    if not block or block.startswith(BOM):
+        return False
+    if block.isascii():
+        return True
+    try:
+        block.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _longest_field(table: pa.Table) -> int:

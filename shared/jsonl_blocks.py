@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-BOM = b"\xef\xbb\xbf"
+from shared.csv_blocks import unmarked_utf8
+
 # A longer line is left to the line reader (and the row-by-row mapper's limits), as in csv_blocks.
 MAX_PLAIN_LINE = 100_000
 _EMPTY = pa.scalar("", pa.string())
@@ -53,13 +54,8 @@ class JsonBlocks:
 def flat_object_lines(block: bytes) -> int | None:
     """How many lines the block has when each is a flat object of strings and nulls with no escape,
     no whitespace but spaces and no line longer than MAX_PLAIN_LINE (None when not)."""
-    if not block or block.startswith(BOM) or b"\\" in block:
+    if b"\\" in block or not unmarked_utf8(block):
         return None
-    if not block.isascii():
-        try:
-            block.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
     codes = np.frombuffer(block, dtype=np.uint8)
     ends = np.flatnonzero(codes == _NEWLINE)
     if np.count_nonzero(codes < 32) != len(ends):

@@ -386,9 +386,10 @@ class SegmentSource:
                 if table is not None:
                     numbers = np.arange(line, line + table.num_rows, dtype=np.int64)
                     yield TableChunk(part.name, blocks.columns, numbers, table, [])
+                    line += table.num_rows  # a row a line
                 else:
                     yield from self._jsonl_lines(part.name, io.BytesIO(block), line, size)
-                line += block.count(b"\n")
+                    line += block.count(b"\n")
                 if not data:
                     return
 

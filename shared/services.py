@@ -76,16 +76,8 @@ class Services:
         separate = settings.segments_storage.configured and settings.segments_storage != settings.storage
         segments = blob_service(settings.segments_storage) if separate else blobs
 
-        def klaviyo(api_key: str) -> KlaviyoClient:
-            return KlaviyoClient(
-                api_key,
-                settings.klaviyo_base_url,
-                timeout=(5.0, settings.klaviyo_read_timeout),
-                rate_limit_scale=settings.klaviyo_rate_limit_scale,
-            )
-
         store = Store(table_service(settings.storage))
-        return cls(settings, store, queue, blobs, segments, secrets, klaviyo)
+        return cls(settings, store, queue, blobs, segments, secrets, settings.klaviyo_client)
 
 
 _services: Services | None = None

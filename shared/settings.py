@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.klaviyo import DEFAULT_BASE_URL
+from shared.klaviyo import DEFAULT_BASE_URL, KlaviyoClient
 from shared.ratelimit import rate_limit_scale
 
 RUNS_QUEUE = "export-runs"
@@ -103,4 +103,13 @@ class Settings:
             klaviyo_read_timeout=float(env.get("KLAVIYO_TIMEOUT_SECONDS") or 60),
             run_time_budget=float(env.get("RUN_TIME_BUDGET_SECONDS") or 540),
             klaviyo_rate_limit_scale=rate_limit_scale(env.get("KLAVIYO_RATE_LIMITS", "")),
+        )
+
+    def klaviyo_client(self, api_key: str) -> KlaviyoClient:
+        """A Klaviyo client as these settings say (base URL, read timeout, pace): the app's and the CLI's."""
+        return KlaviyoClient(
+            api_key,
+            self.klaviyo_base_url,
+            timeout=(5.0, self.klaviyo_read_timeout),
+            rate_limit_scale=self.klaviyo_rate_limit_scale,
         )
