@@ -29,8 +29,9 @@ class Batch:
     ends: array = field(default_factory=lambda: array("q"))  # where each profile ends in data (at its comma)
     keys: array = field(default_factory=lambda: array("q"))  # dedupe keys (see mapping.identifier_key)
     rows: array = field(default_factory=lambda: array("q"))  # (part index << 40) | row number
-    ids: array = field(default_factory=lambda: array("q"))  # sync state: identifier fingerprints
-    fingerprints: array = field(default_factory=lambda: array("q"))  # sync state: profile fingerprints
+    # With a sync state only (empty otherwise: a pending job's batch is kept until the job is done)
+    ids: array = field(default_factory=lambda: array("q"))  # identifier fingerprints
+    fingerprints: array = field(default_factory=lambda: array("q"))  # profile fingerprints
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -40,14 +41,17 @@ class Batch:
         """Bytes of the profiles and their commas."""
         return len(self.data) - len(HEAD)
 
-    def add(self, profile: bytes, key: int, row: int, ident: int = 0, fingerprint: int = 0) -> None:
+    def add(
+        self, profile: bytes, key: int, row: int, ident: int | None = None, fingerprint: int | None = None
+    ) -> None:
         self.data += profile
         self.ends.append(len(self.data))
         self.data += b","
         self.keys.append(key)
         self.rows.append(row)
-        self.ids.append(ident)
-        self.fingerprints.append(fingerprint)
+        if ident is not None and fingerprint is not None:
+            self.ids.append(ident)
+            self.fingerprints.append(fingerprint)
 
     def extend(
         self,
@@ -63,9 +67,9 @@ class Batch:
         self.data += profiles
         self.keys.frombytes(keys.astype(np.int64).tobytes())
         self.rows.frombytes(rows.astype(np.int64).tobytes())
-        zeros = np.zeros(len(keys), dtype=np.int64)
-        self.ids.frombytes((zeros if ids is None else ids.astype(np.int64)).tobytes())
-        self.fingerprints.frombytes((zeros if fingerprints is None else fingerprints.astype(np.int64)).tobytes())
+        if ids is not None and fingerprints is not None:
+            self.ids.frombytes(ids.astype(np.int64).tobytes())
+            self.fingerprints.frombytes(fingerprints.astype(np.int64).tobytes())
 
     def profile(self, index: int) -> bytes:
         start = self.ends[index - 1] + 1 if index else len(HEAD)
@@ -73,8 +77,10 @@ class Batch:
 
     def subset(self, indices: list[int]) -> Batch:
         out = Batch()
+        tracked = len(self.ids) > 0
         for i in indices:
-            out.add(self.profile(i), self.keys[i], self.rows[i], self.ids[i], self.fingerprints[i])
+            ident, fingerprint = (self.ids[i], self.fingerprints[i]) if tracked else (None, None)
+            out.add(self.profile(i), self.keys[i], self.rows[i], ident, fingerprint)
         return out
 
     def body(self, list_id: str) -> memoryview:

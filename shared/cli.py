@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from azure.core.exceptions import ResourceExistsError
 
@@ -254,5 +254,15 @@ def _api_key(args: argparse.Namespace) -> str:
     return key
 
 
+def entry() -> NoReturn:
+    """The command: main, then an exit that skips the interpreter's teardown, which after a big
+    run frees its heap object by object (about 0.25 s at 1M rows) for a process that ends anyway."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

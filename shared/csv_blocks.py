@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-BLOCK_BYTES = 512 * 1024
+BLOCK_BYTES = 1024 * 1024
 # A field this long is left to the csv module, which enforces its own limit (131,072 characters).
 MAX_PLAIN_FIELD = 100_000
 # Past this many bytes without a line end outside quotes, the rest of the part goes to the csv module.

@@ -1033,6 +1033,9 @@ def _member_stream(state: SimState, list_id: str) -> Iterator[bytes]:
 # --------------------------------------------------------------------------- HTTP
 
 
+_JOB_ROUTE = re.compile(r"/api/profile-bulk-import-jobs(?:/[^/]+)?/?")
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -1080,6 +1083,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def dispatch(self) -> None:
         target, _, query = self.path.partition("?")
+        if not _JOB_ROUTE.fullmatch(target):  # creating and reading jobs leave the store unread
+            self.server.simulator.state.settle()
         if target == "/_sim" or target.startswith("/_sim/"):
             self._admin(target, query)
         else:
@@ -1355,9 +1360,11 @@ class KlaviyoSimulator:
         return self.state.create_list(name, account, list_id).id
 
     def list_members(self, list_id: str) -> list[dict[str, Any]]:
+        self.state.settle()
         return [record for batch in self.state.member_records(list_id) for record in batch]
 
     def list_member_count(self, list_id: str) -> int:
+        self.state.settle()
         found = self.state.find_list(list_id)
         if found is None:
             raise KeyError(list_id)
