@@ -41,9 +41,7 @@ class Batch:
         """Bytes of the profiles and their commas."""
         return len(self.data) - len(HEAD)
 
-    def add(
-        self, profile: bytes, key: int, row: int, ident: int | None = None, fingerprint: int | None = None
-    ) -> None:
+    def add(self, profile: bytes, key: int, row: int, ident: int | None = None, fingerprint: int | None = None) -> None:
         self.data += profile
         self.ends.append(len(self.data))
         self.data += b","

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shared.columnar_checks import fast_e164, fast_email
+from shared.fingerprints import fingerprints
 from shared.mapping import (
     MAX_EXTERNAL_ID,
     MappedRows,
@@ -82,36 +83,31 @@ class ColumnarMapper:
         fast_rows = np.flatnonzero(fast)
         selected = pa.array(fast)
         identifier = pc.coalesce(*identifiers).filter(selected)
-        idents: list[str] = identifier.to_pylist()
         bodies = self._bodies(table, text, lowered).filter(selected)
-        keys = np.fromiter(map(hash, idents), dtype=np.int64, count=len(idents))
-        del idents  # a Python string per row: kept only as long as needed
         valid_rows = fast_rows
 
         rejections: list[tuple[int, Rejection]] = []
         slow_rows = np.flatnonzero(~fast)
         if len(slow_rows):
-            more_rows, more_bodies, more_keys, more_idents = [], [], [], []
+            more_rows, more_bodies, more_idents = [], [], []
             picked = [table.column(c).take(slow_rows).to_pylist() for c in self.mapper.columns]
             for row, values in zip(slow_rows.tolist(), zip(*picked, strict=True), strict=True):
                 mapped = self.mapper.apply_values(values)
                 if type(mapped) is Profile:
                     more_rows.append(row)
                     more_bodies.append(serialize_profile(mapped.attributes) + b",")
-                    more_keys.append(mapped.key)
                     more_idents.append(identifier_text(mapped.attributes))
                 else:
                     rejections.append((int(numbers[row]), mapped))
             if more_rows:
                 order = np.argsort(np.concatenate([fast_rows, more_rows]), kind="stable")
                 valid_rows = np.concatenate([fast_rows, more_rows])[order]
-                keys = np.concatenate([keys, np.array(more_keys, dtype=np.int64)])[order]
                 taken = pa.array(order)
                 bodies = pa.concat_arrays([bodies, pa.array(more_bodies, pa.binary())]).take(taken)
                 identifier = pa.concat_arrays([identifier, pa.array(more_idents, pa.string())]).take(taken)
         return MappedRows(
             numbers[valid_rows],
-            keys,
+            fingerprints(identifier),
             bodies,
             lambda i: mask_identifier_text(identifier[i].as_py()),
             rejections,

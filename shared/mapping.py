@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import operator
 import re
-from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -14,6 +13,8 @@ import phonenumbers
 import pyarrow as pa
 from email_validator import EmailNotValidError, validate_email
 from orjson import dumps
+
+from shared.fingerprints import fingerprints, text_fingerprints
 
 IDENTIFIERS = ("email", "phone_number", "external_id")
 PROFILE_FIELDS = (*IDENTIFIERS, "first_name", "last_name", "organization", "title", "locale")
@@ -94,10 +95,14 @@ class FieldMapping:
 
 
 class Profile(NamedTuple):
-    """A valid row ready for Klaviyo: its attributes and its dedupe key."""
+    """A valid row ready for Klaviyo (its dedupe key is computed a chunk at a time, from
+    identifier_text)."""
 
     attributes: dict[str, object]
-    key: int  # hash of the primary identifier (see identifier_key)
+
+    @property
+    def key(self) -> int:
+        return attributes_key(self.attributes)
 
     @property
     def masked(self) -> str:
@@ -114,7 +119,7 @@ class MappedRows(NamedTuple):
     """A chunk's valid profiles in row order, and its rejected rows."""
 
     numbers: np.ndarray  # int64 row numbers
-    keys: np.ndarray  # int64 dedupe keys (identifier_key)
+    keys: np.ndarray  # int64 dedupe keys (fingerprints of `identifiers`)
     bodies: pa.BinaryArray  # each profile serialized as Klaviyo takes it, and a comma (see Batch)
     masked: Callable[[int], str]  # the masked identifier of the i-th profile
     rejections: list[tuple[int, Rejection]]
@@ -187,9 +192,8 @@ def _generic_reason(message: str) -> str:
 
 
 def identifier_key(kind: str, value: str) -> int:
-    """The dedupe key of an identifier: a 64-bit hash, stable within one process (enough: a
-    resumed run recomputes every key by replaying its input)."""
-    return hash(value if kind != "external_id" else "x:" + value)
+    """The dedupe key of one identifier (chunks get theirs from `fingerprints` all at once)."""
+    return int(text_fingerprints([value if kind != "external_id" else "x:" + value])[0])
 
 
 def _possible_lengths() -> dict[str, frozenset[int]]:
@@ -257,7 +261,7 @@ def mask_identifier_text(text: str) -> str:
 
 def attributes_key(attributes: Mapping[str, object]) -> int:
     """The dedupe key of a profile, from its (normalized) attributes."""
-    return hash(identifier_text(attributes))
+    return int(text_fingerprints([identifier_text(attributes)])[0])
 
 
 class ProfileMapper:
@@ -303,21 +307,19 @@ class ProfileMapper:
         apply = self.for_columns(columns) if columns is not None else self.map
         profiles: list[dict[str, object]] = []
         valid: list[int] = []
-        keys = array("q")
         rejections: list[tuple[int, Rejection]] = []
         for number, record in zip(numbers, records, strict=True):
             mapped = apply(record)  # type: ignore[arg-type]
             if type(mapped) is Profile:
                 profiles.append(mapped.attributes)
                 valid.append(number)
-                keys.append(mapped.key)
             else:
                 rejections.append((number, mapped))  # type: ignore[arg-type]
         bodies = pa.array([serialize_profile(attributes) + b"," for attributes in profiles], pa.binary())
         identifiers = pa.array([identifier_text(attributes) for attributes in profiles], pa.string())
         return MappedRows(
             np.array(valid, dtype=np.int64),
-            np.frombuffer(keys, dtype=np.int64),
+            fingerprints(identifiers),
             bodies,
             lambda i: mask_attributes(profiles[i]),
             rejections,
@@ -357,7 +359,7 @@ class ProfileMapper:
     def apply_values(self, values: tuple) -> Profile | Rejection:  # type: ignore[type-arg]
         """Maps one row given as the values of `columns`, in that order."""
         attributes: dict[str, object] = {}
-        key = None
+        identified = False
         at = 0
         email_column, phone_column, external_column = self._id_columns
         if email_column:
@@ -371,7 +373,7 @@ class ProfileMapper:
                     except ValueError as exc:
                         return Rejection("email", f"email is not valid: {exc}", mask_email(raw))
                 attributes["email"] = email
-                key = hash(email)  # emails hold '@' and phones start with '+': they cannot collide
+                identified = True
         if phone_column:
             raw = values[at].strip()
             at += 1
@@ -382,8 +384,7 @@ class ProfileMapper:
                     except ValueError as exc:
                         return Rejection("phone_number", f"phone_number cannot be made E.164: {exc}", mask_phone(raw))
                 attributes["phone_number"] = raw
-                if key is None:
-                    key = hash(raw)
+                identified = True
         if external_column:
             raw = values[at].strip()
             at += 1
@@ -392,9 +393,8 @@ class ProfileMapper:
                     reason = f"external_id is longer than {MAX_EXTERNAL_ID} characters"
                     return Rejection("external_id", reason, mask_text(raw))
                 attributes["external_id"] = raw
-                if key is None:
-                    key = hash("x:" + raw)
-        if key is None:
+                identified = True
+        if not identified:
             return Rejection(self._first_identifier, f"no identifier: {self._missing_identifier} empty", "")
         plain_end, location_end = self._plain_end, self._location_end
         for name, value in zip(self._plain_names, values[at:plain_end], strict=True):
@@ -416,7 +416,7 @@ class ProfileMapper:
                     properties[name] = value
             if properties:
                 attributes["properties"] = properties
-        return Profile(attributes, key)
+        return Profile(attributes)
 
 
 class _NotText(Exception):

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from shared.fingerprints import fingerprints, text_fingerprints
 from shared.klaviyo import MAX_LIST_RELATIONSHIP_IDS, KlaviyoClient
 from shared.report import RunReport
-from shared.sync_state import Int64Blocks, SyncState, SyncStateStore, fingerprints, text_fingerprints
+from shared.sync_state import Int64Blocks, SyncState, SyncStateStore
 
 if TYPE_CHECKING:
     from shared.batching import Batch

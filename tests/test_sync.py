@@ -13,12 +13,13 @@ from shared.batching import Batcher
 from shared.checkpoint import FileCheckpoints
 from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from shared.exporter import ConfigurationError, ExportSpec, run_export
+from shared.fingerprints import fingerprints
 from shared.klaviyo import KlaviyoClient
 from shared.mapping import FieldMapping
 from shared.report import COMPLETED_WITH_REJECTS, FAILED, INCOMPLETE, SUCCEEDED, RunReport
 from shared.segments import blob_segment
 from shared.sync_run import SyncRun
-from shared.sync_state import FolderSyncState, SyncState, fingerprints
+from shared.sync_state import FolderSyncState, SyncState
 from tests.conftest import API_KEY, member_emails
 from tools.klaviyo_sim import KlaviyoSimulator
 
