@@ -109,7 +109,7 @@ class ColumnarMapper:
             numbers[valid_rows],
             fingerprints(identifier),
             bodies,
-            lambda i: mask_identifier_text(identifier[i].as_py()),
+            lambda at: [mask_identifier_text(text) for text in identifier.take(pa.array(at)).to_pylist()],
             rejections,
             identifier,
         )

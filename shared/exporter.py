@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[Counts], None]
 _POINTER_PREFIX = "/data/attributes/profiles/data/"
 _POLL_DURING_UPLOAD_SECONDS = 5.0
+_DUPLICATE = "same identifier as an earlier row; the first row was kept"
 _FIRST_POLL_SECONDS = 0.05
 _CHUNKS_AHEAD = 1  # read and mapping while the current one is sent (each ~10,000 rows)
 _MAPPERS = 1  # threads mapping chunks: the GIL leaves little for a second one (measured: no faster)
@@ -349,22 +350,30 @@ class _Run:
         state their identifier and profile fingerprints."""
         source, counts = chunk.source, self.counts
         counts.rows_read += len(chunk.numbers) + len(chunk.errors)
-        for number, reason in chunk.errors:
-            self._reject(source, number, "", "rejected", "", reason)
-        for number, rejection in mapped.rejections:
-            self._reject(source, number, rejection.masked, "rejected", rejection.field, rejection.reason)
+        lines = [[source, number, "", "rejected", "", reason] for number, reason in chunk.errors]
+        lines += [
+            [source, number, rejection.masked, "rejected", rejection.field, rejection.reason]
+            for number, rejection in mapped.rejections
+        ]
         first = seen.add_chunk(mapped.keys)
         sizes = pc.binary_length(mapped.bodies).to_numpy() - 1  # without the comma
         keep = first & (sizes <= MAX_PROFILE_BYTES)
-        for index in np.flatnonzero(~keep).tolist():
-            number, masked = int(mapped.numbers[index]), mapped.masked(index)
+        dropped = np.flatnonzero(~keep)
+        duplicates = 0
+        for index, number, masked in zip(
+            dropped.tolist(), mapped.numbers[dropped].tolist(), mapped.masked(dropped), strict=True
+        ):
             if not first[index]:
-                counts.duplicates += 1
-                reason = "same identifier as an earlier row; the first row was kept"
-                self.rejects.add(source, number, masked, "duplicate", "", reason)
+                duplicates += 1
+                lines.append([source, number, masked, "duplicate", "", _DUPLICATE])
             else:
                 reason = f"profile is {sizes[index]:,} bytes; Klaviyo allows {MAX_PROFILE_BYTES:,}"
-                self._reject(source, number, masked, "rejected", "", reason)
+                lines.append([source, number, masked, "rejected", "", reason])
+        if lines:
+            with self.lock:
+                counts.duplicates += duplicates
+                counts.rejected += len(lines) - duplicates
+            self.rejects.add_many(lines)
         rows = mapped.numbers[keep] | (part << 40)
         kept = pa.array(keep)
         bodies, keys = mapped.bodies.filter(kept), mapped.keys[keep]

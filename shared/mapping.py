@@ -121,7 +121,7 @@ class MappedRows(NamedTuple):
     numbers: np.ndarray  # int64 row numbers
     keys: np.ndarray  # int64 dedupe keys (fingerprints of `identifiers`)
     bodies: pa.BinaryArray  # each profile serialized as Klaviyo takes it, and a comma (see Batch)
-    masked: Callable[[int], str]  # the masked identifier of the i-th profile
+    masked: Callable[[np.ndarray], list[str]]  # the masked identifiers of the profiles at these positions
     rejections: list[tuple[int, Rejection]]
     identifiers: pa.Array | None = None  # identifier_text of each profile (stable across processes)
 
@@ -321,7 +321,7 @@ class ProfileMapper:
             np.array(valid, dtype=np.int64),
             fingerprints(identifiers),
             bodies,
-            lambda i: mask_attributes(profiles[i]),
+            lambda at: [mask_attributes(profiles[i]) for i in at.tolist()],
             rejections,
             identifiers,
         )

@@ -8,6 +8,7 @@ import tempfile
 import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import orjson
 
@@ -120,6 +121,13 @@ class RejectsFile:
             self._writer.writerow([source, row, identifier, outcome, field_name, reason])
             self.count += 1
             self._reasons[outcome, reason] += 1
+
+    def add_many(self, lines: list[list[Any]]) -> None:
+        """Rows given as add() takes them: source, row, identifier, outcome, field, reason."""
+        with self._lock:
+            self._writer.writerows(lines)
+            self.count += len(lines)
+            self._reasons.update((line[3], line[5]) for line in lines)
 
     def reasons(self) -> dict[str, dict[str, int]]:
         """How many rows each reason holds, by outcome, most frequent first."""

@@ -67,7 +67,7 @@ def both(records: list[tuple[str, ...]]) -> tuple[MappedRows, MappedRows]:
 
 
 def outcome(mapped: MappedRows) -> tuple[object, ...]:
-    masks = [mapped.masked(i) for i in range(len(mapped.numbers))]
+    masks = mapped.masked(np.arange(len(mapped.numbers)))
     return mapped.numbers.tolist(), mapped.keys.tolist(), mapped.bodies.to_pylist(), masks, mapped.rejections
 
 
