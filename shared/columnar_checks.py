@@ -3,11 +3,13 @@ mapping._plain_email and mapping._quick_e164 accept (rows it leaves out are chec
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shared.mapping import _LENGTHS, _SPECIAL_USE_TLDS
+from shared.mapping import _SPECIAL_USE_TLDS, possible_lengths
 
 
 def _byte_class(chars: bytes) -> np.ndarray:
@@ -21,17 +23,24 @@ _NOT_DIGIT = ~_byte_class(_DIGITS)
 _PLUS = ord("+")
 
 
-def _lengths_table(size: int) -> np.ndarray:
-    """Bit n set at [code] when a national number of n digits is possible after that calling code
-    of `size` digits (code 1 is checked by its own NANP shape)."""
-    table = np.zeros(10**size, dtype=np.int64)
-    for code, lengths in _LENGTHS.items():
-        if len(code) == size and code != "1":
-            table[int(code)] = sum(1 << n for n in lengths)
-    return table
+# Per calling code size, bit n set at [code] when a national number of n digits is possible after
+# it (code 1 is checked by its own NANP shape); filled in as codes are first seen.
+_CODE_LENGTHS = {size: np.zeros(10**size, dtype=np.int64) for size in (1, 2, 3)}
+_CODES_SEEN = {size: np.zeros(10**size, dtype=bool) for size in (1, 2, 3)}
+_codes_lock = threading.Lock()
 
 
-_CODE_LENGTHS = {size: _lengths_table(size) for size in (1, 2, 3)}
+def _lengths_after(size: int, codes: np.ndarray) -> np.ndarray:
+    """The length bits of each calling code of `size` digits."""
+    table, seen = _CODE_LENGTHS[size], _CODES_SEEN[size]
+    new = np.unique(codes[~seen[codes]])
+    if len(new):
+        with _codes_lock:
+            for code in new.tolist():
+                lengths = possible_lengths(str(code)) if code != 1 and len(str(code)) == size else None
+                table[code] = sum(1 << n for n in lengths or ())
+                seen[code] = True
+    return table[codes]
 
 
 class _Column:
@@ -69,7 +78,7 @@ def fast_e164(values: pa.Array) -> np.ndarray:
     for size in (1, 2, 3):
         code = code * 10 + np.clip(digits[size - 1], 0, 9)
         national = np.clip(lengths - 1 - size, 0, 62)
-        possible |= (_CODE_LENGTHS[size][code] >> national) & 1
+        possible |= (_lengths_after(size, code) >> national) & 1
     return ok & np.where(digits[0] == 1, nanp, possible.astype(bool))
 
 
