@@ -477,7 +477,6 @@ def validate_import(document: object) -> tuple[list[PendingProfile], str | None]
     return accepted, list_id
 
 
-_SCAN_EMAIL = re.compile(r'"email":"([^"\\]*)"')
 _SCAN_LIST = re.compile(r'\{(?:"type":"list","id":"([^"\\]*)"|"id":"([^"\\]*)","type":"list")\}')
 _LIST_TYPE = '"type":"list"'
 
@@ -486,7 +485,7 @@ def scan_import(body: bytes) -> tuple[list[str], str | None] | None:
     """The fast_import reading of a bulk import body: its profiles' emails (lower-cased) and its list id,
     found by a scan of the text rather than a parse. Profiles are taken to be known by their email alone
     and are not validated. None when the scan is not unambiguous (a profile without exactly one plain
-    email, any escape in one, more than one list, too many profiles...): the full validation then decides.
+    email, any escape, more than one list, too many profiles...): the full validation then decides.
     """
     try:
         text = body.decode()
@@ -494,10 +493,16 @@ def scan_import(body: bytes) -> tuple[list[str], str | None] | None:
         return None
     if '"type":"profile-bulk-import-job"' not in text:
         return None
-    count = text.count('"type":"profile"')
-    emails = _SCAN_EMAIL.findall(text)
-    if not 1 <= count <= MAX_PROFILES_PER_JOB or len(emails) != count:
+    if "\\" in text:  # an escape anywhere: the values are not all plain
         return None
+    count = text.count('"type":"profile"')
+    # Each "email" member's value runs to the next quote (there are no escapes): a split, twice as
+    # fast as a regular expression.
+    pieces = text.split('"email":"')[1:]
+    ends = [piece.find('"') for piece in pieces]
+    if not 1 <= count <= MAX_PROFILES_PER_JOB or len(pieces) != count or -1 in ends:
+        return None
+    emails = [piece[:end] for piece, end in zip(pieces, ends, strict=True)]
     lists = _scan_lists(text)
     if lists is None or len(lists) > 1 or (not lists and '"relationships"' in text):
         return None
