@@ -8,6 +8,7 @@ row is mapped by ProfileMapper itself, so each outcome and reason is the row-by-
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -38,6 +39,18 @@ def _s(text: str) -> pa.Scalar:
     return pa.scalar(text, pa.string())
 
 
+class ColumnsMapped(NamedTuple):
+    """A table's fast rows mapped (row positions, profile bodies, identifiers), and the positions
+    of the rows still to map one by one."""
+
+    table: pa.Table
+    numbers: np.ndarray
+    fast_rows: np.ndarray
+    slow_rows: np.ndarray
+    bodies: pa.Array
+    identifier: pa.Array
+
+
 class ColumnarMapper:
     """Maps Arrow tables of CSV strings with a ProfileMapper's rules."""
 
@@ -46,6 +59,10 @@ class ColumnarMapper:
         self._email, self._phone, self._external = mapper.identifier_columns
 
     def map(self, table: pa.Table, numbers: np.ndarray) -> MappedRows:
+        return self.complete(self.map_columns(table, numbers))
+
+    def map_columns(self, table: pa.Table, numbers: np.ndarray) -> ColumnsMapped:
+        """The column-wise part: every fast row mapped, the others only found (see complete)."""
         rows = table.num_rows
         trimmed: dict[str, pa.Array] = {}
 
@@ -80,14 +97,17 @@ class ColumnarMapper:
             identifiers.append(pc.if_else(pa.array(empty), _NULL, prefixed))
         fast &= has_identifier
 
-        fast_rows = np.flatnonzero(fast)
         selected = pa.array(fast)
         identifier = pc.coalesce(*identifiers).filter(selected)
         bodies = self._bodies(table, text, lowered).filter(selected)
-        valid_rows = fast_rows
+        return ColumnsMapped(table, numbers, np.flatnonzero(fast), np.flatnonzero(~fast), bodies, identifier)
 
+    def complete(self, part: ColumnsMapped) -> MappedRows:
+        """The rows the fast checks left out, mapped row by row and put in their places. A second
+        step, so that a thread other than the one running the column kernels can take it."""
+        table, numbers, slow_rows = part.table, part.numbers, part.slow_rows
+        valid_rows, bodies, identifier = part.fast_rows, part.bodies, part.identifier
         rejections: list[tuple[int, Rejection]] = []
-        slow_rows = np.flatnonzero(~fast)
         if len(slow_rows):
             more_rows, more_bodies, more_idents = [], [], []
             picked = [table.column(c).take(slow_rows).to_pylist() for c in self.mapper.columns]
@@ -100,8 +120,8 @@ class ColumnarMapper:
                 else:
                     rejections.append((int(numbers[row]), mapped))
             if more_rows:
-                order = np.argsort(np.concatenate([fast_rows, more_rows]), kind="stable")
-                valid_rows = np.concatenate([fast_rows, more_rows])[order]
+                order = np.argsort(np.concatenate([valid_rows, more_rows]), kind="stable")
+                valid_rows = np.concatenate([valid_rows, more_rows])[order]
                 taken = pa.array(order)
                 bodies = pa.concat_arrays([bodies, pa.array(more_bodies, pa.binary())]).take(taken)
                 identifier = pa.concat_arrays([identifier, pa.array(more_idents, pa.string())]).take(taken)

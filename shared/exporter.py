@@ -21,7 +21,7 @@ from orjson import loads
 
 from shared.batching import Batch, Batcher
 from shared.checkpoint import Checkpoint, CheckpointStore
-from shared.columnar_mapping import ColumnarMapper
+from shared.columnar_mapping import ColumnarMapper, ColumnsMapped
 from shared.csv_blocks import TableChunk
 from shared.dedupe import SeenKeys
 from shared.klaviyo import MAX_PROFILE_BYTES, ImportJob, InvalidPayload, KlaviyoClient, KlaviyoError, redact
@@ -299,14 +299,18 @@ class _Run:
         self, mapper: ProfileMapper, columnar: ColumnarMapper
     ) -> Iterator[tuple[RowChunk | TableChunk, MappedRows]]:
         """Each chunk with its mapping, in order. Chunks are read in one thread and mapped in another
-        while this one dedupes and sends: Arrow and numpy release the GIL, so they share the cores."""
+        while this one dedupes and sends: Arrow and numpy release the GIL, so they share the cores.
+        The rows a table's fast checks leave out are mapped here, on this thread, which would
+        otherwise wait: the mapping thread goes on with the column kernels of the next chunk."""
         initializer = carry_run_context(self.spec.thread_initializer)
-        ready: queue.Queue[Future[tuple[RowChunk | TableChunk, MappedRows]] | None] = queue.Queue(_CHUNKS_AHEAD)
+        ready: queue.Queue[Future[tuple[RowChunk | TableChunk, MappedRows | ColumnsMapped]] | None] = queue.Queue(
+            _CHUNKS_AHEAD
+        )
         stopping = threading.Event()
 
-        def map_chunk(chunk: RowChunk | TableChunk) -> tuple[RowChunk | TableChunk, MappedRows]:
+        def map_chunk(chunk: RowChunk | TableChunk) -> tuple[RowChunk | TableChunk, MappedRows | ColumnsMapped]:
             if isinstance(chunk, TableChunk):
-                return chunk, columnar.map(chunk.table, chunk.numbers)
+                return chunk, columnar.map_columns(chunk.table, chunk.numbers)
             return chunk, mapper.map_records(chunk.columns, chunk.numbers, chunk.records)
 
         def read(mappers: ThreadPoolExecutor) -> None:
@@ -317,11 +321,11 @@ class _Run:
                     if isinstance(chunk, TableChunk):
                         ready.put(mappers.submit(map_chunk, chunk))
                     else:  # mapped row by row, all under the GIL: one more thread would only wait for it
-                        mapped: Future[tuple[RowChunk | TableChunk, MappedRows]] = Future()
+                        mapped: Future[tuple[RowChunk | TableChunk, MappedRows | ColumnsMapped]] = Future()
                         mapped.set_result(map_chunk(chunk))
                         ready.put(mapped)
             except BaseException as exc:
-                failed: Future[tuple[RowChunk | TableChunk, MappedRows]] = Future()
+                failed: Future[tuple[RowChunk | TableChunk, MappedRows | ColumnsMapped]] = Future()
                 failed.set_exception(exc)
                 ready.put(failed)
                 return
@@ -334,7 +338,8 @@ class _Run:
             reading = reader.submit(read, mappers)
             try:
                 while (future := ready.get()) is not None:
-                    yield future.result()
+                    chunk, mapped = future.result()
+                    yield chunk, columnar.complete(mapped) if isinstance(mapped, ColumnsMapped) else mapped
             finally:
                 stopping.set()
                 while not reading.done():  # a reader waiting on a full queue must see the stop
