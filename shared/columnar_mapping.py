@@ -40,13 +40,14 @@ def _s(text: str) -> pa.Scalar:
 
 
 class ColumnsMapped(NamedTuple):
-    """A table's fast rows mapped (row positions, profile bodies, identifiers), and the positions
-    of the rows still to map one by one."""
+    """A table's fast rows mapped (row positions, profile bodies, identifiers), and the rows still to
+    map one by one: their positions and their values (the mapper's columns; not the whole table,
+    which is let go)."""
 
-    table: pa.Table
     numbers: np.ndarray
     fast_rows: np.ndarray
     slow_rows: np.ndarray
+    slow_values: list[pa.Array]
     bodies: pa.Array
     identifier: pa.Array
 
@@ -100,17 +101,19 @@ class ColumnarMapper:
         selected = pa.array(fast)
         identifier = pc.coalesce(*identifiers).filter(selected)
         bodies = self._bodies(table, text, lowered).filter(selected)
-        return ColumnsMapped(table, numbers, np.flatnonzero(fast), np.flatnonzero(~fast), bodies, identifier)
+        slow_rows = np.flatnonzero(~fast)
+        slow_values = [table.column(c).take(slow_rows) for c in self.mapper.columns] if len(slow_rows) else []
+        return ColumnsMapped(numbers, np.flatnonzero(fast), slow_rows, slow_values, bodies, identifier)
 
     def complete(self, part: ColumnsMapped) -> MappedRows:
         """The rows the fast checks left out, mapped row by row and put in their places. A second
         step, so that a thread other than the one running the column kernels can take it."""
-        table, numbers, slow_rows = part.table, part.numbers, part.slow_rows
+        numbers, slow_rows = part.numbers, part.slow_rows
         valid_rows, bodies, identifier = part.fast_rows, part.bodies, part.identifier
         rejections: list[tuple[int, Rejection]] = []
         if len(slow_rows):
             more_rows, more_bodies, more_idents = [], [], []
-            picked = [table.column(c).take(slow_rows).to_pylist() for c in self.mapper.columns]
+            picked = [values.to_pylist() for values in part.slow_values]
             for row, values in zip(slow_rows.tolist(), zip(*picked, strict=True), strict=True):
                 mapped = self.mapper.apply_values(values)
                 if type(mapped) is Profile:

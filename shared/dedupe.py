@@ -35,6 +35,12 @@ class SeenKeys:
         self.count += int(fresh.sum())
         return first
 
+    def reserve(self, expected: int) -> None:
+        """Makes room for `expected` keys at once: growing by doubling re-inserts every key each
+        time, and holds the old table and the new one together."""
+        if expected > _MAX_LOAD * len(self._table):
+            self._grow(expected)
+
     def _insert(self, keys: np.ndarray) -> np.ndarray:
         """Inserts distinct keys; True where a key was not there before."""
         table, mask = self._table, len(self._table) - 1

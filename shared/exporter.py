@@ -251,6 +251,10 @@ class _Run:
                 self.sent_new = True
                 in_flight.add(pool.submit(self._upload, batch))
 
+            parts = self.source.parts
+            # A CSV block's table holds every column, in about the bytes of its text: so many rows.
+            csv_bytes = sum(part.size for part in parts if self.source.format_of(part) == "csv")
+            reserved = not csv_bytes
             flush_points = set(self.checkpoint.flush_points)
             next_poll = time.monotonic() + _POLL_DURING_UPLOAD_SECONDS
             deadline = self.spec.deadline
@@ -258,6 +262,11 @@ class _Run:
                 if self.stopping:
                     break
                 part = part_index[chunk.source]
+                if not reserved and isinstance(chunk, TableChunk) and chunk.table.num_rows:
+                    # Room for about as many identifiers as rows at once, estimated from the first
+                    # block (its table's bytes include offsets: the estimate errs low, never far high).
+                    seen.reserve(int(csv_bytes * chunk.table.num_rows / max(1, chunk.table.nbytes)))
+                    reserved = True
                 bodies, keys, rows, ids, prints = self._valid_new_profiles(chunk, mapped, seen, part)
                 # A resumed run flushes early where the run it resumes did, so its batches are the same.
                 cuts = (np.flatnonzero(np.isin(rows, list(flush_points))) + 1).tolist() if flush_points else []

@@ -26,6 +26,22 @@ def test_answers_match_a_python_set_chunk_after_chunk(distinct: int):
     assert seen.count == len(reference)
 
 
+def test_room_made_after_some_keys_keeps_them_and_the_answers_stay_exact():
+    rng = np.random.default_rng(7)
+    keys = rng.integers(-(2**63), 2**63 - 1, size=40_000, dtype=np.int64)
+    seen = SeenKeys()
+    assert seen.add_chunk(keys[:10_000]).all()
+    small = seen.nbytes
+    seen.reserve(1_000_000)
+    assert seen.nbytes >= 1_000_000 * 8 / 0.7 > small
+    assert not seen.add_chunk(keys[:10_000]).any(), "keys added before the room was made are still seen"
+    assert seen.add_chunk(keys[10_000:]).all()
+    assert seen.count == 40_000
+    grown = seen.nbytes
+    seen.reserve(10)  # never shrinks
+    assert seen.nbytes == grown
+
+
 def test_within_a_chunk_the_first_occurrence_wins():
     first = SeenKeys().add_chunk(np.array([7, 8, 7, 9, 8, 7], dtype=np.int64))
     assert first.tolist() == [True, True, False, True, False, False]
