@@ -251,10 +251,7 @@ class _Run:
                 self.sent_new = True
                 in_flight.add(pool.submit(self._upload, batch))
 
-            parts = self.source.parts
-            # A CSV block's table holds every column, in about the bytes of its text: so many rows.
-            csv_bytes = sum(part.size for part in parts if self.source.format_of(part) == "csv")
-            reserved = not csv_bytes
+            reserved = False
             flush_points = set(self.checkpoint.flush_points)
             next_poll = time.monotonic() + _POLL_DURING_UPLOAD_SECONDS
             deadline = self.spec.deadline
@@ -262,11 +259,8 @@ class _Run:
                 if self.stopping:
                     break
                 part = part_index[chunk.source]
-                if not reserved and isinstance(chunk, TableChunk) and chunk.table.num_rows:
-                    # Room for about as many identifiers as rows at once, estimated from the first
-                    # block (its table's bytes include offsets: the estimate errs low, never far high).
-                    seen.reserve(int(csv_bytes * chunk.table.num_rows / max(1, chunk.table.nbytes)))
-                    reserved = True
+                if not reserved and isinstance(chunk, TableChunk):
+                    reserved = self._make_room(seen, chunk)
                 bodies, keys, rows, ids, prints = self._valid_new_profiles(chunk, mapped, seen, part)
                 # A resumed run flushes early where the run it resumes did, so its batches are the same.
                 cuts = (np.flatnonzero(np.isin(rows, list(flush_points))) + 1).tolist() if flush_points else []
@@ -354,6 +348,19 @@ class _Run:
                 while not reading.done():  # a reader waiting on a full queue must see the stop
                     with contextlib.suppress(queue.Empty):
                         ready.get(timeout=0.05)
+
+    def _make_room(self, seen: SeenKeys, chunk: TableChunk) -> bool:
+        """Room in `seen` at once for about as many identifiers as the segment has CSV rows, estimated
+        from its first CSV block: that block's table holds every column, in about the bytes of their
+        text (and offsets: the estimate errs low, never far high). True once done, or not to do."""
+        csv_parts = [part for part in self.source.parts if self.source.format_of(part) == "csv"]
+        if not csv_parts:
+            return True
+        if chunk.source not in {part.name for part in csv_parts} or not chunk.table.num_rows:
+            return False
+        rows_a_byte = chunk.table.num_rows / max(1, chunk.table.nbytes)
+        seen.reserve(int(sum(part.size for part in csv_parts) * rows_a_byte))
+        return True
 
     def _valid_new_profiles(
         self, chunk: RowChunk | TableChunk, mapped: MappedRows, seen: SeenKeys, part: int
