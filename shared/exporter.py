@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[Counts], None]
 _POINTER_PREFIX = "/data/attributes/profiles/data/"
 _POLL_DURING_UPLOAD_SECONDS = 5.0
+_JOBS_KEPT = 16  # jobs waiting (each holds ~160 KB of keys and rows) that bring the next look after 1 s
 _DUPLICATE = "same identifier as an earlier row; the first row was kept"
 _FIRST_POLL_SECONDS = 0.05
 _CHUNKS_AHEAD = 1  # read and mapping while the current one is sent (each ~10,000 rows)
@@ -253,7 +254,7 @@ class _Run:
 
             reserved = False
             flush_points = set(self.checkpoint.flush_points)
-            next_poll = time.monotonic() + _POLL_DURING_UPLOAD_SECONDS
+            last_poll = time.monotonic()
             deadline = self.spec.deadline
             for chunk, mapped in self._mapped_chunks(mapper, columnar):
                 if self.stopping:
@@ -275,10 +276,13 @@ class _Run:
                         submit(early)
                     start = end
                 self._emit_progress()
-                if not self.spec.dry_run and time.monotonic() >= next_poll:
+                since = time.monotonic() - last_poll
+                if not self.spec.dry_run and (
+                    since >= _POLL_DURING_UPLOAD_SECONDS or (since >= 1 and len(self.jobs) >= _JOBS_KEPT)
+                ):
                     # Finishing jobs as they complete keeps memory flat: each holds its rows' keys.
                     self._collect_finished(pages=1, direct=0)
-                    next_poll = time.monotonic() + _POLL_DURING_UPLOAD_SECONDS
+                    last_poll = time.monotonic()
                 # Only once this invocation has sent something new, so every invocation makes progress.
                 if deadline is not None and self.sent_new and time.monotonic() > deadline:
                     early = batcher.flush()

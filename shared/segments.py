@@ -141,6 +141,7 @@ class _ChunkStream(io.RawIOBase):
 
     def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
         while not self._buffer:
+            self._buffer = memoryview(b"")  # the spent range goes before the next one is downloaded
             chunk = next(self._chunks, None)
             if chunk is None:
                 return 0
