@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -24,8 +25,9 @@ from shared.checkpoint import Checkpoint, CheckpointStore
 from shared.columnar_mapping import ColumnarMapper, ColumnsMapped
 from shared.csv_blocks import TableChunk
 from shared.dedupe import SeenKeys
+from shared.fingerprints import text_fingerprints
 from shared.klaviyo import MAX_PROFILE_BYTES, ImportJob, InvalidPayload, KlaviyoClient, KlaviyoError, redact
-from shared.mapping import FieldMapping, MappedRows, ProfileMapper, attributes_key, mask_attributes
+from shared.mapping import FieldMapping, MappedRows, ProfileMapper, identifier_text, mask_attributes
 from shared.memory import tune_allocator
 from shared.report import COMPLETED_WITH_REJECTS, FAILED, INCOMPLETE, SUCCEEDED, Counts, RejectsFile, RunReport
 from shared.segments import RowChunk, SegmentError, SegmentSource, SegmentUnavailable, looks_like_data
@@ -357,14 +359,19 @@ class _Run:
         """Room in `seen` at once for about as many identifiers as the segment has CSV rows, estimated
         from its first CSV block: that block's table holds every column, in about the bytes of their
         text (and offsets: the estimate errs low, never far high). True once done, or not to do."""
-        csv_parts = [part for part in self.source.parts if self.source.format_of(part) == "csv"]
-        if not csv_parts:
+        csv_sizes = self._csv_sizes
+        if not csv_sizes:
             return True
-        if chunk.source not in {part.name for part in csv_parts} or not chunk.table.num_rows:
+        if chunk.source not in csv_sizes or not chunk.table.num_rows:
             return False
         rows_a_byte = chunk.table.num_rows / max(1, chunk.table.nbytes)
-        seen.reserve(int(sum(part.size for part in csv_parts) * rows_a_byte))
+        seen.reserve(int(sum(csv_sizes.values()) * rows_a_byte))
         return True
+
+    @functools.cached_property
+    def _csv_sizes(self) -> dict[str, int]:
+        """Name -> bytes of each CSV part of the segment."""
+        return {part.name: part.size for part in self.source.parts if self.source.format_of(part) == "csv"}
 
     def _valid_new_profiles(
         self, chunk: RowChunk | TableChunk, mapped: MappedRows, seen: SeenKeys, part: int
@@ -577,9 +584,12 @@ class _Run:
         failed_positions: list[int] = []
         if job.failed:
             index = {key: i for i, key in enumerate(batch.keys)}
-            for error in self.client.import_errors(job.id):
-                attributes = _payload_attributes(error.get("original_payload") or {})
-                position = index.get(attributes_key(attributes), -1)
+            errors = list(self.client.import_errors(job.id))
+            payloads = [_payload_attributes(error.get("original_payload") or {}) for error in errors]
+            # The failed profiles' keys in one call, not an Arrow call per failed profile.
+            keys = text_fingerprints([identifier_text(attributes) for attributes in payloads]).tolist()
+            for error, attributes, key in zip(errors, payloads, keys, strict=True):
+                position = index.get(key, -1)
                 detail = redact(error.get("detail") or error.get("title") or error.get("code") or "failed")
                 failed_positions.append(position)
                 part, number = self._row_of(batch.rows[position]) if position >= 0 else ("", 0)
