@@ -862,7 +862,7 @@ class KlaviyoApi:
         names = sparse(request.query, "profile-bulk-import-job", _JOB_FIELDS)
         scanned = scan_import(request.body) if self.state.config.fast_import else None
         if scanned is not None:
-            job = self.state.create_job(request.account, [], scanned[1], emails=scanned[0])
+            job = self.state.create_job(request.account, [], scanned.list_id, scanned=scanned)
         else:
             pending, list_id = validate_import(parse_json(request.body))
             job = self.state.create_job(request.account, pending, list_id)
