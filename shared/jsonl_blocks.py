@@ -9,11 +9,17 @@ each line is one flat object, `{"key": "text" or null, ...}`, with spaces as the
 and the whole block is valid UTF-8 with no backslash (so no escape) and no control character but
 the line ends. Such a line is valid JSON, orjson and Arrow make the same strings of it (the bytes
 between its quotes), and its top-level value is an object. Arrow still refuses a mapped key twice
-in a line (orjson keeps the last): that block too is read line by line."""
+in a line (orjson keeps the last): that block too is read line by line.
+
+Most files give every line the same keys in the same order, each with a string (a table export).
+Such a block skips Arrow's JSON parser: one regular expression, written from the block's first line,
+checks that every line has exactly that layout, after which each value lies between known quotes
+(the n-th of the line: no string holds a quote without an escape) and is cut out by position."""
 
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
@@ -23,7 +29,7 @@ from shared.csv_blocks import unmarked_utf8
 # A longer line is left to the line reader (and the row-by-row mapper's limits), as in csv_blocks.
 MAX_PLAIN_LINE = 100_000
 _EMPTY = pa.scalar("", pa.string())
-_NEWLINE = 10
+_NEWLINE, _QUOTE = 10, 34
 
 
 class JsonBlocks:
@@ -34,26 +40,63 @@ class JsonBlocks:
         schema = pa.schema([(column, pa.string()) for column in self.columns])
         self._parse = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
         self._read = pa_json.ReadOptions(use_threads=False, block_size=4 * 1024 * 1024)
+        self._layouts = True  # while the blocks keep one layout
 
     def table(self, block: bytes) -> pa.Table | None:
         """The block's rows (one a line; the block ends at a line end or at the end of the part) as
         a table of strings, nulls and absent keys as "", or None when it must be read line by line."""
-        lines = flat_object_lines(block)
+        lines = plain_lines(block)
         if lines is None:
             return None
+        if self._layouts:
+            table = self._by_layout(block, lines)
+            if table is not None:
+                return table
+        if not pc.all(pc.match_substring_regex(lines, _FLAT_LINE)).as_py():
+            return None  # a line not of pairs (or blank)
         try:
             table = pa_json.read_json(pa.py_buffer(block), self._read, self._parse)
         except pa.ArrowInvalid:
             return None  # a mapped key twice in a line
-        if table.num_rows != lines:
+        if table.num_rows != len(lines):
             return None
         columns = [column.combine_chunks() for column in table.select(self.columns).columns]
         return pa.table([c.fill_null(_EMPTY) if c.null_count else c for c in columns], names=self.columns)
 
+    def _by_layout(self, block: bytes, lines: pa.Array) -> pa.Table | None:
+        """The table when every line has the first line's keys, in its order, each with a string."""
+        try:
+            first = orjson.loads(lines[0].as_py())
+        except orjson.JSONDecodeError:
+            return None
+        if type(first) is not dict or not first or any(type(v) is not str or not k.isascii() for k, v in first.items()):
+            return None
+        keys = list(first)
+        if not pc.all(pc.match_substring_regex(lines, _layout_line(keys))).as_py():
+            self._layouts = False  # the lines differ: the next blocks go straight to the flat check
+            return None
+        rows = len(lines)
+        # Quotes 4k+2 and 4k+3 of a line enclose the value of its k-th key.
+        quotes = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == _QUOTE).astype(np.int32)
+        quotes = quotes.reshape(rows, 4 * len(keys))
+        evens = pa.array(np.arange(0, 2 * rows, 2, dtype=np.int32))
+        columns = []
+        for name in self.columns:
+            if name not in first:
+                columns.append(pa.repeat(_EMPTY, rows))
+                continue
+            at = keys.index(name)
+            # Alternate value and gap spans of the block, in order (valid offsets); the values are the even ones.
+            spans = np.empty(2 * rows, dtype=np.int32)
+            spans[0::2], spans[1::2] = quotes[:, 4 * at + 2] + 1, quotes[:, 4 * at + 3]
+            between = pa.Array.from_buffers(pa.string(), 2 * rows - 1, [None, pa.py_buffer(spans), pa.py_buffer(block)])
+            columns.append(between.take(evens))
+        return pa.table(columns, names=self.columns)
 
-def flat_object_lines(block: bytes) -> int | None:
-    """How many lines the block has when each is a flat object of strings and nulls with no escape,
-    no whitespace but spaces and no line longer than MAX_PLAIN_LINE (None when not)."""
+
+def plain_lines(block: bytes) -> pa.Array | None:
+    """The block's lines (binary, with their line ends) when it is valid UTF-8 with no escape, no
+    control character but the line ends and no line longer than MAX_PLAIN_LINE (None when not)."""
     if b"\\" in block or not unmarked_utf8(block):
         return None
     codes = np.frombuffer(block, dtype=np.uint8)
@@ -65,13 +108,30 @@ def flat_object_lines(block: bytes) -> int | None:
         starts = np.append(starts, len(block))  # a last line without its line end
     if len(block) > MAX_PLAIN_LINE and np.diff(starts).max() > MAX_PLAIN_LINE:
         return None
-    lines = pa.Array.from_buffers(
+    return pa.Array.from_buffers(
         pa.binary(), len(starts) - 1, [None, pa.py_buffer(starts.astype(np.int32)), pa.py_buffer(block)]
     )
+
+
+def flat_object_lines(block: bytes) -> int | None:
+    """How many lines the block has when each is a flat object of strings and nulls with no escape,
+    no whitespace but spaces and no line longer than MAX_PLAIN_LINE (None when not)."""
+    lines = plain_lines(block)
     # Arrow's regular expressions (RE2) check every line outside the GIL.
-    if not pc.all(pc.match_substring_regex(lines, _FLAT_LINE)).as_py():
+    if lines is None or not pc.all(pc.match_substring_regex(lines, _FLAT_LINE)).as_py():
         return None  # a line not of pairs (or blank)
     return len(lines)
+
+
+def _layout_line(keys: list[str]) -> str:
+    """A line holding exactly these (ASCII) keys in this order, each with a string."""
+    pairs = [rf"{_literal(key)} *: *{_STRING} *" for key in keys]
+    return rf"^ *\{{ *{', *'.join(pairs)}\}} *\n?$"
+
+
+def _literal(key: str) -> str:
+    """The key in quotes as a pattern: letters and digits as they are, any other character by its code."""
+    return '"' + "".join(c if c.isalnum() or c == "_" else f"\\x{{{ord(c):02x}}}" for c in key) + '"'
 
 
 _STRING = r'"[^"\\\x00-\x1f]*"'
