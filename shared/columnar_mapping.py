@@ -141,7 +141,7 @@ class ColumnarMapper:
         """Every row serialized as ProfileMapper and orjson would (right for the fast rows only)."""
         mapper = self.mapper
         # One join of constant and column pieces; a field that is empty in some rows is one piece
-        # that is empty there. Each field starts with a comma: the first one is cut out after.
+        # that is empty there. Each field starts with a comma: the first one's is dropped.
         pieces: list[pa.Array | pa.Scalar] = [_s('{"type":"profile","attributes":{')]
         for name, column in mapper.text_fields:
             pieces += _field(name, email if name == "email" and email is not None else text(column))
@@ -151,15 +151,29 @@ class ColumnarMapper:
                 (name, text(column) if trim else table.column(column).combine_chunks()) for name, column in fields
             ]
             if values:
-                pieces.append(_group(group, values))
+                pieces += _group(group, values)
         pieces.append(_s("}},"))
-        joined = pc.binary_join_element_wise(*pieces, _EMPTY)
+        if isinstance(pieces[1], pa.Scalar):  # the first field is in every row: its key loses the comma
+            pieces[1] = _s(pieces[1].as_py()[1:])
+            return pc.binary_join_element_wise(*_merged(pieces), _EMPTY).cast(pa.binary())
+        joined = pc.binary_join_element_wise(*_merged(pieces), _EMPTY)
         return pc.binary_replace_slice(
             joined.cast(pa.binary()), start=_FIRST_COMMA, stop=_FIRST_COMMA + 1, replacement=""
         )
 
 
 _FIRST_COMMA = len('{"type":"profile","attributes":{')
+
+
+def _merged(pieces: list[pa.Array | pa.Scalar]) -> list[pa.Array | pa.Scalar]:
+    """Neighbouring constants made one: Arrow's join costs about as much a constant as a column."""
+    merged: list[pa.Array | pa.Scalar] = []
+    for piece in pieces:
+        if merged and isinstance(piece, pa.Scalar) and isinstance(merged[-1], pa.Scalar):
+            merged[-1] = _s(merged[-1].as_py() + piece.as_py())
+        else:
+            merged.append(piece)
+    return merged
 
 
 def _np(mask: pa.Array) -> np.ndarray:
@@ -182,7 +196,8 @@ def _escaped(values: pa.Array) -> pa.Array:
 
 
 def _field(name: str, values: pa.Array) -> list[pa.Array | pa.Scalar]:
-    """Join pieces for `,"name":"value"`, or for nothing in rows where the value is empty."""
+    """Join pieces for `,"name":"value"`: the key, the value and a quote when no row is empty, else
+    one piece that is empty in the rows where the value is."""
     key = _s(f",{orjson.dumps(name).decode()}:" + '"')
     escaped = _escaped(values)
     empty = pc.equal(pc.binary_length(values), _ZERO)
@@ -191,9 +206,15 @@ def _field(name: str, values: pa.Array) -> list[pa.Array | pa.Scalar]:
     return [pc.if_else(empty, _EMPTY, pc.binary_join_element_wise(key, escaped, _QUOTE, _EMPTY))]
 
 
-def _group(name: str, fields: list[tuple[str, pa.Array]]) -> pa.Array:
-    """`,"name":{...}` holding the group's non-empty fields, or `` when all are empty."""
-    pieces = [piece for field, values in fields for piece in _field(field, values)]
-    inner = pc.binary_join_element_wise(*pieces, _EMPTY)
+def _group(name: str, fields: list[tuple[str, pa.Array]]) -> list[pa.Array | pa.Scalar]:
+    """Join pieces for `,"name":{...}` holding the group's non-empty fields, or for nothing in rows
+    where all are empty."""
+    parts = [_field(field, values) for field, values in fields]
+    if len(parts[0]) > 1:  # its first field is in every row, so the group is: its pieces join the body's
+        first_key = parts[0][0]
+        assert isinstance(first_key, pa.Scalar)
+        parts[0][0] = _s(first_key.as_py()[1:])
+        return [_s(f',"{name}":' + "{"), *(piece for part in parts for piece in part), _s("}")]
+    inner = pc.binary_join_element_wise(*_merged([piece for part in parts for piece in part]), _EMPTY)
     group = pc.binary_join_element_wise(_s(f',"{name}":' + "{"), pc.utf8_slice_codeunits(inner, 1), _s("}"), _EMPTY)
-    return pc.if_else(pc.equal(pc.binary_length(inner), _ZERO), _EMPTY, group)
+    return [pc.if_else(pc.equal(pc.binary_length(inner), _ZERO), _EMPTY, group)]
