@@ -131,6 +131,9 @@ email_parts = st.text("ab1.-@_+'xé\"", max_size=12)
 def test_the_column_email_check_accepts_only_what_the_row_check_accepts(values: list[str]) -> None:
     fast = fast_email(pa.array(values, pa.string())).tolist()
     assert [v for v, ok in zip(values, fast, strict=True) if ok and not _plain_email(v)] == []
+    # A slice of a longer array (its bytes before and after belong to no row) is checked alike.
+    padded = pa.array(["a--@b.test", *values, "@@x--.local"], pa.string()).slice(1, len(values))
+    assert fast_email(padded).tolist() == fast
 
 
 def test_the_column_email_check_takes_everyday_addresses() -> None:
