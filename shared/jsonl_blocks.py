@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from shared.csv_blocks import unmarked_utf8
+from shared.csv_blocks import BOM, unmarked_utf8
 
 # A longer line is left to the line reader (and the row-by-row mapper's limits), as in csv_blocks.
 MAX_PLAIN_LINE = 100_000
@@ -46,10 +46,11 @@ class JsonBlocks:
         self._read = pa_json.ReadOptions(use_threads=False, block_size=4 * 1024 * 1024)
         self._layouts = True  # while the blocks keep one layout
 
-    def table(self, block: bytes) -> pa.Table | None:
+    def table(self, block: bytes, utf8: bool = False) -> pa.Table | None:
         """The block's rows (one a line; the block ends at a line end or at the end of the part) as
-        a table of strings, nulls and absent keys as "", or None when it must be read line by line."""
-        lines = plain_lines(block)
+        a table of strings, nulls and absent keys as "", or None when it must be read line by line.
+        `utf8`: the caller knows the block is valid UTF-8 (its reader checked every byte)."""
+        lines = plain_lines(block, utf8)
         if lines is None:
             return None
         if self._layouts:
@@ -136,10 +137,11 @@ def _layout_quotes(block: bytes, lines: pa.Array, keys: int) -> np.ndarray | Non
     return quotes
 
 
-def plain_lines(block: bytes) -> pa.Array | None:
-    """The block's lines (binary, with their line ends) when it is valid UTF-8 with no escape, no
-    control character but the line ends and no line longer than MAX_PLAIN_LINE (None when not)."""
-    if b"\\" in block or not unmarked_utf8(block):
+def plain_lines(block: bytes, utf8: bool = False) -> pa.Array | None:
+    """The block's lines (binary, with their line ends) when it is valid UTF-8 (known to be, given
+    `utf8`) with no escape, no control character but the line ends and no line longer than
+    MAX_PLAIN_LINE (None when not)."""
+    if b"\\" in block or not (block and not block.startswith(BOM) if utf8 else unmarked_utf8(block)):
         return None
     codes = np.frombuffer(block, dtype=np.uint8)
     ends = np.flatnonzero(codes == _NEWLINE)

@@ -372,6 +372,8 @@ class SegmentSource:
                 yield from self._jsonl_lines(part.name, stream, 1, size)
                 return
             blocks = JsonBlocks(columns)
+            checked = stream.raw
+            assert isinstance(checked, _ReadErrors)
             line, pending = 1, b""
             while True:
                 data = stream.read(JSONL_BLOCK_BYTES)
@@ -386,7 +388,8 @@ class SegmentSource:
                     pending = buffer
                     continue
                 block, pending = buffer[:cut], buffer[cut:]
-                table = blocks.table(block)
+                # Every byte read so far was checked as UTF-8; a block cut at a line end holds whole characters.
+                table = blocks.table(block, utf8=not checked.undecodable and block.endswith(b"\n"))
                 if table is not None:
                     numbers = np.arange(line, line + table.num_rows, dtype=np.int64)
                     yield TableChunk(part.name, blocks.columns, numbers, table, [])

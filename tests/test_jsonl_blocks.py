@@ -70,10 +70,12 @@ objects = st.dictionaries(keys, values, max_size=5).map(lambda d: orjson.dumps(d
 # Lines other than plain objects: among them the ones Arrow's JSON reader crashed on (`null` first in
 # a block) or read as rows (a later `null`), and lines that form one value only when joined.
 BLANK_OR_BROKEN = [b"", b"  ", b"\t", b"{", b"}", b"\xff", b"\xef\xbb\xbf{}", b'{"email":"\\ud800"}']
+# Flat objects but for bytes that are not UTF-8 (a stray byte, a character cut short).
+NOT_UTF8 = [b'{"email":"a\xff@b.co"}', b'{"name":"\xc3"}', b'{"tier":"\xe2\x82"}']
 NOT_OBJECTS = [b"null", b" null ", b"1", b"true", b'"text"', b"[1]", b"[null]"]
 ONE_VALUE_ONLY_JOINED = [b"{},{}", b'{"email":"a@b.co"} x', b'{"email":[1', b"2]}", b'{"email":"a@b.', b'co"}']
 ODD_BUT_READ = [b'{"email":"a@b.co","email":"c@d.co"}', b'{"email":"a@b.co"}\r', b' {"email":"b@c.co"} ']
-damaged = st.sampled_from(BLANK_OR_BROKEN + NOT_OBJECTS + ONE_VALUE_ONLY_JOINED + ODD_BUT_READ)
+damaged = st.sampled_from(BLANK_OR_BROKEN + NOT_UTF8 + NOT_OBJECTS + ONE_VALUE_ONLY_JOINED + ODD_BUT_READ)
 lines = st.one_of(objects, objects, damaged)
 
 
@@ -150,9 +152,8 @@ def layout_lines(draw: st.DrawFn) -> tuple[bytes, str]:
         pairs[1] = (pairs[1][0], 7)
     elif change == "escape":
         pairs[2] = (pairs[2][0], draw(st.sampled_from(['"', "\\", "\t", "\x01"])))
-    line = b"{" + b",".join(orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in pairs) + b"}"
-    if change == "spaces":
-        line = line.replace(b'":"', b'" : "').replace(b'","', b'" , "')
+    colon, comma = (b" : ", b" , ") if change == "spaces" else (b":", b",")
+    line = b"{" + comma.join(orjson.dumps(k) + colon + orjson.dumps(v) for k, v in pairs) + b"}"
     return line + (b"x" if change == "trailing" else b""), change
 
 
