@@ -153,8 +153,9 @@ class ColumnarMapper:
             if values:
                 pieces += _group(group, values)
         pieces.append(_s("}},"))
-        if isinstance(pieces[1], pa.Scalar):  # the first field is in every row: its key loses the comma
-            pieces[1] = _s(pieces[1].as_py()[1:])
+        first = pieces[1]
+        if isinstance(first, pa.Scalar) and first.as_py().startswith(","):  # a first field in every row
+            pieces[1] = _s(first.as_py()[1:])
             return pc.binary_join_element_wise(*_merged(pieces), _EMPTY).cast(pa.binary())
         joined = pc.binary_join_element_wise(*_merged(pieces), _EMPTY)
         return pc.binary_replace_slice(

@@ -57,8 +57,8 @@ class JsonBlocks:
             table = self._by_layout(block, lines)
             if table is not None:
                 return table
-        if not pc.all(pc.match_substring_regex(lines, _FLAT_LINE)).as_py():
-            return None  # a line not of pairs (or blank)
+        if not _all_flat(lines):
+            return None
         try:
             table = pa_json.read_json(pa.py_buffer(block), self._read, self._parse)
         except pa.ArrowInvalid:
@@ -161,10 +161,13 @@ def flat_object_lines(block: bytes) -> int | None:
     """How many lines the block has when each is a flat object of strings and nulls with no escape,
     no whitespace but spaces and no line longer than MAX_PLAIN_LINE (None when not)."""
     lines = plain_lines(block)
-    # Arrow's regular expressions (RE2) check every line outside the GIL.
-    if lines is None or not pc.all(pc.match_substring_regex(lines, _FLAT_LINE)).as_py():
-        return None  # a line not of pairs (or blank)
-    return len(lines)
+    return len(lines) if lines is not None and _all_flat(lines) else None
+
+
+def _all_flat(lines: pa.Array) -> bool:
+    """Whether every line is a flat object of pairs (not blank), checked by Arrow's regular
+    expressions (RE2) outside the GIL."""
+    return bool(pc.all(pc.match_substring_regex(lines, _FLAT_LINE)).as_py())
 
 
 _STRING = r'"[^"\\\x00-\x1f]*"'
