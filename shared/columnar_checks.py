@@ -4,6 +4,8 @@ mapping._plain_email and mapping._quick_e164 accept (rows it leaves out are chec
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from itertools import islice
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +23,31 @@ def _byte_class(chars: bytes) -> np.ndarray:
 _DIGITS = b"0123456789"
 _NOT_DIGIT = ~_byte_class(_DIGITS)
 _PLUS, _HYPHEN, _AT = ord("+"), ord("-"), ord("@")
+_ONE, _63 = np.uint64(1), np.uint64(63)
+
+
+def aligned_words(data: np.ndarray, before: int = 0) -> np.ndarray:
+    """The bytes as little-endian 8-byte words, after `before` zero bytes and with room after them
+    (for words_from)."""
+    padded = np.zeros(-(-(before + len(data) + 8) // 8) * 8, dtype=np.uint8)
+    padded[before : before + len(data)] = data
+    return padded.view("<u8")
+
+
+def words_from(aligned: np.ndarray, positions: np.ndarray) -> Iterator[np.ndarray]:
+    """The 8 bytes from each byte position (of aligned_words' bytes) as a little-endian word, then
+    the next 8, and so on: each word from two aligned ones shifted together, each aligned word read
+    once (a gather of 8-byte windows copies byte by byte, 6x slower). Shifted left in two steps: a
+    shift by 64 (an aligned position) is not defined."""
+    index = (positions >> 3).astype(np.int64)
+    right = ((positions & 7) << 3).astype(np.uint64)
+    left = _63 - right
+    low = aligned[index]
+    while True:
+        index += 1
+        high = aligned[index]
+        yield (low >> right) | ((high << left) << _ONE)
+        low = high
 
 
 # Per calling code size, bit n set at [code] when a national number of n digits is possible after
@@ -76,9 +103,8 @@ class _Column:
 
     def ends_with_any(self, suffixes: _Suffixes) -> np.ndarray:
         """Rows ending with one of the suffixes: each row's last 16 bytes as two words, masked and compared."""
-        padded = np.concatenate((np.zeros(16, dtype=np.uint8), self.data))  # room before the first row
-        words = np.lib.stride_tricks.sliding_window_view(padded, 16)[self.ends].view(np.uint64)
-        first, last = np.ascontiguousarray(words[:, 0]), np.ascontiguousarray(words[:, 1])
+        aligned = aligned_words(self.data, before=16)  # room before the first row
+        first, last = islice(words_from(aligned, self.ends), 2)  # the 16 bytes before each end
         found = np.zeros(len(self.starts), dtype=bool)
         for size, masks, patterns in suffixes:
             match = (last & masks[1]) == patterns[1]
@@ -146,7 +172,7 @@ def _suffixes(endings: list[bytes]) -> _Suffixes:
         masks, patterns = np.zeros(16, dtype=np.uint8), np.zeros(16, dtype=np.uint8)
         masks[16 - len(ending) :] = 0xFF
         patterns[16 - len(ending) :] = np.frombuffer(ending, dtype=np.uint8)
-        found.append((len(ending), masks.view(np.uint64), patterns.view(np.uint64)))
+        found.append((len(ending), masks.view("<u8"), patterns.view("<u8")))
     return found
 
 

@@ -153,17 +153,24 @@ class ColumnarMapper:
             if values:
                 pieces += _group(group, values)
         pieces.append(_s("}},"))
-        first = pieces[1]
-        if isinstance(first, pa.Scalar) and first.as_py().startswith(","):  # a first field in every row
-            pieces[1] = _s(first.as_py()[1:])
-            return pc.binary_join_element_wise(*_merged(pieces), _EMPTY).cast(pa.binary())
-        joined = pc.binary_join_element_wise(*_merged(pieces), _EMPTY)
-        return pc.binary_replace_slice(
-            joined.cast(pa.binary()), start=_FIRST_COMMA, stop=_FIRST_COMMA + 1, replacement=""
-        )
+        first = _without_comma(pieces[1])
+        if first is not None:
+            pieces[1] = first
+        joined = pc.binary_join_element_wise(*_merged(pieces), _EMPTY).cast(pa.binary())
+        if first is not None:
+            return joined
+        return pc.binary_replace_slice(joined, start=_FIRST_COMMA, stop=_FIRST_COMMA + 1, replacement="")
 
 
 _FIRST_COMMA = len('{"type":"profile","attributes":{')
+
+
+def _without_comma(piece: pa.Array | pa.Scalar) -> pa.Scalar | None:
+    """A field's or group's opening piece without its comma when it is a constant (the field is in
+    every row); None when it is a column (its comma is there only in some rows, and is cut after)."""
+    if isinstance(piece, pa.Scalar) and piece.as_py().startswith(","):
+        return _s(piece.as_py()[1:])
+    return None
 
 
 def _merged(pieces: list[pa.Array | pa.Scalar]) -> list[pa.Array | pa.Scalar]:
@@ -211,10 +218,9 @@ def _group(name: str, fields: list[tuple[str, pa.Array]]) -> list[pa.Array | pa.
     """Join pieces for `,"name":{...}` holding the group's non-empty fields, or for nothing in rows
     where all are empty."""
     parts = [_field(field, values) for field, values in fields]
-    if len(parts[0]) > 1:  # its first field is in every row, so the group is: its pieces join the body's
-        first_key = parts[0][0]
-        assert isinstance(first_key, pa.Scalar)
-        parts[0][0] = _s(first_key.as_py()[1:])
+    first_key = _without_comma(parts[0][0])
+    if first_key is not None:  # its first field is in every row, so the group is: its pieces join the body's
+        parts[0][0] = first_key
         return [_s(f',"{name}":' + "{"), *(piece for part in parts for piece in part), _s("}")]
     inner = pc.binary_join_element_wise(*_merged([piece for part in parts for piece in part]), _EMPTY)
     group = pc.binary_join_element_wise(_s(f',"{name}":' + "{"), pc.utf8_slice_codeunits(inner, 1), _s("}"), _EMPTY)

@@ -25,13 +25,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from shared.columnar_checks import aligned_words, words_from
 from shared.csv_blocks import BOM, unmarked_utf8
 
 # A longer line is left to the line reader (and the row-by-row mapper's limits), as in csv_blocks.
 MAX_PLAIN_LINE = 100_000
 _EMPTY = pa.scalar("", pa.string())
 _NEWLINE, _QUOTE = 10, 34
-_ONE, _63 = np.uint64(1), np.uint64(63)
 # Masks of a word's first n bytes (little-endian: its low bytes).
 _LOW_BYTES = [np.uint64((1 << (8 * n)) - 1) for n in range(9)]
 
@@ -116,24 +116,16 @@ def _layout_quotes(block: bytes, lines: pa.Array, keys: int) -> np.ndarray | Non
     # each value's closing quote to the next one's opening quote, from the last one to the line end.
     begins = [starts, *(quotes[:, 4 * k + 3] for k in range(keys))]
     stops = [*(quotes[:, 4 * k + 2] + 1 for k in range(keys)), ends]
-    aligned = np.frombuffer(block + bytes(16 - len(block) % 8), dtype="<u8")
+    aligned = aligned_words(codes)
     for begin, stop in zip(begins, stops, strict=True):
         size = int(stop[0] - begin[0])
         if not (stop - begin == size).all():
             return None
-        # The segment's 8-byte words, each from two aligned words shifted together (a gather of
-        # 8-byte windows would copy byte by byte, 6x slower). Shifted left in two steps: a shift by
-        # 64 (an aligned begin) is not defined.
-        index = (begin >> 3).astype(np.int64)
-        right = ((begin & 7) << 3).astype(np.uint64)
-        left = _63 - right
-        low = aligned[index]
-        for at in range(0, size, 8):
-            high = aligned[index + (at // 8 + 1)]
-            found = ((low >> right) | ((high << left) << _ONE)) & _LOW_BYTES[min(8, size - at)]
+        # The range first: zip stops there, before asking for a word past the segment.
+        for at, word in zip(range(0, size, 8), words_from(aligned, begin), strict=False):
+            found = word & _LOW_BYTES[min(8, size - at)]
             if not (found == found[0]).all():
                 return None
-            low = high
     return quotes
 
 

@@ -160,7 +160,7 @@ def _plain_email(email: str) -> bool:
 
 def normalize_email(raw: str) -> str:
     """Trimmed, lowercased and syntax-checked (no DNS); raises ValueError with the reason."""
-    email, reason = _email_outcome(raw) if len(raw) <= _REMEMBERED_LENGTH else _check_email(raw)
+    email, reason = _email_outcome(raw)
     if reason:
         raise ValueError(reason)
     return email
@@ -168,7 +168,7 @@ def normalize_email(raw: str) -> str:
 
 def normalize_phone(raw: str, region: str) -> str:
     """E.164 form, using `region` for numbers without a country code; raises ValueError."""
-    phone, reason = _phone_outcome(raw, region) if len(raw) <= _REMEMBERED_LENGTH else _check_phone(raw, region)
+    phone, reason = _phone_outcome(raw, region)
     if reason:
         raise ValueError(reason)
     return phone
@@ -205,8 +205,20 @@ def _check_phone(raw: str, region: str) -> tuple[str, str]:
 # (at most 4,096 values of up to 320 characters: a few MB at worst).
 _REMEMBERED = 4096
 _REMEMBERED_LENGTH = 320
-_email_outcome = functools.lru_cache(maxsize=_REMEMBERED)(_check_email)
-_phone_outcome = functools.lru_cache(maxsize=_REMEMBERED)(_check_phone)
+
+
+def _remembered(check: Callable[..., tuple[str, str]]) -> Callable[..., tuple[str, str]]:
+    """`check` with the outcomes of its last _REMEMBERED values of up to _REMEMBERED_LENGTH kept."""
+    kept = functools.lru_cache(maxsize=_REMEMBERED)(check)
+
+    def outcome(raw: str, *context: str) -> tuple[str, str]:
+        return (kept if len(raw) <= _REMEMBERED_LENGTH else check)(raw, *context)
+
+    return outcome
+
+
+_email_outcome = _remembered(_check_email)
+_phone_outcome = _remembered(_check_phone)
 
 
 def _generic_reason(message: str) -> str:
