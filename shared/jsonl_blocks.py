@@ -14,8 +14,9 @@ in a line (orjson keeps the last): that block too is read line by line.
 Most files write every line alike: the same keys in the same order, each with a string, the same
 spacing (a table export). Such a block skips Arrow's JSON parser. With no escape, every quote opens
 or closes a string, so a line with as many quotes as the first, and the same bytes outside its
-values' text (compared 8 at a time), is the first line with other plain strings: each value lies
-between known quotes and is cut out by position."""
+values' text, is the first line with other plain strings: each value lies between known quotes
+and is cut out by position. The bytes outside the values of all lines are taken into one buffer
+and compared with the first line's, repeated."""
 
 from __future__ import annotations
 
@@ -25,15 +26,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from shared.columnar_checks import aligned_words, words_from
 from shared.csv_blocks import BOM, unmarked_utf8
 
 # A longer line is left to the line reader (and the row-by-row mapper's limits), as in csv_blocks.
 MAX_PLAIN_LINE = 100_000
 _EMPTY = pa.scalar("", pa.string())
 _NEWLINE, _QUOTE = 10, 34
-# Masks of a word's first n bytes (little-endian: its low bytes).
-_LOW_BYTES = [np.uint64((1 << (8 * n)) - 1) for n in range(9)]
 
 
 class JsonBlocks:
@@ -69,8 +67,7 @@ class JsonBlocks:
         return pa.table([c.fill_null(_EMPTY) if c.null_count else c for c in columns], names=self.columns)
 
     def _by_layout(self, block: bytes, lines: pa.Array) -> pa.Table | None:
-        """The table when every line is the first line's bytes but for the text of its values (which
-        then lie between the line's quotes 4k+2 and 4k+3, for its k-th key)."""
+        """The table when every line is the first line's bytes but for the text of its values."""
         try:
             first = orjson.loads(lines[0].as_py())
         except orjson.JSONDecodeError:
@@ -78,55 +75,52 @@ class JsonBlocks:
         if type(first) is not dict or not first or any(type(value) is not str for value in first.values()):
             return None
         keys = list(first)
-        quotes = _layout_quotes(block, lines, len(keys))
-        if quotes is None:
+        starts = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines))
+        spans = _layout_spans(block, starts, len(keys))
+        if spans is None:
             self._layouts = False  # the lines differ: the next blocks go straight to the flat check
             return None
-        rows = len(lines)
-        evens = pa.array(np.arange(0, 2 * rows, 2, dtype=np.int32))
+        rows, per_line = len(lines), 2 * len(keys) + 1
         columns = []
         for name in self.columns:
-            if name not in first:
+            if name in first:
+                value = 2 * keys.index(name) + 1
+                columns.append(spans.take(pa.array(np.arange(value, rows * per_line, per_line, dtype=np.int32))))
+            else:
                 columns.append(pa.repeat(_EMPTY, rows))
-                continue
-            at = keys.index(name)
-            # Alternate value and gap spans of the block, in order (valid offsets); the values are the even ones.
-            spans = np.empty(2 * rows, dtype=np.int32)
-            spans[0::2], spans[1::2] = quotes[:, 4 * at + 2] + 1, quotes[:, 4 * at + 3]
-            between = pa.Array.from_buffers(pa.string(), 2 * rows - 1, [None, pa.py_buffer(spans), pa.py_buffer(block)])
-            columns.append(between.take(evens))
         return pa.table(columns, names=self.columns)
 
 
-def _layout_quotes(block: bytes, lines: pa.Array, keys: int) -> np.ndarray | None:
-    """Each line's quotes (a row of 4 × keys) when every line has exactly that many, and the same
-    bytes as the first line outside its values' text; None when not. The block holds no escape, so
-    every quote opens or closes a string: such a line is the first one with other plain strings."""
+def _layout_spans(block: bytes, starts: np.ndarray, keys: int) -> pa.Array | None:
+    """The block cut into each line's spans when every line (from `starts`) has the first line's
+    bytes outside its values' text; None when not. A line's spans are, in turn, its bytes before
+    its first value's text, that text, the bytes up to the next value's text, ..., and those after
+    its last value's, the line end included: 2 × keys + 1 spans. The block holds no escape, so every
+    quote opens or closes a string: such a line is the first one with other plain strings."""
+    if not block.endswith(b"\n"):
+        block += b"\n"  # a file's last line without its line end: its spans end like the others'
     codes = np.frombuffer(block, dtype=np.uint8)
     quotes = np.flatnonzero(codes == _QUOTE).astype(np.int32)
-    rows, per_line = len(lines), 4 * keys
-    if len(quotes) != rows * per_line:
+    rows, per_line = len(starts), 2 * keys + 1
+    if len(quotes) != rows * 4 * keys:
         return None
-    quotes = quotes.reshape(rows, per_line)
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=rows + 1)
-    starts, ends = offsets[:-1], offsets[1:] - (codes[offsets[1:] - 1] == _NEWLINE)
-    if not ((quotes[:, 0] >= starts) & (quotes[:, -1] < ends)).all():
-        return None  # some line has more quotes, another fewer
-    # The bytes outside the values: from the line start to the first value's opening quote, from
-    # each value's closing quote to the next one's opening quote, from the last one to the line end.
-    begins = [starts, *(quotes[:, 4 * k + 3] for k in range(keys))]
-    stops = [*(quotes[:, 4 * k + 2] + 1 for k in range(keys)), ends]
-    aligned = aligned_words(codes)
-    for begin, stop in zip(begins, stops, strict=True):
-        size = int(stop[0] - begin[0])
-        if not (stop - begin == size).all():
-            return None
-        # The range first: zip stops there, before asking for a word past the segment.
-        for at, word in zip(range(0, size, 8), words_from(aligned, begin), strict=False):
-            found = word & _LOW_BYTES[min(8, size - at)]
-            if not (found == found[0]).all():
-                return None
-    return quotes
+    quotes = quotes.reshape(rows, 4 * keys)  # a row a line while the lines keep the layout
+    # The k-th value's text lies between the line's quotes 4k + 2 and 4k + 3.
+    bounds = np.empty((rows, per_line), dtype=np.int32)
+    bounds[:, 0], bounds[:, 1::2], bounds[:, 2::2] = starts, quotes[:, 2::4] + 1, quotes[:, 3::4]
+    offsets = np.append(bounds.ravel(), np.int32(len(block)))
+    # A line with more quotes than the first and one with fewer would cut some outside span short.
+    outside_sizes = np.diff(offsets).reshape(rows, per_line)[:, 0::2]
+    if not (outside_sizes == outside_sizes[0]).all():
+        return None
+    spans = pa.Array.from_buffers(pa.string(), rows * per_line, [None, pa.py_buffer(offsets), pa.py_buffer(block)])
+    # Every line's bytes outside its values, in one buffer: the first line's, once a line.
+    line_spans = np.arange(0, rows * per_line, per_line, dtype=np.int32)[:, None]
+    outside = spans.take(pa.array((line_spans + np.arange(0, per_line, 2, dtype=np.int32)).ravel()))
+    first_line = b"".join(block[offsets[at] : offsets[at + 1]] for at in range(0, per_line, 2))
+    if not outside.buffers()[2].slice(0, len(first_line) * rows).equals(pa.py_buffer(first_line * rows)):
+        return None
+    return spans
 
 
 def plain_lines(block: bytes, utf8: bool = False) -> pa.Array | None:
