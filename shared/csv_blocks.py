@@ -172,13 +172,16 @@ class BlockReader:
 
 def unmarked_utf8(block: bytes) -> bool:
     """A block both fast paths may take: not empty, no byte order mark, valid UTF-8."""
-    if not block or block.startswith(BOM):
-        return False
-    if block.isascii():
-        return True
+    return bool(block) and not block.startswith(BOM) and (block.isascii() or valid_utf8(block))
+
+
+def valid_utf8(data: bytes | pa.Buffer) -> bool:
+    """Whether the bytes are valid UTF-8, checked by Arrow in place (decoding them would make a copy
+    of up to four times their size)."""
+    ends = pa.py_buffer(np.array([0, len(data)], dtype=np.int64))
     try:
-        block.decode("utf-8")
-    except UnicodeDecodeError:
+        pa.Array.from_buffers(pa.large_string(), 1, [None, ends, pa.py_buffer(data)]).validate(full=True)
+    except pa.ArrowInvalid:
         return False
     return True
 

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NamedTuple, Protocol
 
 import numpy as np
 import orjson
+import pyarrow as pa
 
-from shared.csv_blocks import BLOCK_BYTES, BlockReader, Prepended, TableChunk
+from shared.csv_blocks import BLOCK_BYTES, BlockReader, Prepended, TableChunk, valid_utf8
 from shared.jsonl_blocks import JsonBlocks
 
 if TYPE_CHECKING:
@@ -440,7 +441,7 @@ class _ReadErrors(io.RawIOBase):
         # Once a read holds bytes that are not UTF-8 (or a NUL), rows are checked one by one (a rare, slower path).
         self.undecodable = False
         self.nul = False
-        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._utf8 = _Utf8Watch()
         # Lines end at \n, and for a text reader also at \r (the csv module's reading).
         self._max_line, self._text_lines = max_line, text_lines
         self._line_bytes = 0  # bytes of the line not yet ended
@@ -454,6 +455,7 @@ class _ReadErrors(io.RawIOBase):
         while True:
             count = self._read(target)
             if not count:
+                self.undecodable = self.undecodable or self._utf8.cut_at_end
                 return 0
             if self._max_line is None and self.undecodable and self.nul:
                 return count
@@ -467,11 +469,8 @@ class _ReadErrors(io.RawIOBase):
             target[: len(kept)] = kept
         if not self.nul and b"\x00" in kept:
             self.nul = True
-        if not self.undecodable and not kept.isascii():
-            try:
-                self._decoder.decode(kept)
-            except UnicodeDecodeError:
-                self.undecodable = True
+        if not self.undecodable:
+            self.undecodable = not self._utf8.valid(kept)
         return len(kept)
 
     def _cut_long_lines(self, data: bytes, limit: int) -> bytes:
@@ -543,6 +542,46 @@ class _ReadErrors(io.RawIOBase):
             self._inner.close()
         finally:
             super().close()
+
+
+class _Utf8Watch:
+    """Checks a stream read piece by piece as UTF-8: a character cut by the end of one piece is
+    checked with the first bytes of the next."""
+
+    def __init__(self) -> None:
+        self._cut = b""  # the start of the last piece's cut character
+
+    @property
+    def cut_at_end(self) -> bool:
+        return bool(self._cut)
+
+    def valid(self, data: bytes) -> bool:
+        """Whether the piece, after those before it, is still valid UTF-8."""
+        start = 0
+        if self._cut:
+            start = min(_utf8_size(self._cut[0]) - len(self._cut), len(data))
+            self._cut += data[:start]
+            if len(self._cut) < _utf8_size(self._cut[0]):
+                return True  # still cut: the next piece finishes it
+            seam, self._cut = self._cut, b""
+            if not valid_utf8(seam):
+                return False
+        elif data.isascii():
+            return True
+        end = len(data)
+        for at in range(len(data) - 1, max(start, len(data) - 3) - 1, -1):
+            if data[at] >= 0xC0:  # the last character's lead byte: is it whole?
+                if at + _utf8_size(data[at]) > len(data):
+                    end, self._cut = at, data[at:]
+                break
+            if data[at] < 0x80:
+                break
+        return valid_utf8(pa.py_buffer(data).slice(start, end - start))
+
+
+def _utf8_size(lead: int) -> int:
+    """The bytes of a UTF-8 character from its lead byte (1 for a byte that cannot lead one)."""
+    return 2 if 0xC0 <= lead < 0xE0 else 3 if 0xE0 <= lead < 0xF0 else 4 if 0xF0 <= lead < 0xF8 else 1
 
 
 def as_row_chunk(chunk: RowChunk | TableChunk) -> RowChunk:

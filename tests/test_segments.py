@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import tracemalloc
 from pathlib import Path
 
@@ -11,7 +12,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.segments import MAX_FIELD_CHARS, SegmentError, SegmentRow, SegmentSource, detect_format, local_segment
+from shared.segments import (
+    MAX_FIELD_CHARS,
+    SegmentError,
+    SegmentRow,
+    SegmentSource,
+    _ReadErrors,
+    detect_format,
+    local_segment,
+)
 
 BOM = b"\xef\xbb\xbf"
 
@@ -577,3 +586,43 @@ def test_reading_any_bytes_raises_only_segment_error_and_every_row_has_fields_or
                 assert isinstance(row.fields, dict)
     except SegmentError as exc:
         assert str(path) in str(exc)
+
+
+class Pieces(io.RawIOBase):
+    """A stream that hands out its bytes in the given pieces, one a read."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self._pieces = [piece for piece in pieces if piece]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        if not self._pieces:
+            return 0
+        piece = self._pieces.pop(0)
+        target[: len(piece)] = piece
+        return len(piece)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    data=st.lists(
+        st.one_of(st.text(max_size=4).map(str.encode), st.sampled_from([b"\xff", b"\xc3", b"\xe2\x82", b"\x80"])),
+        max_size=10,
+    ).map(b"".join),
+    cuts=st.lists(st.integers(min_value=0, max_value=40), max_size=6),
+)
+def test_bytes_read_in_any_pieces_are_found_not_utf8_exactly_when_they_are_not(data: bytes, cuts: list[int]) -> None:
+    """The reader notes bytes that are not UTF-8 (their rows are then checked one by one) however
+    the reads cut the stream, a character cut between two reads included."""
+    bounds = [0, *sorted(min(cut, len(data)) for cut in cuts), len(data)]
+    reader = _ReadErrors(Pieces([data[a:b] for a, b in itertools.pairwise(bounds)]), "pieces.csv")
+    while reader.readinto(bytearray(64)):
+        pass
+    try:
+        data.decode("utf-8")
+        expected = False
+    except UnicodeDecodeError:
+        expected = True
+    assert reader.undecodable is expected
