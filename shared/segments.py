@@ -8,10 +8,10 @@ import gzip
 import io
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import orjson
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
 
 Format = Literal["csv", "jsonl"]
+_Read = TypeVar("_Read", int, bytes)
 DELIMITERS = ",;\t|"
 # Klaviyo refuses profiles over 100 KB; a single field far past that is garbage, not data.
 MAX_FIELD_CHARS = 1_000_000
@@ -33,6 +34,9 @@ MAX_LINE_BYTES = 1024 * 1024
 # A JSON Lines row is about twice a CSV row: twice the block, about the same rows (~8,500 a table;
 # a smaller table costs the mapping more per row).
 JSONL_BLOCK_BYTES = 2 * 1024 * 1024
+# JSON Lines is read in pieces this large, and blocks cut from them: a blob's downloaded ranges
+# (storage.DOWNLOAD_RANGE_BYTES) come whole, not copied.
+JSONL_PIECE_BYTES = 8 * 1024 * 1024
 # Put where a line was cut: bytes that are never UTF-8, so the row holding them is rejected (and its
 # reason can say why), whichever reader takes it.
 CUT_MARK = b"\xff\xfe\xfd\xfc"
@@ -133,25 +137,40 @@ class BlobPart:
 
 
 class _ChunkStream(io.RawIOBase):
-    """A readable binary stream over an iterator of byte chunks (a blob download)."""
+    """A readable binary stream over an iterator of byte chunks (a blob download). A read of at
+    least the rest of a whole chunk returns the chunk itself, uncopied."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
-        self._buffer = memoryview(b"")
+        self._chunk, self._at = b"", 0
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._buffer:
-            self._buffer = memoryview(b"")  # the spent range goes before the next one is downloaded
+    def _current(self) -> bool:
+        """Whether there are bytes left: the next chunk is downloaded once the current one is spent."""
+        while self._at == len(self._chunk):
+            self._chunk, self._at = b"", 0  # the spent range goes before the next one is downloaded
             chunk = next(self._chunks, None)
             if chunk is None:
-                return 0
-            self._buffer = memoryview(chunk)
-        count = min(len(target), len(self._buffer))
-        target[:count] = self._buffer[:count]
-        self._buffer = self._buffer[count:]
+                return False
+            self._chunk = chunk
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        if not size or not self._current():
+            return b""
+        start, self._at = self._at, min(len(self._chunk), self._at + size)
+        return self._chunk[start : self._at]  # the chunk itself when that is all of it
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        if not len(target) or not self._current():
+            return 0
+        count = min(len(target), len(self._chunk) - self._at)
+        target[:count] = memoryview(self._chunk)[self._at : self._at + count]
+        self._at += count
         return count
 
 
@@ -368,27 +387,15 @@ class SegmentSource:
         return chunks(), spanned, lambda: "".join(left_open).encode("utf-8", errors="surrogateescape")
 
     def _jsonl_chunks(self, part: SegmentPart, size: int, columns: list[str] | None) -> Iterator[RowChunk | TableChunk]:
-        with self._buffered(part) as stream:
-            if not self.fast or not columns:
+        if not self.fast or not columns:
+            with self._buffered(part) as stream:
                 yield from self._jsonl_lines(part.name, stream, 1, size)
-                return
-            blocks = JsonBlocks(columns)
-            checked = stream.raw
-            assert isinstance(checked, _ReadErrors)
-            line, pending = 1, b""
-            while True:
-                data = stream.read(JSONL_BLOCK_BYTES)
-                buffer = pending + data if pending else data
-                if not buffer:
-                    return
-                cut = buffer.rfind(b"\n") + 1 if data else len(buffer)
-                if not cut:
-                    if len(buffer) > MAX_FIELD_CHARS:  # a line too long for a row: the line reader says so
-                        yield from self._jsonl_lines(part.name, Prepended(buffer, stream), line, size)
-                        return
-                    pending = buffer
-                    continue
-                block, pending = buffer[:cut], buffer[cut:]
+            return
+        blocks = JsonBlocks(columns)
+        with _ReadErrors(self._binary(part), part.name, MAX_LINE_BYTES) as checked:
+            pieces = iter(lambda: checked.read(JSONL_PIECE_BYTES), b"")
+            line = 1
+            for block in line_blocks(pieces, JSONL_BLOCK_BYTES):
                 # Every byte read so far was checked as UTF-8; a block cut at a line end holds whole characters.
                 table = blocks.table(block, utf8=not checked.undecodable and block.endswith(b"\n"))
                 if table is not None:
@@ -398,8 +405,6 @@ class SegmentSource:
                 else:
                     yield from self._jsonl_lines(part.name, io.BytesIO(block), line, size)
                     line += block.count(b"\n")
-                if not data:
-                    return
 
     def _jsonl_lines(self, name: str, stream: BinaryIO, first_line: int, size: int) -> Iterator[RowChunk]:
         """JSON Lines read line by line (orjson), numbering lines from `first_line`."""
@@ -453,25 +458,42 @@ class _ReadErrors(io.RawIOBase):
 
     def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
         while True:
-            count = self._read(target)
+            count = self._read(lambda: self._inner.readinto(target))  # type: ignore[attr-defined]
             if not count:
                 self.undecodable = self.undecodable or self._utf8.cut_at_end
                 return 0
             if self._max_line is None and self.undecodable and self.nul:
                 return count
-            data = kept = bytes(target[:count])
-            if self._max_line is not None:
-                kept = self._cut_long_lines(data, self._max_line)
-                if not kept:
-                    continue
-            break
+            data = bytes(target[:count])
+            kept = self._checked(data)
+            if kept:
+                break
         if kept is not data:
             target[: len(kept)] = kept
+        return len(kept)
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to `size` bytes, as the inner stream returned them when no line was cut (a blob's
+        downloaded range uncopied)."""
+        if size is None or size < 0:
+            return self.readall()
+        while True:
+            data = self._read(lambda: self._inner.read(size))
+            if not data:
+                self.undecodable = self.undecodable or self._utf8.cut_at_end
+                return b""
+            kept = self._checked(data)
+            if kept:
+                return kept
+
+    def _checked(self, data: bytes) -> bytes:
+        """The bytes read, a line past the limit cut; notes a NUL and bytes that are not UTF-8."""
+        kept = self._cut_long_lines(data, self._max_line) if self._max_line is not None else data
         if not self.nul and b"\x00" in kept:
             self.nul = True
         if not self.undecodable:
             self.undecodable = not self._utf8.valid(kept)
-        return len(kept)
+        return kept
 
     def _cut_long_lines(self, data: bytes, limit: int) -> bytes:
         if self._drop_lf:
@@ -514,13 +536,9 @@ class _ReadErrors(io.RawIOBase):
         last = max(data.rfind(b"\n"), data.rfind(b"\r") if self._text_lines else -1)
         self._line_bytes = self._line_bytes + len(data) if last < 0 else len(data) - last - 1
 
-    def _read(self, target: bytearray | memoryview) -> int:
+    def _read(self, read: Callable[[], _Read]) -> _Read:
         try:
-            if hasattr(self._inner, "readinto"):
-                return self._inner.readinto(target)  # type: ignore[attr-defined]
-            data = self._inner.read(len(target))
-            target[: len(data)] = data
-            return len(data)
+            return read()
         except SegmentError:
             raise
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
@@ -542,6 +560,27 @@ class _ReadErrors(io.RawIOBase):
             self._inner.close()
         finally:
             super().close()
+
+
+def line_blocks(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The bytes of the pieces in blocks that end at a line end (but the last), of about `size`
+    bytes (at most half as much again, so no piece leaves a small block behind); a longer line is
+    a block of its own. Each block is one copy out of the pieces (none when it is a whole piece)."""
+    pending = b""  # the start of a line the last piece cut
+    for piece in pieces:
+        at = 0
+        while at < len(piece):
+            whole = len(pending) + len(piece) - at <= size + size // 2
+            end = piece.rfind(b"\n", at, len(piece) if whole else max(at, at + size - len(pending))) + 1
+            if not end and not whole:
+                end = piece.find(b"\n", at) + 1  # a line longer than a block
+            if not end:
+                pending += piece[at:]  # no line end in the rest of the piece
+                break
+            yield pending + piece[at:end] if pending else piece[at:end]
+            pending, at = b"", end
+    if pending:
+        yield pending
 
 
 class _Utf8Watch:

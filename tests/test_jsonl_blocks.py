@@ -3,6 +3,7 @@ file exactly as the line reader does, and no input can take the process down."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import tempfile
@@ -81,16 +82,37 @@ lines = st.one_of(objects, objects, damaged)
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    rows=st.lists(lines, max_size=25), ending=st.sampled_from([b"\n", b"", b"\r\n"]), block=st.sampled_from([16, 64])
+    rows=st.lists(lines, max_size=25),
+    ending=st.sampled_from([b"\n", b"", b"\r\n"]),
+    block=st.sampled_from([16, 64]),
+    piece=st.sampled_from([7, 50, 1 << 20]),
 )
-def test_any_json_lines_map_alike_by_both_readers(rows: list[bytes], ending: bytes, block: int) -> None:
-    saved = segments.BLOCK_BYTES, segments.JSONL_BLOCK_BYTES
+def test_any_json_lines_map_alike_by_both_readers(rows: list[bytes], ending: bytes, block: int, piece: int) -> None:
+    saved = segments.BLOCK_BYTES, segments.JSONL_BLOCK_BYTES, segments.JSONL_PIECE_BYTES
     segments.BLOCK_BYTES = segments.JSONL_BLOCK_BYTES = block
+    segments.JSONL_PIECE_BYTES = piece
     try:
         fast, slow = both(ending.join(rows) + (ending if rows else b""))
     finally:
-        segments.BLOCK_BYTES, segments.JSONL_BLOCK_BYTES = saved
+        segments.BLOCK_BYTES, segments.JSONL_BLOCK_BYTES, segments.JSONL_PIECE_BYTES = saved
     assert fast == slow
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.lists(st.sampled_from([b"\n", b"x", b"yyyyyyy", b"z" * 40]), max_size=40).map(b"".join),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=5),
+    size=st.sampled_from([1, 8, 32]),
+)
+def test_blocks_cut_from_any_pieces_hold_every_byte_and_end_at_line_ends(
+    text: bytes, cuts: list[int], size: int
+) -> None:
+    bounds = [0, *sorted(min(cut, len(text)) for cut in cuts), len(text)]
+    blocks = list(segments.line_blocks((text[a:b] for a, b in itertools.pairwise(bounds)), size))
+    assert b"".join(blocks) == text
+    assert all(block.endswith(b"\n") for block in blocks[:-1])
+    # Small enough: past half as much again only when the block is one line.
+    assert all(len(block) <= size + size // 2 or block.count(b"\n") <= 1 for block in blocks)
 
 
 # Pieces of flat lines and of near misses: what is accepted must be what orjson reads the same way.

@@ -17,6 +17,7 @@ from shared.segments import (
     SegmentError,
     SegmentRow,
     SegmentSource,
+    _ChunkStream,
     _ReadErrors,
     detect_format,
     local_segment,
@@ -626,3 +627,29 @@ def test_bytes_read_in_any_pieces_are_found_not_utf8_exactly_when_they_are_not(d
     except UnicodeDecodeError:
         expected = True
     assert reader.undecodable is expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    chunks=st.lists(st.binary(min_size=1, max_size=20), max_size=6),
+    reads=st.lists(st.tuples(st.booleans(), st.integers(min_value=0, max_value=25)), min_size=1, max_size=40),
+)
+def test_a_download_read_in_any_sizes_gives_its_bytes_in_order_and_whole_ranges_uncopied(
+    chunks: list[bytes], reads: list[tuple[bool, int]]
+) -> None:
+    stream = _ChunkStream(iter(chunks))
+    got = []
+    for into, size in reads * 3:
+        if into:
+            target = bytearray(size)
+            count = stream.readinto(target)
+            assert count <= size
+            got.append(bytes(target[:count]))
+        else:
+            data = stream.read(size)
+            assert len(data) <= size
+            got.append(data)
+    got.append(stream.read())
+    assert b"".join(got) == b"".join(chunks)
+    whole = _ChunkStream(iter(chunks))
+    assert all(whole.read(64) is chunk for chunk in chunks), "a range read whole is the downloaded object"
