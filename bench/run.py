@@ -38,6 +38,7 @@ from bench.stack import (
     Simulator,
     exports,
     interruptible,
+    process_cpu_seconds,
     wait_all,
 )
 from tools.azurite import Azurite
@@ -135,6 +136,7 @@ class Result:
     peak_rss_bytes: int = 0  # the largest of the runs
     rss_floor_bytes: int = 0
     cpu_seconds: float = 0.0  # user + sys of every exporting process
+    storage_cpu_seconds: float = 0.0  # Azurite's user + sys over the run
     jobs: int = 0  # import jobs the simulator accepted
     throttled: int = 0  # 429s the simulator sent
     retried_429: int = 0  # 429s the client retried (the report's `retries`)
@@ -271,7 +273,7 @@ def run_all(selected: list[str], limits: Limits, results: list[Result]) -> None:
                     for _ in range(max(1, times)):
                         result = Result(f"{dataset.name}-{mode}", mode, dataset.rows, dataset.fmt)
                         tries.append(result)
-                        run_scenario(result, [dataset.blob], [expected], env, workdir, limits)
+                        run_scenario(result, [dataset.blob], [expected], env, workdir, limits, azurite)
                     results.append(median_of(tries))
                 service.get_blob_client(CONTAINER, dataset.blob).delete_blob()
             if SHARED in selected:
@@ -282,7 +284,7 @@ def run_all(selected: list[str], limits: Limits, results: list[Result]) -> None:
                 ]
                 result = Result(SHARED, "real", SHARED_ROWS * SHARED_RUNS, "csv")
                 results.append(result)
-                run_scenario(result, blobs, expected_each, env, workdir, limits)
+                run_scenario(result, blobs, expected_each, env, workdir, limits, azurite)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -327,6 +329,7 @@ def run_scenario(
     env: dict[str, str],
     workdir: Path,
     limits: Limits,
+    storage: Azurite,
 ) -> None:
     """Starts a simulator, then one export per blob (all at once, each into its own list), and measures."""
     real = result.mode == "real"
@@ -355,8 +358,10 @@ def run_scenario(
                 Export(export_args(blob, run.list_id, logs / f"report-{k}.json"), run_env, logs / f"export-{k}.log")
                 for k, (blob, run) in enumerate(zip(blobs, result.runs, strict=True))
             ]
+            storage_cpu = process_cpu_seconds(storage.pid)
             with exports(commands):
                 processes = wait_all(commands, timeout, max_rss_bytes)
+            result.storage_cpu_seconds = process_cpu_seconds(storage.pid) - storage_cpu
             stats = simulator.stats() | {"cpu_seconds": simulator.cpu_seconds()}
             for k, (run, process) in enumerate(zip(result.runs, processes, strict=True)):
                 record_run(run, process, logs / f"report-{k}.json", simulator)
@@ -433,7 +438,8 @@ def print_result(r: Result) -> None:
     print(
         f"   {r.status}: {r.wall_seconds:.1f} s wall, {r.rows_per_second:,.0f} rows/s, every job accepted at "
         f"{accepted}, peak RSS {r.peak_rss_bytes / 1e6:.0f} MB (floor {r.rss_floor_bytes / 1e6:.0f} MB), "
-        f"CPU {r.cpu_seconds:.1f} s (simulator {r.simulator.get('cpu_seconds', 0):.1f} s), {r.jobs} jobs, "
+        f"CPU {r.cpu_seconds:.1f} s (simulator {r.simulator.get('cpu_seconds', 0):.1f} s, Azurite "
+        f"{r.storage_cpu_seconds:.1f} s), {r.jobs} jobs, "
         f"429s {r.throttled} (client retried {r.retried_429})",
         flush=True,
     )
@@ -574,7 +580,7 @@ def render(document: dict[str, Any]) -> str:
         f"Command: `{document['command']}`",
         "",
         "| scenario | rows | mode | status | wall s | every job accepted at s | rows/s | peak RSS MB (floor) "
-        "| CPU s (simulator's) | jobs | 429s (sim / client retries) |",
+        "| CPU s (simulator's, Azurite's) | jobs | 429s (sim / client retries) |",
         "|---|--:|---|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in document["results"]:
@@ -582,7 +588,8 @@ def render(document: dict[str, Any]) -> str:
             f"| {r['scenario']} | {r['rows']:,} | {'real limits' if r['mode'] == 'real' else 'pipeline only'} "
             f"| {r['status']} | {_seconds(r['wall_seconds'])} | {_seconds(r['all_jobs_accepted_seconds'])} "
             f"| {_rate(r)} | {r['peak_rss_bytes'] / 1e6:,.0f} ({r['rss_floor_bytes'] / 1e6:,.0f}) "
-            f"| {r['cpu_seconds']:.1f} ({r['simulator'].get('cpu_seconds', 0):.1f}) | {r['jobs']:,} "
+            f"| {r['cpu_seconds']:.1f} ({r['simulator'].get('cpu_seconds', 0):.1f}, "
+            f"{r.get('storage_cpu_seconds', 0):.1f}) | {r['jobs']:,} "
             f"| {r['throttled']} / {r['retried_429']} |"
         )
     lines += ["", "| floor (issue 4) | scenario | measured | |", "|---|---|---|---|"]

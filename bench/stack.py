@@ -25,6 +25,17 @@ _LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
 _LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
 
 
+def process_cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time a process has used so far (from /proc; 0 where there is none)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 class Interrupted(BaseException):
     """SIGTERM or SIGHUP arrived: unwind like Ctrl-C so every `finally` stops what it started."""
 
@@ -113,14 +124,8 @@ class Simulator:
         return int(self.admin(f"lists/{list_id}/members?count_only=1")["count"])
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the simulator has used so far (from /proc; 0 where there is none)."""
-        if self._process is None:
-            return 0.0
-        try:
-            fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        """User + system CPU time the simulator has used so far."""
+        return process_cpu_seconds(self._process.pid if self._process is not None else None)
 
     def stop(self) -> None:
         if self._process is not None:

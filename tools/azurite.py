@@ -90,6 +90,11 @@ class Azurite:
             f"TableEndpoint=http://127.0.0.1:{self.ports['table']}/{ACCOUNT};"
         )
 
+    @property
+    def pid(self) -> int | None:
+        """The running Azurite's process id."""
+        return self._process.pid if self._process is not None and self._process.poll() is None else None
+
     def stop_process(self) -> None:
         """Stops Azurite but keeps its data and ports (a storage outage; `start` ends it)."""
         if self._process is not None and self._process.poll() is None:
