@@ -45,7 +45,10 @@ check-infra: $(INFRA_VENV)/.installed
 
 # Benchmarks of issue 4 (not part of the tests; 15-25 minutes on 2 cores). Rewrites the table in
 # BENCHMARKS.md; raw JSON in bench/results/. Select with e.g. BENCH_ARGS="--sizes 100k,1m".
+# The exports start from compiled bytecode, as an installed package's do: where PYTHONDONTWRITEBYTECODE
+# is set (as on these machines), the editable install would compile shared/ at every start (~70 ms).
 bench: deps
+	$(PY) -m compileall -q shared tools
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 lint: deps
