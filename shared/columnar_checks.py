@@ -4,8 +4,6 @@ mapping._plain_email and mapping._quick_e164 accept (rows it leaves out are chec
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from itertools import islice
 
 import numpy as np
 import pyarrow as pa
@@ -26,28 +24,18 @@ _PLUS, _HYPHEN, _AT = ord("+"), ord("-"), ord("@")
 _ONE, _63 = np.uint64(1), np.uint64(63)
 
 
-def aligned_words(data: np.ndarray, before: int = 0) -> np.ndarray:
-    """The bytes as little-endian 8-byte words, after `before` zero bytes and with room after them
-    (for words_from)."""
-    padded = np.zeros(-(-(before + len(data) + 8) // 8) * 8, dtype=np.uint8)
-    padded[before : before + len(data)] = data
-    return padded.view("<u8")
-
-
-def words_from(aligned: np.ndarray, positions: np.ndarray) -> Iterator[np.ndarray]:
-    """The 8 bytes from each byte position (of aligned_words' bytes) as a little-endian word, then
-    the next 8, and so on: each word from two aligned ones shifted together, each aligned word read
-    once (a gather of 8-byte windows copies byte by byte, 6x slower). Shifted left in two steps: a
-    shift by 64 (an aligned position) is not defined."""
-    index = (positions >> 3).astype(np.int64)
-    right = ((positions & 7) << 3).astype(np.uint64)
+def _last_words(data: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 16 bytes before each end position (zeros before the data) as two little-endian words,
+    each from two aligned words shifted together (a gather of 8-byte windows copies byte by byte,
+    6x slower). Shifted left in two steps: a shift by 64 (an aligned position) is not defined."""
+    padded = np.zeros(-(-(16 + len(data) + 8) // 8) * 8, dtype=np.uint8)
+    padded[16 : 16 + len(data)] = data  # room before the first row
+    aligned = padded.view("<u8")
+    index = (ends >> 3).astype(np.int64)  # in the padded bytes, the 16 before an end start at its position
+    right = ((ends & 7) << 3).astype(np.uint64)
     left = _63 - right
-    low = aligned[index]
-    while True:
-        index += 1
-        high = aligned[index]
-        yield (low >> right) | ((high << left) << _ONE)
-        low = high
+    low, middle, high = aligned[index], aligned[index + 1], aligned[index + 2]
+    return (low >> right) | ((middle << left) << _ONE), (middle >> right) | ((high << left) << _ONE)
 
 
 # Per calling code size, bit n set at [code] when a national number of n digits is possible after
@@ -103,8 +91,7 @@ class _Column:
 
     def ends_with_any(self, suffixes: _Suffixes) -> np.ndarray:
         """Rows ending with one of the suffixes: each row's last 16 bytes as two words, masked and compared."""
-        aligned = aligned_words(self.data, before=16)  # room before the first row
-        first, last = islice(words_from(aligned, self.ends), 2)  # the 16 bytes before each end
+        first, last = _last_words(self.data, self.ends)
         found = np.zeros(len(self.starts), dtype=bool)
         for size, masks, patterns in suffixes:
             match = (last & masks[1]) == patterns[1]

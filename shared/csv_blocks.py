@@ -170,9 +170,10 @@ class BlockReader:
         return len(newlines) + (0 if block.endswith(b"\n") else 1)
 
 
-def unmarked_utf8(block: bytes) -> bool:
-    """A block both fast paths may take: not empty, no byte order mark, valid UTF-8."""
-    return bool(block) and not block.startswith(BOM) and (block.isascii() or valid_utf8(block))
+def unmarked_utf8(block: bytes, utf8: bool = False) -> bool:
+    """A block both fast paths may take: not empty, no byte order mark, valid UTF-8 (known to be,
+    given `utf8`: its reader checked every byte)."""
+    return bool(block) and not block.startswith(BOM) and (utf8 or block.isascii() or valid_utf8(block))
 
 
 def valid_utf8(data: bytes | pa.Buffer) -> bool:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from shared.csv_blocks import BOM, unmarked_utf8
+from shared.csv_blocks import unmarked_utf8
 
 # A longer line is left to the line reader (and the row-by-row mapper's limits), as in csv_blocks.
 MAX_PLAIN_LINE = 100_000
@@ -127,7 +127,7 @@ def plain_lines(block: bytes, utf8: bool = False) -> pa.Array | None:
     """The block's lines (binary, with their line ends) when it is valid UTF-8 (known to be, given
     `utf8`) with no escape, no control character but the line ends and no line longer than
     MAX_PLAIN_LINE (None when not)."""
-    if b"\\" in block or not (block and not block.startswith(BOM) if utf8 else unmarked_utf8(block)):
+    if b"\\" in block or not unmarked_utf8(block, utf8):
         return None
     codes = np.frombuffer(block, dtype=np.uint8)
     ends = np.flatnonzero(codes == _NEWLINE)

@@ -460,7 +460,6 @@ class _ReadErrors(io.RawIOBase):
         while True:
             count = self._read(lambda: self._inner.readinto(target))  # type: ignore[attr-defined]
             if not count:
-                self.undecodable = self.undecodable or self._utf8.cut_at_end
                 return 0
             if self._max_line is None and self.undecodable and self.nul:
                 return count
@@ -480,7 +479,6 @@ class _ReadErrors(io.RawIOBase):
         while True:
             data = self._read(lambda: self._inner.read(size))
             if not data:
-                self.undecodable = self.undecodable or self._utf8.cut_at_end
                 return b""
             kept = self._checked(data)
             if kept:
@@ -537,8 +535,10 @@ class _ReadErrors(io.RawIOBase):
         self._line_bytes = self._line_bytes + len(data) if last < 0 else len(data) - last - 1
 
     def _read(self, read: Callable[[], _Read]) -> _Read:
+        """`read()`, its failures as errors naming the file; at the end of the stream, a character
+        the last read left cut marks the bytes as not UTF-8."""
         try:
-            return read()
+            got = read()
         except SegmentError:
             raise
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
@@ -554,6 +554,9 @@ class _ReadErrors(io.RawIOBase):
             if isinstance(exc, AzureError):
                 raise SegmentUnavailable(f"{self._name}: reading the blob failed: {exc.message}") from None
             raise
+        if not got:
+            self.undecodable = self.undecodable or self._utf8.cut_at_end
+        return got
 
     def close(self) -> None:
         try:
