@@ -30,13 +30,14 @@ BOM = b"\xef\xbb\xbf"  # Arrow drops one at the start of what it parses; the csv
 
 class TableChunk(NamedTuple):
     """Consecutive plain rows of one part as an Arrow table of strings (one column a header name),
-    with each row's 1-based line number."""
+    with each row's 1-based line number and the bytes of the part they were read from."""
 
     source: str
     columns: list[str]
     numbers: np.ndarray
     table: pa.Table
     errors: list[tuple[int, str]]
+    size: int
 
 
 class PythonRows(Protocol):
@@ -140,7 +141,7 @@ class BlockReader:
         if self._invalid_rows or table.num_rows != lines or _longest_field(table) > MAX_PLAIN_FIELD:
             return self._python_rows(io.BytesIO(block), line, final)
         numbers = np.arange(line, line + lines, dtype=np.int64)
-        return iter([TableChunk(self.name, self.columns, numbers, table, [])]), lambda: lines, lambda: b""
+        return iter([TableChunk(self.name, self.columns, numbers, table, [], len(block))]), lambda: lines, lambda: b""
 
     def _plain_lines(self, block: bytes) -> int | None:
         """How many rows (lines) a plain block holds; None when it is not plain."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import queue
 import threading
@@ -356,22 +355,17 @@ class _Run:
                         ready.get(timeout=0.05)
 
     def _make_room(self, seen: SeenKeys, chunk: TableChunk) -> bool:
-        """Room in `seen` at once for about as many identifiers as the segment has CSV rows, estimated
-        from its first CSV block: that block's table holds every column, in about the bytes of their
-        text (and offsets: the estimate errs low, never far high). True once done, or not to do."""
-        csv_sizes = self._csv_sizes
-        if not csv_sizes:
-            return True
-        if chunk.source not in csv_sizes or not chunk.table.num_rows:
+        """Room in `seen` at once for about as many identifiers as the segment's parts of the first
+        table's format have rows, estimated from that table's rows a byte (growing by doubling
+        re-inserts every key each time). A compressed part's bytes make the estimate err low, never
+        high. True once done."""
+        if not chunk.table.num_rows or not chunk.size:
             return False
-        rows_a_byte = chunk.table.num_rows / max(1, chunk.table.nbytes)
-        seen.reserve(int(sum(csv_sizes.values()) * rows_a_byte))
+        source = self.source
+        fmt = source.format_of(next(part for part in source.parts if part.name == chunk.source))
+        size = sum(part.size for part in source.parts if source.format_of(part) == fmt)
+        seen.reserve(int(size * chunk.table.num_rows / chunk.size))
         return True
-
-    @functools.cached_property
-    def _csv_sizes(self) -> dict[str, int]:
-        """Name -> bytes of each CSV part of the segment."""
-        return {part.name: part.size for part in self.source.parts if self.source.format_of(part) == "csv"}
 
     def _valid_new_profiles(
         self, chunk: RowChunk | TableChunk, mapped: MappedRows, seen: SeenKeys, part: int

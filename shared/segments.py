@@ -400,7 +400,7 @@ class SegmentSource:
                 table = blocks.table(block, utf8=not checked.undecodable and block.endswith(b"\n"))
                 if table is not None:
                     numbers = np.arange(line, line + table.num_rows, dtype=np.int64)
-                    yield TableChunk(part.name, blocks.columns, numbers, table, [])
+                    yield TableChunk(part.name, blocks.columns, numbers, table, [], len(block))
                     line += table.num_rows  # a row a line
                 else:
                     yield from self._jsonl_lines(part.name, io.BytesIO(block), line, size)
