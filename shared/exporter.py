@@ -359,7 +359,7 @@ class _Run:
         table's format have rows, estimated from that table's rows a byte (growing by doubling
         re-inserts every key each time). A compressed part's bytes make the estimate err low, never
         high. True once done."""
-        if not chunk.table.num_rows or not chunk.size:
+        if not chunk.table.num_rows:
             return False
         source = self.source
         fmt = source.format_of(next(part for part in source.parts if part.name == chunk.source))

@@ -117,8 +117,8 @@ def _layout_spans(block: bytes, starts: np.ndarray, keys: int) -> pa.Array | Non
     # Every line's bytes outside its values, in one buffer: the first line's, once a line.
     line_spans = np.arange(0, rows * per_line, per_line, dtype=np.int32)[:, None]
     outside = spans.take(pa.array((line_spans + np.arange(0, per_line, 2, dtype=np.int32)).ravel()))
-    first_line = b"".join(block[offsets[at] : offsets[at + 1]] for at in range(0, per_line, 2))
-    if not outside.buffers()[2].slice(0, len(first_line) * rows).equals(pa.py_buffer(first_line * rows)):
+    width, data = int(outside_sizes[0].sum()), outside.buffers()[2]
+    if not data.slice(0, width * rows).equals(pa.py_buffer(data.slice(0, width).to_pybytes() * rows)):
         return None
     return spans
 

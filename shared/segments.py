@@ -157,21 +157,23 @@ class _ChunkStream(io.RawIOBase):
             self._chunk = chunk
         return True
 
+    def _take(self, size: int) -> tuple[int, int]:
+        """Where the next `size` bytes lie in the current chunk (nothing at the end of the stream)."""
+        if not size or not self._current():
+            return 0, 0
+        start, self._at = self._at, min(len(self._chunk), self._at + size)
+        return start, self._at
+
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             return self.readall()
-        if not size or not self._current():
-            return b""
-        start, self._at = self._at, min(len(self._chunk), self._at + size)
-        return self._chunk[start : self._at]  # the chunk itself when that is all of it
+        start, end = self._take(size)
+        return self._chunk[start:end]  # the chunk itself when that is all of it
 
     def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
-        if not len(target) or not self._current():
-            return 0
-        count = min(len(target), len(self._chunk) - self._at)
-        target[:count] = memoryview(self._chunk)[self._at : self._at + count]
-        self._at += count
-        return count
+        start, end = self._take(len(target))
+        target[: end - start] = memoryview(self._chunk)[start:end]
+        return end - start
 
 
 class _LimitedStream(io.RawIOBase):
