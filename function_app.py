@@ -8,9 +8,10 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob_types
 import orjson
 
-from shared import api, openapi, telemetry
-from shared.runs import execute_run, mark_poisoned, on_segment_blob, plan_scheduled_runs
-from shared.services import get_services
+from shared import telemetry
+from shared.control import api, openapi
+from shared.control.runs import execute_run, mark_poisoned, on_segment_blob, plan_scheduled_runs
+from shared.control.services import get_services
 from shared.settings import RUNS_QUEUE
 
 telemetry.configure()  # Application Insights when APPLICATIONINSIGHTS_CONNECTION_STRING is set; else nothing

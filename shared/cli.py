@@ -14,17 +14,18 @@ from typing import TYPE_CHECKING, NoReturn
 
 from azure.core.exceptions import ResourceExistsError
 
-from shared.checkpoint import FileCheckpoints
-from shared.exporter import ConfigurationError, ExportSpec, run_export
-from shared.klaviyo import KlaviyoError
-from shared.mapping import STANDARD_FIELDS, FieldMapping, MappingError
-from shared.progress import ProgressBar, ProgressLog
-from shared.report import FAILED, INCOMPLETE, RejectsFile
+from shared.engine.checkpoint import FileCheckpoints
+from shared.engine.exporter import ConfigurationError, ExportSpec, run_export
+from shared.engine.progress import ProgressBar, ProgressLog
+from shared.engine.report import FAILED, INCOMPLETE, RejectsFile
+from shared.klaviyo.client import KlaviyoError
+from shared.mapping.config import STANDARD_FIELDS, FieldMapping, MappingError
 from shared.secrets import KeyVaultSecrets, SecretError
-from shared.segments import SegmentError, SegmentSource, blob_segment, local_segment
 from shared.settings import Settings, StorageConnection
+from shared.sources.segments import SegmentError, SegmentSource, blob_segment, local_segment
 from shared.storage import blob_service, save_report, split_blob_path
-from shared.sync_state import BlobSyncState, FolderSyncState, SyncStateStore
+from shared.sync.options import DEFAULT_MAX_REMOVAL_SHARE
+from shared.sync.state import BlobSyncState, FolderSyncState, SyncStateStore
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient
@@ -96,9 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-removal-share",
         type=float,
-        default=0.2,
+        default=DEFAULT_MAX_REMOVAL_SHARE,
         metavar="SHARE",
-        help="mirror: a run that would remove more than this share of the list removes nothing (default 0.2)",
+        help="mirror: a run that would remove more than this share of the list removes nothing (default %(default)s)",
     )
     run.add_argument(
         "--reconcile",

@@ -9,7 +9,7 @@ import azure.functions as func
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
-from shared.openapi import document
+from shared.control.openapi import document
 
 DOCUMENT = document()
 _OPENAPI = OpenAPI.from_dict(DOCUMENT)

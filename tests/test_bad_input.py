@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import csv_blocks
-from shared.exporter import ConfigurationError, ExportSpec, run_export
-from shared.mapping import FieldMapping
-from shared.report import COMPLETED_WITH_REJECTS, FAILED, SUCCEEDED, RejectsFile, RunReport
-from shared.segments import MAX_LINE_BYTES, local_segment
+from shared.engine.exporter import ConfigurationError, ExportSpec, run_export
+from shared.engine.report import COMPLETED_WITH_REJECTS, FAILED, SUCCEEDED, RejectsFile, RunReport
+from shared.mapping.config import FieldMapping
+from shared.sources import csv_blocks
+from shared.sources.segments import MAX_LINE_BYTES, local_segment
 from tests.conftest import Exporter, member_emails
 from tools.klaviyo_sim import KlaviyoSimulator
 

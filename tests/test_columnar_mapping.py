@@ -9,9 +9,13 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.columnar_checks import fast_e164, fast_email
-from shared.columnar_mapping import ColumnarMapper
-from shared.mapping import FieldMapping, MappedRows, ProfileMapper, _plain_email, _quick_e164, possible_lengths
+from shared.mapping.columnar import ColumnarMapper
+from shared.mapping.columnar_checks import fast_e164, fast_email
+from shared.mapping.config import FieldMapping
+from shared.mapping.normalize import plain_email as _plain_email
+from shared.mapping.normalize import possible_lengths
+from shared.mapping.normalize import quick_e164 as _quick_e164
+from shared.mapping.rows import MappedRows, ProfileMapper
 
 COLUMNS = ["email", "phone", "customer_id", "first", "city", "tier", "note"]
 MAPPING = FieldMapping(

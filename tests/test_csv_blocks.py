@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import csv_blocks
-from shared.csv_blocks import TableChunk
-from shared.segments import SegmentError, local_segment
+from shared.sources import csv_blocks
+from shared.sources.csv_blocks import TableChunk
+from shared.sources.segments import SegmentError, local_segment
 
 HEADER = "id,email,phone\n"
 

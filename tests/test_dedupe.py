@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.dedupe import SeenKeys
+from shared.engine.dedupe import SeenKeys
 
 
 @pytest.mark.parametrize("distinct", [50, 5_000, 300_000], ids=["crowded", "medium", "grows-many-times"])

@@ -15,14 +15,14 @@ import pytest
 from azurefunctions.extensions.bindings.blob import utils as blob_binding
 from pycep import BicepParser
 
+from shared.control.store import CONNECTIONS, EXPORTS, RUNS, TRIGGERS
 from shared.settings import RUNS_QUEUE, Settings
-from shared.store import CONNECTIONS, EXPORTS, RUNS, TRIGGERS
 from tools.functions_host import FUNCTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"
 BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
-CODE_FILES = [ROOT / "function_app.py", *sorted((ROOT / "shared").glob("*.py"))]
+CODE_FILES = [ROOT / "function_app.py", *sorted((ROOT / "shared").rglob("*.py"))]
 NO_DEFAULT = "—"
 
 

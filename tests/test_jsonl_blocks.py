@@ -14,11 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest import MonkeyPatch
 
-from shared import jsonl_blocks, segments
-from shared.columnar_mapping import ColumnarMapper
-from shared.csv_blocks import TableChunk
-from shared.mapping import FieldMapping, ProfileMapper
-from shared.segments import SegmentError, local_segment
+from shared.mapping.columnar import ColumnarMapper
+from shared.mapping.config import FieldMapping
+from shared.mapping.rows import ProfileMapper
+from shared.sources import jsonl_blocks, segments
+from shared.sources.csv_blocks import TableChunk
+from shared.sources.segments import SegmentError, local_segment
 
 MAPPING = FieldMapping({"email": "email", "phone_number": "phone", "first_name": "name"}, {"tier": "tier"})
 
@@ -225,7 +226,7 @@ def test_plain_json_lines_are_read_as_tables(tmp_path: Path) -> None:
 # Run in a child process: a fault in a parser kills the process, which no assertion can catch.
 _FUZZ = """
 import random, sys
-from shared.jsonl_blocks import JsonBlocks
+from shared.sources.jsonl_blocks import JsonBlocks
 pieces = [b'{"email":"a@b.co"}', b'{"email":null}', b'{"email":1}', b"null", b"true", b"[]", b"[null]", b"{", b"}",
           b'"', b",", b":", b"\\\\", b"\\xff", b"\\x00", b"\\r", b" ", b"\\n", b"\\n", b"\\n", b"\\\\u0000"]
 rng = random.Random(int(sys.argv[1]))

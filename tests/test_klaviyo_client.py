@@ -8,9 +8,9 @@ import time
 import orjson
 import pytest
 
-from shared.batching import Batch, Batcher
-from shared.klaviyo import REVISION, InvalidPayload, KlaviyoClient, KlaviyoError
-from shared.mapping import serialize_profile
+from shared.engine.batching import Batch, Batcher
+from shared.klaviyo.client import REVISION, InvalidPayload, KlaviyoClient, KlaviyoError
+from shared.mapping.identifiers import serialize_profile
 from shared.settings import Settings
 from tests.conftest import API_KEY
 from tools.klaviyo_sim import KlaviyoSimulator

@@ -1,4 +1,4 @@
-"""Unit tests for shared.mapping: field mapping, email / phone validation, masking and dedupe keys."""
+"""Unit tests for shared.mapping.rows: field mapping, email / phone validation, masking and dedupe keys."""
 
 from __future__ import annotations
 
@@ -10,19 +10,11 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.mapping import (
-    FieldMapping,
-    MappingError,
-    Profile,
-    ProfileMapper,
-    Rejection,
-    identifier_key,
-    mask_email,
-    mask_phone,
-    mask_text,
-    normalize_email,
-    normalize_phone,
-)
+from shared.mapping.config import FieldMapping, MappingError
+from shared.mapping.identifiers import identifier_key
+from shared.mapping.normalize import normalize_email, normalize_phone
+from shared.mapping.rows import Profile, ProfileMapper, Rejection
+from shared.privacy import mask_email, mask_phone, mask_text
 
 EMAIL_ONLY = ProfileMapper(FieldMapping({"email": "Email"}))
 EMAIL_AND_PHONE = ProfileMapper(FieldMapping({"email": "Email", "phone_number": "Phone"}))

@@ -9,8 +9,8 @@ import orjson
 import pytest
 from openapi_spec_validator import validate
 
-from shared.openapi import document
-from shared.services import use_services
+from shared.control.openapi import document
+from shared.control.services import use_services
 from tests.api_contract import path_template
 from tools.functions_host import FUNCTIONS
 

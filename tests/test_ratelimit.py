@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from shared.ratelimit import BULK_IMPORT, Limit, RateLimiter
+from shared.klaviyo.ratelimit import BULK_IMPORT, Limit, RateLimiter
 from tools.klaviyo_sim.state import RateDecision, RateLimit
 from tools.klaviyo_sim.state import RateLimiter as AccountWindows
 

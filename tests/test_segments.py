@@ -1,4 +1,4 @@
-"""Unit tests for shared.segments: streaming CSV / JSON Lines readers over local files (no network)."""
+"""Unit tests for shared.sources.segments: streaming CSV / JSON Lines readers over local files (no network)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.segments import (
+from shared.sources.segments import (
     MAX_FIELD_CHARS,
     SegmentError,
     SegmentRow,

@@ -9,17 +9,17 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from shared.batching import Batcher
-from shared.checkpoint import FileCheckpoints
 from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
-from shared.exporter import ConfigurationError, ExportSpec, run_export
-from shared.fingerprints import fingerprints
-from shared.klaviyo import KlaviyoClient
-from shared.mapping import FieldMapping
-from shared.report import COMPLETED_WITH_REJECTS, FAILED, INCOMPLETE, SUCCEEDED, RunReport
-from shared.segments import blob_segment
-from shared.sync_run import SyncRun
-from shared.sync_state import FolderSyncState, SyncState
+from shared.engine.batching import Batcher
+from shared.engine.checkpoint import FileCheckpoints
+from shared.engine.exporter import ConfigurationError, ExportSpec, run_export
+from shared.engine.report import COMPLETED_WITH_REJECTS, FAILED, INCOMPLETE, SUCCEEDED, Counts, RunReport
+from shared.klaviyo.client import KlaviyoClient
+from shared.mapping.config import FieldMapping
+from shared.mapping.fingerprints import fingerprints
+from shared.sources.segments import blob_segment
+from shared.sync.run import SyncRun
+from shared.sync.state import FolderSyncState, SyncState
 from tests.conftest import API_KEY, member_emails
 from tools.klaviyo_sim import KlaviyoSimulator
 
@@ -287,13 +287,13 @@ def test_what_an_interrupted_invocation_accepted_reaches_the_state_at_the_runs_e
     batch = batcher.flush()
     assert batch is not None
 
-    first = SyncRun(store, spec, RunReport("r1", "x", "L1", "", "", ""), None)
+    first = SyncRun(store, spec.sync, "L1", "r1", Counts(), None)
     first.load(resumed=False)
-    first.accepted("job-1", batch, failed_positions=[1])
+    first.accepted("job-1", *batch.fingerprints_except([1]))
     first.save(finished=False)
     assert store.load() is None, "the state waits for the run's end"
 
-    last = SyncRun(store, spec, RunReport("r1", "x", "L1", "", "", ""), None)
+    last = SyncRun(store, spec.sync, "L1", "r1", Counts(), None)
     last.load(resumed=True)
     last.save(finished=True)
     state = store.load()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from shared.auth import ADMIN, encode_principal
+from shared.control.auth import ADMIN, encode_principal
+from shared.control.services import Services, use_services
 from shared.secrets import KeyVaultSecrets
-from shared.services import Services, use_services
 from shared.settings import Settings, StorageConnection
 from tools.azurite import Azurite
 from tools.keyvault_sim import LocalKeyVault, StaticTokenCredential

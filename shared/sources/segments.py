@@ -17,8 +17,8 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from shared.csv_blocks import BLOCK_BYTES, BlockReader, Prepended, TableChunk, valid_utf8
-from shared.jsonl_blocks import JsonBlocks
+from shared.sources.csv_blocks import BLOCK_BYTES, BlockReader, Prepended, TableChunk, valid_utf8
+from shared.sources.jsonl_blocks import JsonBlocks
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shared.mapping import _SPECIAL_USE_TLDS, possible_lengths
+from shared.mapping.normalize import SPECIAL_USE_TLDS, possible_lengths
 
 
 def _byte_class(chars: bytes) -> np.ndarray:
@@ -163,4 +163,4 @@ def _suffixes(endings: list[bytes]) -> _Suffixes:
     return found
 
 
-_SPECIAL_USE_ENDINGS = _suffixes([f".{tld}".encode() for tld in sorted(_SPECIAL_USE_TLDS)])
+_SPECIAL_USE_ENDINGS = _suffixes([f".{tld}".encode() for tld in sorted(SPECIAL_USE_TLDS)])

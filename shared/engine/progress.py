@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TextIO
 
-from shared.report import Counts
+from shared.engine.report import Counts
 
 log = logging.getLogger(__name__)
 

@@ -15,18 +15,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shared.columnar_checks import fast_e164, fast_email
-from shared.fingerprints import fingerprints
-from shared.mapping import (
-    MAX_EXTERNAL_ID,
-    MappedRows,
-    Profile,
-    ProfileMapper,
-    Rejection,
-    identifier_text,
-    mask_identifier_text,
-    serialize_profile,
-)
+from shared.mapping.columnar_checks import fast_e164, fast_email
+from shared.mapping.config import MAX_EXTERNAL_ID
+from shared.mapping.fingerprints import fingerprints
+from shared.mapping.identifiers import identifier_text, serialize_profile
+from shared.mapping.rows import MappedRows, Profile, ProfileMapper, Rejection
+from shared.privacy import mask_identifier_text
 
 _NULL = pa.scalar(None, pa.string())
 _EMPTY = pa.scalar("", pa.string())

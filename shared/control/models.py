@@ -16,8 +16,9 @@ from pydantic import (
     model_validator,
 )
 
-from shared.mapping import FieldMapping, MappingError
-from shared.report import Counts, RunReport
+from shared.engine.report import Counts, RunReport
+from shared.mapping.config import FieldMapping, MappingError
+from shared.sync.options import DEFAULT_MAX_REMOVAL_SHARE
 
 # Lowercase letters, digits and single dashes: safe in URLs, table keys and blob paths.
 NAME_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
@@ -118,7 +119,7 @@ class ExportIn(_Strict):
     run_always: bool = Field(False, description="timer runs it even when the segment has not changed")
     sync_mode: SyncMode = Field("add", description=_SYNC_MODE)
     full: bool = Field(False, description=_FULL)
-    max_removal_share: RemovalShare = Field(0.2, description=_MAX_REMOVAL_SHARE)
+    max_removal_share: RemovalShare = Field(DEFAULT_MAX_REMOVAL_SHARE, description=_MAX_REMOVAL_SHARE)
     confirm_removals: bool = Field(False, description=_CONFIRM + " on every run; prefer the per-run option")
     reconcile: bool = Field(False, description=_RECONCILE + " on every run")
 

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from shared.klaviyo import MAX_JOB_BYTES, MAX_PROFILES_PER_JOB
+from shared.klaviyo.client import MAX_JOB_BYTES, MAX_PROFILES_PER_JOB
 
 HEAD = b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":['
 
@@ -80,6 +80,13 @@ class Batch:
             ident, fingerprint = (self.ids[i], self.fingerprints[i]) if tracked else (None, None)
             out.add(self.profile(i), self.keys[i], self.rows[i], ident, fingerprint)
         return out
+
+    def fingerprints_except(self, failed: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The identifier and profile fingerprints of the batch's profiles but those at `failed`."""
+        keep = np.ones(len(self), dtype=bool)
+        keep[failed] = False
+        ids = np.frombuffer(self.ids, dtype=np.int64)[keep]
+        return ids, np.frombuffer(self.fingerprints, dtype=np.int64)[keep]
 
     def body(self, list_id: str) -> memoryview:
         """The request body: the buffer itself, its last comma replaced by the envelope's end (the

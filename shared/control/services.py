@@ -9,12 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from shared.auth import running_in_azure
-from shared.klaviyo import KlaviyoClient
+from shared.control.auth import running_in_azure
+from shared.control.store import Store
+from shared.klaviyo.client import KlaviyoClient
 from shared.secrets import KeyVaultSecrets, SecretError
 from shared.settings import RUNS_QUEUE, Settings
 from shared.storage import blob_service, queue_client, table_service
-from shared.store import Store
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient

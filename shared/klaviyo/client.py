@@ -6,11 +6,10 @@ import contextlib
 import logging
 import math
 import random
-import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -20,8 +19,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from shared.mapping import mask_email, mask_phone
-from shared.ratelimit import (
+from shared.klaviyo.ratelimit import (
     BULK_IMPORT,
     JOB_READS,
     LIST_READS,
@@ -30,6 +28,7 @@ from shared.ratelimit import (
     Limit,
     pacer,
 )
+from shared.privacy import redact
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +42,6 @@ MAX_LIST_RELATIONSHIP_IDS = 1_000  # profiles per add-to / remove-from list call
 RETRY_STATUSES = (429, 500, 502, 503, 504, 524)
 # The client retries 429s itself, through the rate limiter; urllib3 retries the rest.
 _TRANSPORT_RETRY_STATUSES = tuple(s for s in RETRY_STATUSES if s != 429)
-_EMAIL_LIKE = re.compile(r"[^\s'\"<>()\[\],;:]+@[^\s'\"<>()\[\],;:]+")
-_PHONE_LIKE = re.compile(r"\+\d[\d ().-]{5,}\d")
 # How the report names the transport failures urllib3 retried.
 _ERROR_NAMES = {
     "ReadTimeoutError": "timeout",
@@ -286,9 +283,11 @@ class KlaviyoClient:
                 yield resource["id"], resource.get("attributes") or {}
             next_path, params = self._next_page(data), None
 
-    def remove_from_list(self, list_id: str, profile_ids: list[str]) -> int:
-        """Takes profiles off a list (never deletes or unsubscribes them), 1,000 a call; returns
-        how many were sent for removal."""
+    def remove_from_list(
+        self, list_id: str, profile_ids: list[str], on_removed: Callable[[int], None] | None = None
+    ) -> int:
+        """Takes profiles off a list (never deletes or unsubscribes them), 1,000 a call; returns how
+        many were sent for removal. `on_removed` hears the count of each call as it succeeds."""
         for start in range(0, len(profile_ids), MAX_LIST_RELATIONSHIP_IDS):
             chunk = profile_ids[start : start + MAX_LIST_RELATIONSHIP_IDS]
             body = orjson.dumps({"data": [{"type": "profile", "id": pid} for pid in chunk]})
@@ -299,6 +298,8 @@ class KlaviyoClient:
                 body=body,
                 what=f"removal of {len(chunk)} profiles from list {list_id}",
             )
+            if on_removed is not None:
+                on_removed(len(chunk))
         return len(profile_ids)
 
     # -- transport -----------------------------------------------------------------------------
@@ -358,13 +359,6 @@ class KlaviyoClient:
         if response.status_code < 300:
             return orjson.loads(response.content) if response.content else {}
         raise _error_for(response, what)
-
-
-def redact(text: str) -> str:
-    """Klaviyo's words with anything shaped like an email or an (E.164) phone number masked: an error
-    may quote the profile it is about, and reasons go into reports and logs."""
-    text = _EMAIL_LIKE.sub(lambda m: mask_email(m.group()), text)
-    return _PHONE_LIKE.sub(lambda m: mask_phone(m.group()), text)
 
 
 def _is_challenge(response: requests.Response) -> bool:

@@ -14,18 +14,26 @@ from typing import Any
 import orjson
 from azure.core.exceptions import ResourceExistsError
 
-from shared.checkpoint import BlobCheckpoints
-from shared.exporter import ConfigurationError, ExportSpec, run_export
-from shared.klaviyo import KlaviyoError
-from shared.mapping import FieldMapping
-from shared.models import TERMINAL_STATES
-from shared.report import FAILED, INCOMPLETE, Counts, RejectsFile, RunReport
+from shared.control.models import TERMINAL_STATES
+from shared.control.services import Services
+from shared.control.store import new_run_id, utc_now
+from shared.engine.checkpoint import BlobCheckpoints
+from shared.engine.exporter import ConfigurationError, ExportSpec, run_export
+from shared.engine.report import FAILED, INCOMPLETE, Counts, RejectsFile, RunReport
+from shared.klaviyo.client import KlaviyoError
+from shared.mapping.config import FieldMapping
 from shared.secrets import SecretError
-from shared.segments import BlobPart, SegmentError, SegmentSource, SegmentUnavailable, blob_segment, is_data_name
-from shared.services import Services
+from shared.sources.segments import (
+    BlobPart,
+    SegmentError,
+    SegmentSource,
+    SegmentUnavailable,
+    blob_segment,
+    is_data_name,
+)
 from shared.storage import report_prefix, save_report
-from shared.store import new_run_id, utc_now
-from shared.sync_state import BlobSyncState
+from shared.sync.options import DEFAULT_MAX_REMOVAL_SHARE, SyncMode
+from shared.sync.state import BlobSyncState
 from shared.telemetry import run_context, run_finished
 
 log = logging.getLogger(__name__)
@@ -278,10 +286,10 @@ def _execute(services: Services, run: dict[str, Any], thread_initializer: Callab
         max_in_flight=services.settings.upload_concurrency,
         thread_initializer=thread_initializer,
         deadline=time.monotonic() + services.settings.run_time_budget,
-        mode=export.get("sync_mode", "add"),
+        mode=export.get("sync_mode", SyncMode.ADD),
         full=bool(run.get("full") or export.get("full")),
         confirm_removals=bool(run.get("confirm_removals") or export.get("confirm_removals")),
-        max_removal_share=float(export.get("max_removal_share", 0.2)),
+        max_removal_share=float(export.get("max_removal_share", DEFAULT_MAX_REMOVAL_SHARE)),
         reconcile=bool(run.get("reconcile") or export.get("reconcile")),
     )
     client = services.klaviyo(api_key)

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,19 +19,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from orjson import loads
 
-from shared.batching import Batch, Batcher
-from shared.checkpoint import Checkpoint, CheckpointStore
-from shared.columnar_mapping import ColumnarMapper, ColumnsMapped
-from shared.csv_blocks import TableChunk
-from shared.dedupe import SeenKeys
-from shared.fingerprints import text_fingerprints
-from shared.klaviyo import MAX_PROFILE_BYTES, ImportJob, InvalidPayload, KlaviyoClient, KlaviyoError, redact
-from shared.mapping import FieldMapping, MappedRows, ProfileMapper, identifier_text, mask_attributes
-from shared.memory import tune_allocator
-from shared.report import COMPLETED_WITH_REJECTS, FAILED, INCOMPLETE, SUCCEEDED, Counts, RejectsFile, RunReport
-from shared.segments import RowChunk, SegmentError, SegmentSource, SegmentUnavailable, looks_like_data
-from shared.sync_run import SyncRun
-from shared.sync_state import SyncStateStore
+from shared.engine.batching import Batch, Batcher
+from shared.engine.checkpoint import Checkpoint, CheckpointStore
+from shared.engine.dedupe import SeenKeys
+from shared.engine.memory import tune_allocator
+from shared.engine.report import COMPLETED_WITH_REJECTS, FAILED, INCOMPLETE, SUCCEEDED, Counts, RejectsFile, RunReport
+from shared.klaviyo.client import MAX_PROFILE_BYTES, ImportJob, InvalidPayload, KlaviyoClient, KlaviyoError
+from shared.mapping.columnar import ColumnarMapper, ColumnsMapped
+from shared.mapping.config import FieldMapping
+from shared.mapping.fingerprints import text_fingerprints
+from shared.mapping.identifiers import identifier_text
+from shared.mapping.rows import MappedRows, ProfileMapper
+from shared.privacy import mask_attributes, redact
+from shared.sources.csv_blocks import TableChunk
+from shared.sources.segments import RowChunk, SegmentError, SegmentSource, SegmentUnavailable, looks_like_data
+from shared.sync.options import DEFAULT_MAX_REMOVAL_SHARE, SyncMode, SyncOptions, SyncOptionsError
+from shared.sync.run import SyncRun
+from shared.sync.state import SyncStateStore
 from shared.telemetry import carry_run_context, run_context
 
 log = logging.getLogger(__name__)
@@ -62,11 +66,22 @@ class ExportSpec:
     job_timeout: float = 3600.0
     thread_initializer: Callable[[], None] | None = None  # e.g. carries the Functions invocation id
     deadline: float | None = None  # time.monotonic() after which the run checkpoints and stops
-    mode: str = "add"  # add: add and update, never remove; mirror: the list ends holding the segment
-    full: bool = False  # send every profile, whatever the sync state says (the state is still updated)
-    confirm_removals: bool = False  # mirror: remove even past max_removal_share (the safety override)
-    max_removal_share: float = 0.2  # mirror: a run that would remove more of the list removes nothing
-    reconcile: bool = False  # read the list's members: resend those gone from it; mirror: remove strangers
+    # The sync options, given one by one and checked once into `sync` (read them there: as init-only
+    # fields, spec.mode and the others always read their defaults).
+    mode: InitVar[str] = SyncMode.ADD
+    full: InitVar[bool] = False
+    confirm_removals: InitVar[bool] = False
+    max_removal_share: InitVar[float] = DEFAULT_MAX_REMOVAL_SHARE
+    reconcile: InitVar[bool] = False
+    sync: SyncOptions = field(init=False)
+
+    def __post_init__(
+        self, mode: str, full: bool, confirm_removals: bool, max_removal_share: float, reconcile: bool
+    ) -> None:
+        try:
+            self.sync = SyncOptions.of(mode, full, confirm_removals, max_removal_share, reconcile)
+        except SyncOptionsError as exc:
+            raise ConfigurationError(str(exc)) from None
 
 
 def now_iso() -> str:
@@ -86,11 +101,9 @@ def run_export(
     problems found before anything was sent; any later failure is a report with status failed.
     With a sync state store, only new and changed profiles are sent (unless spec.full) and, in
     mirror mode, profiles that left the segment are taken off the list."""
-    if spec.mode not in ("add", "mirror"):
-        raise ConfigurationError(f"unknown sync mode {spec.mode!r}: use add or mirror")
-    if spec.reconcile and sync_state is None:
+    if spec.sync.reconcile and sync_state is None:
         raise ConfigurationError("reconcile needs a sync state")
-    if spec.mode == "mirror" and sync_state is None:
+    if spec.sync.mirror and sync_state is None:
         raise ConfigurationError("mirror mode needs a sync state (where the profiles put on the list are recorded)")
     report = RunReport(
         spec.run_id,
@@ -100,7 +113,7 @@ def run_export(
         source.version,
         started_at=now_iso(),
         dry_run=spec.dry_run,
-        mode=spec.mode,
+        mode=spec.sync.mode.value,
         sync_state=sync_state.location if sync_state is not None else None,
     )
     tune_allocator()
@@ -122,7 +135,11 @@ class _Run:
         sync_state: SyncStateStore | None = None,
     ) -> None:
         self.source, self.spec, self.client, self.report = source, spec, client, report
-        self.sync = SyncRun(sync_state, spec, report, client) if sync_state is not None else None
+        self.sync = (
+            SyncRun(sync_state, spec.sync, spec.list_id, spec.run_id, report.counts, client, spec.dry_run)
+            if sync_state is not None
+            else None
+        )
         self.checkpoints = None if spec.dry_run else checkpoints
         self.checkpoint = Checkpoint(spec.run_id, source.version)
         self.interrupted = False
@@ -143,6 +160,7 @@ class _Run:
             self._load_checkpoint()
             if self.sync is not None:
                 self.sync.load(resumed=self.checkpoint.invocations > 1)
+                self.report.list_members = self.sync.list_members
             self._stream_and_upload()
             if self.interrupted:
                 self._save_checkpoint()
@@ -608,7 +626,7 @@ class _Run:
             # Only what Klaviyo surely accepted: a failure it names no row for leaves the whole batch out.
             named = [position for position in failed_positions if position >= 0]
             if job.status == "complete" and len(named) == failed:
-                self.sync.accepted(job.id, batch, named)
+                self.sync.accepted(job.id, *batch.fingerprints_except(named))
         with self.lock:
             self.counts.failed += failed
             self.counts.accepted += accepted

@@ -10,11 +10,20 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from shared.auth import AuthError, Caller, identify
-from shared.models import Connection, ConnectionIn, Export, ExportIn, Run, RunIn, is_valid_name, validation_problems
-from shared.runs import start_run
-from shared.services import Services
-from shared.store import utc_now
+from shared.control.auth import AuthError, Caller, identify
+from shared.control.models import (
+    Connection,
+    ConnectionIn,
+    Export,
+    ExportIn,
+    Run,
+    RunIn,
+    is_valid_name,
+    validation_problems,
+)
+from shared.control.runs import start_run
+from shared.control.services import Services
+from shared.control.store import utc_now
 
 log = logging.getLogger(__name__)
 

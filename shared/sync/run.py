@@ -5,34 +5,48 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 
-from shared.fingerprints import fingerprints, text_fingerprints
-from shared.klaviyo import MAX_LIST_RELATIONSHIP_IDS, KlaviyoClient
-from shared.report import RunReport
-from shared.sync_state import Int64Blocks, SyncState, SyncStateStore
-
-if TYPE_CHECKING:
-    from shared.batching import Batch
-    from shared.exporter import ExportSpec
+from shared.klaviyo.client import KlaviyoClient
+from shared.mapping.fingerprints import fingerprints, text_fingerprints
+from shared.sync.options import SyncOptions
+from shared.sync.state import Int64Blocks, SyncState, SyncStateStore
 
 log = logging.getLogger(__name__)
 
 _EMPTY_IDS = np.zeros(0, dtype=np.int64)
 
 
+class SyncCounts(Protocol):
+    """The run's counts this sync adds to (the engine's report counts)."""
+
+    added: int
+    updated: int
+    unchanged: int
+    removed: int
+
+
 class SyncRun:
-    """Created by the exporter for a run with a sync state; thread-safe where jobs finish."""
+    """Created by the engine for a run with a sync state; thread-safe where jobs finish. A dry run
+    (no client, or `dry_run`) counts what it would remove without removing it."""
 
     def __init__(
-        self, store: SyncStateStore, spec: ExportSpec, report: RunReport, client: KlaviyoClient | None
+        self,
+        store: SyncStateStore,
+        options: SyncOptions,
+        list_id: str,
+        run_id: str,
+        counts: SyncCounts,
+        client: KlaviyoClient | None,
+        dry_run: bool = False,
     ) -> None:
-        self.store, self.spec, self.report, self.client = store, spec, report, client
-        self.counts = report.counts
-        self.mirror = spec.mode == "mirror"
+        self.store, self.options, self.list_id, self.client = store, options, list_id, client
+        self.counts, self.dry_run = counts, dry_run
+        self.mirror = options.mirror
+        self.list_members: int | None = None  # reconcile: how many members the list had
         self.state: SyncState | None = None  # as the run found it: the delta filter for all its invocations
         self.loaded = False
         self.lock = threading.Lock()
@@ -41,7 +55,7 @@ class SyncRun:
         self.learnt_ids: list[np.ndarray] = []  # identifier fingerprints whose Klaviyo profile id was read
         self.learnt_pids: list[np.ndarray] = []
         self.segment = Int64Blocks()  # mirror mode: identifier fingerprints of every valid profile read
-        self.pending_name = f"run-{spec.run_id}.npz"
+        self.pending_name = f"run-{run_id}.npz"
         self._final: SyncState | None = None
         # reconcile: the list's members as Klaviyo has them (profile ids, fingerprints of each identifier)
         self.member_pids: np.ndarray | None = None
@@ -52,7 +66,7 @@ class SyncRun:
     # -- before and while sending ------------------------------------------------------------------
     def load(self, resumed: bool) -> None:
         state = self.store.load()
-        if state is not None and state.list_id != self.spec.list_id:
+        if state is not None and state.list_id != self.list_id:
             log.warning("sync state in %s is for another list; this run starts a new one", self.store.location)
             state = None
         self.state = state
@@ -63,7 +77,7 @@ class SyncRun:
             self.learnt_ids.append(pending.ids[known])
             self.learnt_pids.append(pending.profile_ids[known])
         self.loaded = True
-        if self.spec.reconcile and self.client is not None:
+        if self.options.reconcile and self.client is not None:
             self._read_members()
 
     def _read_members(self) -> None:
@@ -72,14 +86,14 @@ class SyncRun:
         assert self.client is not None
         pids: list[str] = []
         texts: list[list[str]] = [[], [], []]
-        for pid, attributes in self.client.list_member_ids(self.spec.list_id):
+        for pid, attributes in self.client.list_member_ids(self.list_id):
             pids.append(pid)
             for kind, text in zip(texts, _identifier_texts(attributes), strict=True):
                 kind.append(text)
         self.member_pids = np.array(pids, dtype="S") if pids else np.zeros(0, dtype="S1")
         self.member_ids = [text_fingerprints(kind) for kind in texts]
         self.member_known = np.unique(np.concatenate(self.member_ids))
-        self.report.list_members = len(pids)
+        self.list_members = len(pids)
         state = self.state
         if state is None or not len(state):
             return
@@ -112,7 +126,7 @@ class SyncRun:
         if self.mirror:  # without its profile id a profile could never be removed: send it to learn it
             same &= (state.profile_ids[at] != b"") | np.isin(ids, self.member_known)
         counts.added += int((~found).sum())
-        if self.spec.full:  # every profile already on the list is sent again, as an update
+        if self.options.full:  # every profile already on the list is sent again, as an update
             counts.updated += int(found.sum())
             return None, ids, prints
         counts.updated += int((found & ~same).sum())
@@ -121,12 +135,8 @@ class SyncRun:
         counts.unchanged += int(same.sum())
         return ~same, ids, prints
 
-    def accepted(self, job_id: str, batch: Batch, failed_positions: list[int]) -> None:
-        """A finished job's profiles that Klaviyo imported (all but the failed positions)."""
-        keep = np.ones(len(batch), dtype=bool)
-        keep[failed_positions] = False
-        ids = np.frombuffer(batch.ids, dtype=np.int64)[keep]
-        prints = np.frombuffer(batch.fingerprints, dtype=np.int64)[keep]
+    def accepted(self, job_id: str, ids: np.ndarray, prints: np.ndarray) -> None:
+        """A finished job's profiles that Klaviyo imported: their identifier and profile fingerprints."""
         kept = self._changing(ids, prints)
         with self.lock:
             self.accepted_ids.extend(ids[kept])
@@ -184,7 +194,7 @@ class SyncRun:
         """The state as the run leaves it: what it found, plus what Klaviyo accepted in this run."""
         if self._final is None:
             # The state as found becomes the result (changed in place): the run has read every row.
-            final = self.state or SyncState(self.spec.list_id)
+            final = self.state or SyncState(self.list_id)
             self.state = None
             with self.lock:
                 if len(self.accepted_ids):
@@ -208,21 +218,21 @@ class SyncRun:
         strangers = self._members_not_in_segment(state, seen)
         if not len(departed) and not len(strangers):
             return None
-        spec = self.spec
+        options = self.options
         on_list = max(len(state), 0 if self.member_pids is None else len(self.member_pids))
         leaving = len(departed) + len(strangers)
         share = leaving / on_list
-        if not spec.confirm_removals:
+        if not options.confirm_removals:
             if not len(seen):
                 return (
                     f"mirror: the segment holds no valid profile, so all {leaving:,} profiles on the list "
                     "would be removed; nothing was removed. If that is right, run again "
                     "with confirm_removals (--confirm-removals)"
                 )
-            if share > spec.max_removal_share:
+            if share > options.max_removal_share:
                 return (
                     f"mirror: {leaving:,} of {on_list:,} profiles on the list ({share:.1%}) are not in the "
-                    f"segment, more than the {spec.max_removal_share:.0%} allowed; nothing was removed. If the "
+                    f"segment, more than the {options.max_removal_share:.0%} allowed; nothing was removed. If the "
                     "segment is right, run again with confirm_removals (--confirm-removals)"
                 )
         pids = state.profile_ids[departed]
@@ -233,25 +243,24 @@ class SyncRun:
         if len(strangers):
             known = set(state.profile_ids[removable].tolist())
             strangers = np.array([p for p in strangers.tolist() if p not in known], dtype="S")
-        if spec.dry_run or self.client is None:
+        if self.dry_run or self.client is None:
             self.counts.removed = len(removable) + len(strangers)
             return None
         if len(strangers):
-            for start in range(0, len(strangers), MAX_LIST_RELATIONSHIP_IDS):
-                chunk = strangers[start : start + MAX_LIST_RELATIONSHIP_IDS]
-                self.client.remove_from_list(spec.list_id, [p.decode() for p in chunk])
-                with self.lock:
-                    self.counts.removed += len(chunk)
+            self.client.remove_from_list(self.list_id, [p.decode() for p in strangers.tolist()], self._count_removed)
             log.info(
                 "reconcile: %d member(s) not put there by this export and not in the segment removed", len(strangers)
             )
-        for start in range(0, len(removable), MAX_LIST_RELATIONSHIP_IDS):
-            chunk = removable[start : start + MAX_LIST_RELATIONSHIP_IDS]
-            self.client.remove_from_list(spec.list_id, [p.decode() for p in state.profile_ids[chunk]])
-            with self.lock:
-                self.counts.removed += len(chunk)
-            self._removed(state.ids[chunk])
-        log.info("mirror: %d profile(s) that left the segment were removed from list %s", len(removable), spec.list_id)
+        removed_so_far = 0
+
+        def removed(count: int) -> None:
+            nonlocal removed_so_far
+            self._count_removed(count)
+            self._removed(state.ids[removable[removed_so_far : removed_so_far + count]])
+            removed_so_far += count
+
+        self.client.remove_from_list(self.list_id, [p.decode() for p in state.profile_ids[removable].tolist()], removed)
+        log.info("mirror: %d profile(s) that left the segment were removed from list %s", len(removable), self.list_id)
         return None
 
     def _members_not_in_segment(self, state: SyncState, seen: np.ndarray) -> np.ndarray:
@@ -263,6 +272,10 @@ class SyncRun:
         for hashed in self.member_ids:
             matched |= np.isin(hashed, seen) | state.known(hashed)
         return self.member_pids[~matched]
+
+    def _count_removed(self, count: int) -> None:
+        with self.lock:
+            self.counts.removed += count
 
     def _removed(self, ids: np.ndarray) -> None:
         assert self._final is not None
@@ -277,7 +290,7 @@ class SyncRun:
             with self.lock:
                 if not len(self.accepted_ids):
                     return
-                aside = SyncState(self.spec.list_id)
+                aside = SyncState(self.list_id)
                 aside.merge(self.accepted_ids.take(), self.accepted_prints.take())
                 if self.learnt_ids:
                     aside.set_profile_ids(np.concatenate(self.learnt_ids), np.concatenate(self.learnt_pids))

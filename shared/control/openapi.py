@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 from pydantic.json_schema import models_json_schema
 
-from shared.api import MAX_BODY_BYTES
-from shared.auth import PRINCIPAL_HEADER
-from shared.models import (
+from shared.control.api import MAX_BODY_BYTES
+from shared.control.auth import PRINCIPAL_HEADER
+from shared.control.models import (
     NAME_PATTERN,
     Connection,
     ConnectionIn,

@@ -1,0 +1,218 @@
+"""Turns segment rows into Klaviyo profiles, or into rejections that say which field and why."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+
+from shared.mapping.config import IDENTIFIERS, LOCATION_FIELDS, MAX_EXTERNAL_ID, PROFILE_FIELDS, FieldMapping
+from shared.mapping.fingerprints import fingerprints
+from shared.mapping.identifiers import attributes_key, identifier_text, serialize_profile
+from shared.mapping.normalize import normalize_email, normalize_phone, plain_email, quick_e164
+from shared.privacy import mask_attributes, mask_email, mask_phone, mask_text
+
+
+class Profile(NamedTuple):
+    """A valid row ready for Klaviyo (its dedupe key is computed a chunk at a time, from
+    identifier_text)."""
+
+    attributes: dict[str, object]
+
+    @property
+    def key(self) -> int:
+        return attributes_key(self.attributes)
+
+    @property
+    def masked(self) -> str:
+        return mask_attributes(self.attributes)
+
+
+class Rejection(NamedTuple):
+    field: str
+    reason: str
+    masked: str
+
+
+class MappedRows(NamedTuple):
+    """A chunk's valid profiles in row order, and its rejected rows."""
+
+    numbers: np.ndarray  # int64 row numbers
+    keys: np.ndarray  # int64 dedupe keys (fingerprints of `identifiers`)
+    bodies: pa.BinaryArray  # each profile serialized as Klaviyo takes it, and a comma (see Batch)
+    masked: Callable[[np.ndarray], list[str]]  # the masked identifiers of the profiles at these positions
+    rejections: list[tuple[int, Rejection]]
+    identifiers: pa.Array | None = None  # identifier_text of each profile (stable across processes)
+
+
+class ProfileMapper:
+    """Applies a FieldMapping to rows: validates, normalizes and builds Klaviyo attributes.
+
+    Hot path: `for_columns(header)` returns a function over a CSV row's list of values that reads
+    only the mapped positions; `map(dict)` serves JSON Lines rows."""
+
+    def __init__(self, mapping: FieldMapping) -> None:
+        self.mapping = mapping
+        self._region = mapping.default_region.upper()
+        fields = mapping.fields
+        # Every mapped input, in a fixed order: identifiers, plain fields, location, properties.
+        self._ids = [(f, fields.get(f)) for f in IDENTIFIERS]
+        self._id_columns = tuple(c for _, c in self._ids)
+        self._plain = [(f, c) for f, c in fields.items() if f in PROFILE_FIELDS and f not in IDENTIFIERS]
+        self._location = [(f, c) for f, c in fields.items() if f in LOCATION_FIELDS]
+        self._properties = [(name, column) for column, name in mapping.properties.items()]
+        self._columns = [c for _, c in self._ids if c] + [c for _, c in self._plain + self._location]
+        self._text_count = len(self._columns)
+        # Where each group starts in the values handed to _apply (identifiers come first).
+        self._plain_names = [f for f, _ in self._plain]
+        self._location_names = [f for f, _ in self._location]
+        self._property_names = [name for name, _ in self._properties]
+        self._plain_end = sum(1 for c in self._id_columns if c) + len(self._plain)
+        self._location_end = self._plain_end + len(self._location)
+        self._columns += [c for _, c in self._properties]
+        self._missing_identifier = " and ".join(f for f, c in self._ids if c)
+        self._first_identifier = next(f for f, c in self._ids if c)
+
+    def for_columns(self, header: list[str]) -> Callable[[list[str]], Profile | Rejection]:
+        positions = [header.index(c) for c in self._columns]
+        pick = operator.itemgetter(*positions) if len(positions) > 1 else (lambda row: (row[positions[0]],))
+        apply = self.apply_values
+
+        def map_values(values: list[str]) -> Profile | Rejection:
+            return apply(pick(values))
+
+        return map_values
+
+    def map_records(self, columns: list[str] | None, numbers: list[int], records: list[object]) -> MappedRows:
+        """Maps CSV records (lists of values under `columns`) or JSON Lines records (dicts)."""
+        apply = self.for_columns(columns) if columns is not None else self.map
+        profiles: list[dict[str, object]] = []
+        valid: list[int] = []
+        rejections: list[tuple[int, Rejection]] = []
+        for number, record in zip(numbers, records, strict=True):
+            mapped = apply(record)  # type: ignore[arg-type]
+            if type(mapped) is Profile:
+                profiles.append(mapped.attributes)
+                valid.append(number)
+            else:
+                rejections.append((number, mapped))  # type: ignore[arg-type]
+        bodies = pa.array([serialize_profile(attributes) + b"," for attributes in profiles], pa.binary())
+        identifiers = pa.array([identifier_text(attributes) for attributes in profiles], pa.string())
+        return MappedRows(
+            np.array(valid, dtype=np.int64),
+            fingerprints(identifiers),
+            bodies,
+            lambda at: [mask_attributes(profiles[i]) for i in at.tolist()],
+            rejections,
+            identifiers,
+        )
+
+    def map(self, row: Mapping[str, object]) -> Profile | Rejection:
+        try:
+            texts = [_text(row.get(c), c) for c in self._columns[: self._text_count]]
+            return self.apply_values((*texts, *(row.get(c) for _, c in self._properties)))
+        except _NotText as exc:
+            return Rejection(exc.field, f"{exc.field} is a JSON {exc.kind}, not text", "")
+
+    @property
+    def columns(self) -> list[str]:
+        """The input columns `apply_values` takes, in its order."""
+        return list(self._columns)
+
+    @property
+    def identifier_columns(self) -> tuple[str | None, str | None, str | None]:
+        """The email, phone number and external id columns (None where not mapped)."""
+        return self._id_columns  # type: ignore[return-value]
+
+    @property
+    def text_fields(self) -> list[tuple[str, str]]:
+        """(field, column) of the top-level text attributes, in the order a profile holds them."""
+        return [(f, c) for f, c in self._ids if c] + self._plain
+
+    @property
+    def location_fields(self) -> list[tuple[str, str]]:
+        return list(self._location)
+
+    @property
+    def property_fields(self) -> list[tuple[str, str]]:
+        return list(self._properties)
+
+    def apply_values(self, values: tuple) -> Profile | Rejection:  # type: ignore[type-arg]
+        """Maps one row given as the values of `columns`, in that order."""
+        attributes: dict[str, object] = {}
+        identified = False
+        at = 0
+        email_column, phone_column, external_column = self._id_columns
+        if email_column:
+            raw = values[at].strip()
+            at += 1
+            if raw:
+                email = raw.lower()
+                if not plain_email(email):
+                    try:
+                        email = normalize_email(raw)
+                    except ValueError as exc:
+                        return Rejection("email", f"email is not valid: {exc}", mask_email(raw))
+                attributes["email"] = email
+                identified = True
+        if phone_column:
+            raw = values[at].strip()
+            at += 1
+            if raw:
+                if not quick_e164(raw):
+                    try:
+                        raw = normalize_phone(raw, self._region)
+                    except ValueError as exc:
+                        return Rejection("phone_number", f"phone_number cannot be made E.164: {exc}", mask_phone(raw))
+                attributes["phone_number"] = raw
+                identified = True
+        if external_column:
+            raw = values[at].strip()
+            at += 1
+            if raw:
+                if len(raw) > MAX_EXTERNAL_ID:
+                    reason = f"external_id is longer than {MAX_EXTERNAL_ID} characters"
+                    return Rejection("external_id", reason, mask_text(raw))
+                attributes["external_id"] = raw
+                identified = True
+        if not identified:
+            return Rejection(self._first_identifier, f"no identifier: {self._missing_identifier} empty", "")
+        plain_end, location_end = self._plain_end, self._location_end
+        for name, value in zip(self._plain_names, values[at:plain_end], strict=True):
+            value = value.strip()
+            if value:
+                attributes[name] = value
+        if location_end > plain_end:
+            location = {}
+            for name, value in zip(self._location_names, values[plain_end:location_end], strict=True):
+                value = value.strip()
+                if value:
+                    location[name] = value
+            if location:
+                attributes["location"] = location
+        if self._property_names:
+            properties = {}
+            for name, value in zip(self._property_names, values[location_end:], strict=True):
+                if value is not None and value != "":
+                    properties[name] = value
+            if properties:
+                attributes["properties"] = properties
+        return Profile(attributes)
+
+
+class _NotText(Exception):
+    def __init__(self, field: str, kind: str) -> None:
+        self.field, self.kind = field, kind
+
+
+def _text(value: object, column: str = "") -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if value is None:
+        return ""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise _NotText(column, type(value).__name__)
