@@ -9,9 +9,7 @@ import azurefunctions.extensions.bindings.blob as blob_types
 import orjson
 
 from shared import telemetry
-from shared.control import api, openapi
-from shared.control.runs import execute_run, mark_poisoned, on_segment_blob, plan_scheduled_runs
-from shared.control.services import get_services
+from shared.control import api, execute_run, get_services, mark_poisoned, on_segment_blob, openapi, plan_scheduled_runs
 from shared.settings import RUNS_QUEUE
 
 telemetry.configure()  # Application Insights when APPLICATIONINSIGHTS_CONNECTION_STRING is set; else nothing

@@ -14,18 +14,23 @@ from typing import TYPE_CHECKING, NoReturn
 
 from azure.core.exceptions import ResourceExistsError
 
-from shared.engine.checkpoint import FileCheckpoints
-from shared.engine.exporter import ConfigurationError, ExportSpec, run_export
-from shared.engine.progress import ProgressBar, ProgressLog
-from shared.engine.report import FAILED, INCOMPLETE, RejectsFile
-from shared.klaviyo.client import KlaviyoError
-from shared.mapping.config import STANDARD_FIELDS, FieldMapping, MappingError
+from shared.engine import (
+    ConfigurationError,
+    ExportSpec,
+    FileCheckpoints,
+    ProgressBar,
+    ProgressLog,
+    RejectsFile,
+    RunStatus,
+    run_export,
+)
+from shared.klaviyo import KlaviyoError
+from shared.mapping import STANDARD_FIELDS, FieldMapping, MappingError
 from shared.secrets import KeyVaultSecrets, SecretError
 from shared.settings import Settings, StorageConnection
-from shared.sources.segments import SegmentError, SegmentSource, blob_segment, local_segment
+from shared.sources import SegmentError, SegmentSource, blob_segment, local_segment
 from shared.storage import blob_service, save_report, split_blob_path
-from shared.sync.options import DEFAULT_MAX_REMOVAL_SHARE
-from shared.sync.state import BlobSyncState, FolderSyncState, SyncStateStore
+from shared.sync import DEFAULT_MAX_REMOVAL_SHARE, BlobSyncState, FolderSyncState, SyncStateStore
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient
@@ -222,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             save_report(service, settings.reports_container, report, rejects)
         except Exception as exc:
-            report.status = FAILED
+            report.status = RunStatus.FAILED
             report.error = f"the report could not be written to blob storage ({type(exc).__name__})"
     if args.report:
         try:
@@ -232,16 +237,16 @@ def _run(args: argparse.Namespace) -> int:
             report.rejects_file = str(rejects_path)
             args.report.write_bytes(report.to_json())
         except OSError as exc:  # a run whose report is lost must not pass for a success
-            report.status = FAILED
+            report.status = RunStatus.FAILED
             report.error = f"the report could not be written to {args.report}: {exc.strerror or exc}"
     rejects.discard()
     print(report.summary())
-    if report.status == INCOMPLETE:
+    if report.status == RunStatus.INCOMPLETE:
         print("incomplete: the time budget ran out; run the same command again to go on from the checkpoint")
         return EXIT_INCOMPLETE
-    if checkpoints is not None and report.status != FAILED:
+    if checkpoints is not None and report.status != RunStatus.FAILED:
         checkpoints.delete()
-    return EXIT_FAILED if report.status == FAILED else EXIT_OK
+    return EXIT_FAILED if report.status == RunStatus.FAILED else EXIT_OK
 
 
 def _api_key(args: argparse.Namespace) -> str:

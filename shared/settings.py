@@ -6,8 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.klaviyo.client import DEFAULT_BASE_URL, KlaviyoClient
-from shared.klaviyo.ratelimit import rate_limit_scale
+from shared.klaviyo import DEFAULT_BASE_URL, KlaviyoClient, rate_limit_scale
 
 RUNS_QUEUE = "export-runs"
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ResourceExistsError
 
-from shared.engine.report import RejectsFile, RunReport
+from shared.engine import RejectsFile, RunReport
 from shared.settings import StorageConnection
 
 if TYPE_CHECKING:

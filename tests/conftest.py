@@ -13,16 +13,15 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from shared.control.auth import ADMIN, CONTRIBUTOR, encode_principal
-from shared.control.services import Services, use_services
+from shared.control import ADMIN, Services, encode_principal, use_services
+from shared.control.auth import CONTRIBUTOR
 from shared.control.store import Store
-from shared.engine.exporter import ExportSpec, run_export
-from shared.engine.report import RejectsFile, RunReport
-from shared.klaviyo.client import KlaviyoClient
-from shared.mapping.config import FieldMapping
+from shared.engine import ExportSpec, RejectsFile, RunReport, run_export
+from shared.klaviyo import KlaviyoClient
+from shared.mapping import FieldMapping
 from shared.secrets import KeyVaultSecrets
 from shared.settings import Settings, StorageConnection
-from shared.sources.segments import blob_segment
+from shared.sources import blob_segment
 from tests.api_contract import Exchange, check_exchange
 from tools.azurite import Azurite
 from tools.functions_host import FUNCTIONS, LocalFunctionsHost

@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 import function_app
-from shared.control.auth import ADMIN, CONTRIBUTOR, encode_principal
-from shared.control.services import use_services
+from shared.control import ADMIN, encode_principal, use_services
+from shared.control.auth import CONTRIBUTOR
 from tests.conftest import AUTH_SETTINGS, SECRET, App, build_app
 from tools.azurite import Azurite
 from tools.functions_host import FUNCTIONS

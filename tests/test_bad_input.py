@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.engine.exporter import ConfigurationError, ExportSpec, run_export
-from shared.engine.report import COMPLETED_WITH_REJECTS, FAILED, SUCCEEDED, RejectsFile, RunReport
-from shared.mapping.config import FieldMapping
-from shared.sources import csv_blocks
-from shared.sources.segments import MAX_LINE_BYTES, local_segment
+from shared.engine import ConfigurationError, ExportSpec, RejectsFile, RunReport, run_export
+from shared.engine.status import COMPLETED_WITH_REJECTS, FAILED, SUCCEEDED
+from shared.mapping import FieldMapping
+from shared.sources import csv_blocks, local_segment
+from shared.sources.segments import MAX_LINE_BYTES
 from tests.conftest import Exporter, member_emails
 from tools.klaviyo_sim import KlaviyoSimulator
 

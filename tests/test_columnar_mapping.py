@@ -9,13 +9,11 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.mapping.columnar import ColumnarMapper
+from shared.mapping import ColumnarMapper, FieldMapping, MappedRows, ProfileMapper
 from shared.mapping.columnar_checks import fast_e164, fast_email
-from shared.mapping.config import FieldMapping
 from shared.mapping.normalize import plain_email as _plain_email
 from shared.mapping.normalize import possible_lengths
 from shared.mapping.normalize import quick_e164 as _quick_e164
-from shared.mapping.rows import MappedRows, ProfileMapper
 
 COLUMNS = ["email", "phone", "customer_id", "first", "city", "tier", "note"]
 MAPPING = FieldMapping(

@@ -9,9 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.sources import csv_blocks
-from shared.sources.csv_blocks import TableChunk
-from shared.sources.segments import SegmentError, local_segment
+from shared.sources import SegmentError, TableChunk, csv_blocks, local_segment
 
 HEADER = "id,email,phone\n"
 

@@ -6,9 +6,9 @@ import gzip
 
 import pytest
 
-from shared.engine.exporter import ConfigurationError
-from shared.engine.report import COMPLETED_WITH_REJECTS, FAILED, SUCCEEDED
-from shared.mapping.config import FieldMapping
+from shared.engine import ConfigurationError
+from shared.engine.status import COMPLETED_WITH_REJECTS, FAILED, SUCCEEDED
+from shared.mapping import FieldMapping
 from tests.conftest import Exporter, member_emails
 from tools.klaviyo_sim import KlaviyoSimulator
 from tools.segment_gen import Expected, encode, generate_rows
@@ -178,8 +178,8 @@ def test_unknown_list_fails_before_sending(exporter: Exporter, klaviyo: KlaviyoS
 
 
 def test_failed_report_when_blob_changes_mid_run(exporter: Exporter, container, klaviyo: KlaviyoSimulator):
-    from shared.engine.exporter import ExportSpec, run_export
-    from shared.sources.segments import blob_segment
+    from shared.engine import ExportSpec, run_export
+    from shared.sources import blob_segment
 
     exporter.upload("moving.csv", csv_bytes("email", "a@example.com"))
     source = blob_segment(container, "moving.csv")
@@ -207,11 +207,11 @@ def test_profiles_failing_inside_a_job_are_reported_against_their_rows(
 
 def test_profiles_klaviyo_refuses_are_taken_out_and_the_rest_resent(client, klaviyo: KlaviyoSimulator, list_id: str):
     # Our validation keeps such profiles out; this drives the splitter directly with ones Klaviyo refuses.
+    from shared.engine import ExportSpec, RejectsFile, RunReport
     from shared.engine.batching import Batch
-    from shared.engine.exporter import ExportSpec, _Run
-    from shared.engine.report import RejectsFile, RunReport
+    from shared.engine.exporter import _Run
     from shared.mapping.identifiers import identifier_key, serialize_profile
-    from shared.sources.segments import local_segment
+    from shared.sources import local_segment
 
     emails = ["ok1@example.com", "bad@@example.com", "ok2@example.com", "also bad@example.com", "ok3@example.com"]
     batch = Batch()

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.engine.exporter import ConfigurationError, ExportSpec, run_export
-from shared.engine.report import COMPLETED_WITH_REJECTS, FAILED, Counts, RejectsFile, RunReport
-from shared.klaviyo.client import KlaviyoClient
-from shared.mapping.config import FieldMapping
-from shared.sources.segments import local_segment
+from shared.engine import ConfigurationError, Counts, ExportSpec, RejectsFile, RunReport, run_export
+from shared.engine.status import COMPLETED_WITH_REJECTS, FAILED
+from shared.klaviyo import KlaviyoClient
+from shared.mapping import FieldMapping
+from shared.sources import local_segment
 from tests.conftest import API_KEY, member_emails
 from tools.klaviyo_sim import KlaviyoSimulator
 from tools.segment_gen import COLUMNS, Expected, encode, generate_values

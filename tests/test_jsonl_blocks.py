@@ -14,12 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest import MonkeyPatch
 
-from shared.mapping.columnar import ColumnarMapper
-from shared.mapping.config import FieldMapping
-from shared.mapping.rows import ProfileMapper
-from shared.sources import jsonl_blocks, segments
-from shared.sources.csv_blocks import TableChunk
-from shared.sources.segments import SegmentError, local_segment
+from shared.mapping import ColumnarMapper, FieldMapping, ProfileMapper
+from shared.sources import SegmentError, TableChunk, jsonl_blocks, local_segment, segments
 
 MAPPING = FieldMapping({"email": "email", "phone_number": "phone", "first_name": "name"}, {"tier": "tier"})
 

@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from shared.engine.batching import Batch, Batcher
-from shared.klaviyo.client import REVISION, InvalidPayload, KlaviyoClient, KlaviyoError
+from shared.klaviyo import InvalidPayload, KlaviyoClient, KlaviyoError
+from shared.klaviyo.client import REVISION
 from shared.mapping.identifiers import serialize_profile
 from shared.settings import Settings
 from tests.conftest import API_KEY

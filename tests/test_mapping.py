@@ -10,10 +10,10 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.mapping.config import FieldMapping, MappingError
+from shared.mapping import FieldMapping, MappingError, ProfileMapper
 from shared.mapping.identifiers import identifier_key
 from shared.mapping.normalize import normalize_email, normalize_phone
-from shared.mapping.rows import Profile, ProfileMapper, Rejection
+from shared.mapping.rows import Profile, Rejection
 from shared.privacy import mask_email, mask_phone, mask_text
 
 EMAIL_ONLY = ProfileMapper(FieldMapping({"email": "Email"}))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+from typing import get_args
 
 import azure.functions as func
 import orjson
 import pytest
 from openapi_spec_validator import validate
 
+from shared.control import use_services
+from shared.control.models import RunState
 from shared.control.openapi import document
-from shared.control.services import use_services
+from shared.engine import RunStatus
 from tests.api_contract import path_template
 from tools.functions_host import FUNCTIONS
 
@@ -77,3 +80,9 @@ def test_the_document_is_served_without_a_key_a_caller_or_storage(monkeypatch):
     assert served == document("https://kse.azurewebsites.net")
     assert served["servers"] == [{"url": "https://kse.azurewebsites.net"}]
     assert str(FUNCTIONS["openapi_document"].get_trigger().auth_level) == "ANONYMOUS"
+
+
+def test_the_run_states_the_api_shows_are_the_engines_run_statuses():
+    # The API spells each state out (so the document keeps its schemas inline); they must not drift.
+    # INCOMPLETE is the engine's word for a run that goes back on the queue: the API shows it queued.
+    assert set(get_args(RunState)) == {status.value for status in RunStatus} - {RunStatus.INCOMPLETE}

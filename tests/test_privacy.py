@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.cli import main as cli_main
-from shared.mapping.config import FieldMapping
+from shared.mapping import FieldMapping, ProfileMapper
 from shared.mapping.normalize import normalize_email, normalize_phone
-from shared.mapping.rows import ProfileMapper, Rejection
+from shared.mapping.rows import Rejection
 from shared.privacy import mask_email, redact
 from tests.conftest import API_KEY, SECRET, App
 from tools.keyvault_sim import LocalKeyVault

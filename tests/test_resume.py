@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shared.engine.exporter import ExportSpec
+from shared.engine import ExportSpec
 from tests.conftest import API_KEY, member_emails
 from tools.klaviyo_sim import KlaviyoSimulator
 from tools.segment_gen import Expected, write_segment

@@ -8,7 +8,7 @@ import math
 import pytest
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
-from shared.control.services import Services
+from shared.control import Services
 from shared.settings import Settings
 from shared.storage import blob_service, queue_client, table_service
 

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.klaviyo.client import KlaviyoClient
+from shared.klaviyo import KlaviyoClient
 from tools.klaviyo_sim import KlaviyoSimulator, SimulatorConfig
 
 # Not conftest's key: importing conftest (and Azure's SDK with it) would slow each spawned process.

@@ -13,12 +13,12 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from shared.cli import main as cli_main
-from shared.engine.exporter import ExportSpec, run_export
-from shared.engine.report import FAILED, SUCCEEDED, Counts, RejectsFile, RunReport
-from shared.klaviyo.client import KlaviyoClient
-from shared.mapping.config import FieldMapping
+from shared.engine import Counts, ExportSpec, RejectsFile, RunReport, run_export
+from shared.engine.status import FAILED, SUCCEEDED
+from shared.klaviyo import KlaviyoClient
+from shared.mapping import FieldMapping
 from shared.settings import StorageConnection
-from shared.sources.segments import blob_segment
+from shared.sources import blob_segment
 from shared.storage import DOWNLOAD_RANGE_BYTES, blob_service
 from tests.conftest import API_KEY, App, member_emails
 from tools.azurite import Azurite

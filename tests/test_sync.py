@@ -10,16 +10,21 @@ import pyarrow as pa
 import pytest
 
 from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from shared.engine import (
+    ConfigurationError,
+    Counts,
+    ExportSpec,
+    FileCheckpoints,
+    RunReport,
+    run_export,
+)
 from shared.engine.batching import Batcher
-from shared.engine.checkpoint import FileCheckpoints
-from shared.engine.exporter import ConfigurationError, ExportSpec, run_export
-from shared.engine.report import COMPLETED_WITH_REJECTS, FAILED, INCOMPLETE, SUCCEEDED, Counts, RunReport
-from shared.klaviyo.client import KlaviyoClient
-from shared.mapping.config import FieldMapping
-from shared.mapping.fingerprints import fingerprints
-from shared.sources.segments import blob_segment
-from shared.sync.run import SyncRun
-from shared.sync.state import FolderSyncState, SyncState
+from shared.engine.status import COMPLETED_WITH_REJECTS, FAILED, INCOMPLETE, SUCCEEDED
+from shared.klaviyo import KlaviyoClient
+from shared.mapping import FieldMapping, fingerprints
+from shared.sources import blob_segment
+from shared.sync import FolderSyncState, SyncRun
+from shared.sync.state import SyncState
 from tests.conftest import API_KEY, member_emails
 from tools.klaviyo_sim import KlaviyoSimulator
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 
-from shared.control.auth import ADMIN, encode_principal
+from shared.control import ADMIN, encode_principal
 from tools.functions_host import LocalFunctionsHost
 from tools.local_stack import API_KEY, SECRET_NAME, LocalStack
 from tools.segment_gen import Expected, encode, generate_rows

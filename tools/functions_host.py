@@ -21,7 +21,7 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import TextBase64DecodePolicy
 
 import function_app
-from shared.control.services import Services
+from shared.control import Services
 from shared.settings import RUNS_QUEUE
 from shared.storage import queue_client
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from shared.control.auth import ADMIN, encode_principal
-from shared.control.services import Services, use_services
+from shared.control import ADMIN, Services, encode_principal, use_services
 from shared.secrets import KeyVaultSecrets
 from shared.settings import Settings, StorageConnection
 from tools.azurite import Azurite

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -16,9 +16,9 @@ from pydantic import (
     model_validator,
 )
 
-from shared.engine.report import Counts, RunReport
-from shared.mapping.config import FieldMapping, MappingError
-from shared.sync.options import DEFAULT_MAX_REMOVAL_SHARE
+from shared.engine import Counts, RunReport
+from shared.mapping import FieldMapping, MappingError
+from shared.sync import DEFAULT_MAX_REMOVAL_SHARE
 
 # Lowercase letters, digits and single dashes: safe in URLs, table keys and blob paths.
 NAME_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
@@ -29,8 +29,9 @@ ContainerName = Annotated[str, StringConstraints(pattern=NAME_PATTERN, min_lengt
 _BLOB_PATH = re.compile(r"^[^\x00-\x1f\\]{1,1024}$")
 
 UsableBy = Literal["admins", "contributors"]
+# RunStatus's values as the API shows them (a Literal keeps each schema inline in the OpenAPI document;
+# tests/test_openapi.py checks the two agree).
 RunState = Literal["queued", "running", "succeeded", "completed_with_rejects", "failed", "skipped"]
-RUN_STATES: tuple[str, ...] = get_args(RunState)
 SegmentFormat = Literal["auto", "csv", "jsonl"]
 SyncMode = Literal["add", "mirror"]
 RemovalShare = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -46,7 +47,6 @@ _RECONCILE = (
 )
 _CONFIRM = "mirror: remove even when the safety stop would hold the removals back (empty segment, share passed)"
 Delimiter = Literal[",", ";", "\t", "|"]
-TERMINAL_STATES = ("succeeded", "completed_with_rejects", "failed", "skipped")
 
 
 def is_valid_name(name: str) -> bool:

@@ -14,14 +14,21 @@ from typing import Any
 import orjson
 from azure.core.exceptions import ResourceExistsError
 
-from shared.control.models import TERMINAL_STATES
 from shared.control.services import Services
 from shared.control.store import new_run_id, utc_now
-from shared.engine.checkpoint import BlobCheckpoints
-from shared.engine.exporter import ConfigurationError, ExportSpec, run_export
-from shared.engine.report import FAILED, INCOMPLETE, Counts, RejectsFile, RunReport
-from shared.klaviyo.client import KlaviyoError
-from shared.mapping.config import FieldMapping
+from shared.engine import (
+    TERMINAL_STATUSES,
+    BlobCheckpoints,
+    ConfigurationError,
+    Counts,
+    ExportSpec,
+    RejectsFile,
+    RunReport,
+    RunStatus,
+    run_export,
+)
+from shared.klaviyo import KlaviyoError
+from shared.mapping import FieldMapping
 from shared.secrets import SecretError
 from shared.sources.segments import (
     BlobPart,
@@ -32,8 +39,7 @@ from shared.sources.segments import (
     is_data_name,
 )
 from shared.storage import report_prefix, save_report
-from shared.sync.options import DEFAULT_MAX_REMOVAL_SHARE, SyncMode
-from shared.sync.state import BlobSyncState
+from shared.sync import DEFAULT_MAX_REMOVAL_SHARE, BlobSyncState, SyncMode
 from shared.telemetry import run_context, run_finished
 
 log = logging.getLogger(__name__)
@@ -62,7 +68,7 @@ def start_run(
         "run_id": new_run_id(),
         "export_name": export_name,
         "trigger": trigger,
-        "status": "queued",
+        "status": RunStatus.QUEUED,
         "requested_by": requested_by,
         "created_at": utc_now(),
         "attempts": 0,
@@ -87,7 +93,7 @@ def record_skipped(services: Services, export_name: str, trigger: str, reason: s
         "run_id": new_run_id(),
         "export_name": export_name,
         "trigger": trigger,
-        "status": "skipped",
+        "status": RunStatus.SKIPPED,
         "requested_by": trigger,
         "created_at": now,
         "finished_at": now,
@@ -224,14 +230,14 @@ def execute_run(
             return None
     run, etag = found
     with run_context(run_id, run["export_name"]):
-        if run["status"] in TERMINAL_STATES:
+        if run["status"] in TERMINAL_STATUSES:
             log.info("run %s is already %s; repeated message ignored", run_id, run["status"])
             return run
-        if run["status"] == "running" and time.time() - float(run.get("heartbeat", 0)) < STALE_AFTER_SECONDS:
+        if run["status"] == RunStatus.RUNNING and time.time() - float(run.get("heartbeat", 0)) < STALE_AFTER_SECONDS:
             raise RunBusy(f"run {run_id} is being executed by another worker")
         now = time.time()
         claim = {
-            "status": "running",
+            "status": RunStatus.RUNNING,
             "started_at": utc_now(),
             "heartbeat": now,
             "first_started": run.get("first_started") or now,  # the run's duration spans its continuations
@@ -262,22 +268,22 @@ def _execute(services: Services, run: dict[str, Any], thread_initializer: Callab
     store = services.store
     export = store.get_export(run["export_name"])
     if export is None:
-        return _finish(services, run, "skipped", reason="the export was deleted before the run started")
+        return _finish(services, run, RunStatus.SKIPPED, reason="the export was deleted before the run started")
     connection = store.get_connection(export["connection"])
     if connection is None:
-        return _finish(services, run, FAILED, reason=f"connection {export['connection']!r} does not exist")
+        return _finish(services, run, RunStatus.FAILED, reason=f"connection {export['connection']!r} does not exist")
     if not connection.get("consent"):
         return _finish(
             services,
             run,
-            FAILED,
+            RunStatus.FAILED,
             reason=f"connection {connection['name']!r} has no recorded privacy consent: nothing was sent",
         )
     try:
         api_key = services.secrets.get(connection["secret_name"])
         source = resolve_segment(services, export, run.get("segment_hint"))
     except (SecretError, SegmentError) as exc:
-        return _finish(services, run, FAILED, reason=str(exc))
+        return _finish(services, run, RunStatus.FAILED, reason=str(exc))
     spec = ExportSpec(
         export["name"],
         export["list_id"],
@@ -301,13 +307,13 @@ def _execute(services: Services, run: dict[str, Any], thread_initializer: Callab
         report = run_export(source, spec, client, progress, rejects, checkpoints, sync_state)
     except ConfigurationError as exc:
         rejects.discard()
-        return _finish(services, run, FAILED, reason=str(exc), source_version=source.version)
+        return _finish(services, run, RunStatus.FAILED, reason=str(exc), source_version=source.version)
     except KlaviyoError as exc:
         rejects.discard()
-        return _finish(services, run, FAILED, reason=str(exc), source_version=source.version)
+        return _finish(services, run, RunStatus.FAILED, reason=str(exc), source_version=source.version)
     finally:
         client.close()
-    if report.status == INCOMPLETE:
+    if report.status == RunStatus.INCOMPLETE:
         rejects.discard()
         return _continue_later(services, run, report)
     status, reason = report.status, report.error
@@ -323,7 +329,7 @@ def _execute(services: Services, run: dict[str, Any], thread_initializer: Callab
             f"{services.settings.reports_container}/{report_prefix(export['name'], run['run_id'])}report.json"
         )
     except Exception as exc:  # a run whose report is lost must not pass for a success
-        status, reason = FAILED, f"the report could not be written to blob storage ({type(exc).__name__})"
+        status, reason = RunStatus.FAILED, f"the report could not be written to blob storage ({type(exc).__name__})"
         log.error("run %s: %s", run["run_id"], reason)
     finally:
         rejects.discard()
@@ -331,7 +337,7 @@ def _execute(services: Services, run: dict[str, Any], thread_initializer: Callab
         fields["reason"] = reason
     finished = _finish(services, run, status, **fields)
     checkpoints.delete()
-    if status != FAILED:
+    if status != RunStatus.FAILED:
         store.update_export(export["name"], {"last_success_version": source.version, "last_success_run": run["run_id"]})
     return finished
 
@@ -354,7 +360,7 @@ def _checkpoints(services: Services, export_name: str, run_id: str) -> BlobCheck
 def _continue_later(services: Services, run: dict[str, Any], report: RunReport) -> dict[str, Any]:
     """The time budget ran out: the run goes back on the queue and resumes from its checkpoint."""
     changes = {
-        "status": "queued",
+        "status": RunStatus.QUEUED,
         "counts": _counts(report.counts),
         "continuations": int(run.get("continuations", 0)) + 1,
     }
@@ -368,13 +374,13 @@ def _continue_later(services: Services, run: dict[str, Any], report: RunReport) 
 def mark_poisoned(services: Services, message: dict[str, Any]) -> None:
     """A message the queue gave up on: its run, if not finished, is failed with that reason."""
     run = services.store.get_run(str(message.get("run_id", "")))
-    if run is None or run["status"] in TERMINAL_STATES:
+    if run is None or run["status"] in TERMINAL_STATUSES:
         return
     with run_context(run["run_id"], run["export_name"]):
         _finish(
             services,
             run,
-            FAILED,
+            RunStatus.FAILED,
             reason="the worker failed repeatedly on this run; its message was moved to the poison queue",
         )
 

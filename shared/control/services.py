@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from shared.control.auth import running_in_azure
 from shared.control.store import Store
-from shared.klaviyo.client import KlaviyoClient
+from shared.klaviyo import KlaviyoClient
 from shared.secrets import KeyVaultSecrets, SecretError
 from shared.settings import RUNS_QUEUE, Settings
 from shared.storage import blob_service, queue_client, table_service

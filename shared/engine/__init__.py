@@ -1,0 +1,22 @@
+"""One export run: stream, map, dedupe, batch, upload, follow the jobs, checkpoint and report."""
+
+from shared.engine.checkpoint import BlobCheckpoints, FileCheckpoints
+from shared.engine.exporter import ConfigurationError, ExportSpec, run_export
+from shared.engine.progress import ProgressBar, ProgressLog
+from shared.engine.report import Counts, RejectsFile, RunReport
+from shared.engine.status import TERMINAL_STATUSES, RunStatus
+
+__all__ = [
+    "BlobCheckpoints",
+    "ConfigurationError",
+    "Counts",
+    "ExportSpec",
+    "FileCheckpoints",
+    "ProgressBar",
+    "ProgressLog",
+    "RejectsFile",
+    "RunReport",
+    "RunStatus",
+    "TERMINAL_STATUSES",
+    "run_export",
+]

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from shared.klaviyo.client import MAX_JOB_BYTES, MAX_PROFILES_PER_JOB
+from shared.klaviyo import MAX_JOB_BYTES, MAX_PROFILES_PER_JOB
 
 HEAD = b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":['
 

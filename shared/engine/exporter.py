@@ -23,19 +23,21 @@ from shared.engine.batching import Batch, Batcher
 from shared.engine.checkpoint import Checkpoint, CheckpointStore
 from shared.engine.dedupe import SeenKeys
 from shared.engine.memory import tune_allocator
-from shared.engine.report import COMPLETED_WITH_REJECTS, FAILED, INCOMPLETE, SUCCEEDED, Counts, RejectsFile, RunReport
-from shared.klaviyo.client import MAX_PROFILE_BYTES, ImportJob, InvalidPayload, KlaviyoClient, KlaviyoError
-from shared.mapping.columnar import ColumnarMapper, ColumnsMapped
-from shared.mapping.config import FieldMapping
-from shared.mapping.fingerprints import text_fingerprints
-from shared.mapping.identifiers import identifier_text
-from shared.mapping.rows import MappedRows, ProfileMapper
+from shared.engine.report import Counts, RejectsFile, RunReport
+from shared.engine.status import RunStatus
+from shared.klaviyo import MAX_PROFILE_BYTES, ImportJob, InvalidPayload, KlaviyoClient, KlaviyoError
+from shared.mapping import (
+    ColumnarMapper,
+    ColumnsMapped,
+    FieldMapping,
+    MappedRows,
+    ProfileMapper,
+    identifier_text,
+    text_fingerprints,
+)
 from shared.privacy import mask_attributes, redact
-from shared.sources.csv_blocks import TableChunk
-from shared.sources.segments import RowChunk, SegmentError, SegmentSource, SegmentUnavailable, looks_like_data
-from shared.sync.options import DEFAULT_MAX_REMOVAL_SHARE, SyncMode, SyncOptions, SyncOptionsError
-from shared.sync.run import SyncRun
-from shared.sync.state import SyncStateStore
+from shared.sources import RowChunk, SegmentError, SegmentSource, SegmentUnavailable, TableChunk, looks_like_data
+from shared.sync import DEFAULT_MAX_REMOVAL_SHARE, SyncMode, SyncOptions, SyncOptionsError, SyncRun, SyncStateStore
 from shared.telemetry import carry_run_context, run_context
 
 log = logging.getLogger(__name__)
@@ -189,13 +191,13 @@ class _Run:
         if r.error or self.interrupted:
             self.counts.not_sent = self.counts.unaccounted
         if r.error:
-            r.status = FAILED
+            r.status = RunStatus.FAILED
         elif self.interrupted:
-            r.status = INCOMPLETE
+            r.status = RunStatus.INCOMPLETE
         elif self.counts.rejected or self.counts.failed:
-            r.status = COMPLETED_WITH_REJECTS
+            r.status = RunStatus.COMPLETED_WITH_REJECTS
         else:
-            r.status = SUCCEEDED
+            r.status = RunStatus.SUCCEEDED
         self._emit_progress()
         log.info(
             "run %s %s: %d read, %d sent, %d accepted, %d failed, %d rejected, %d duplicates in %.1f s",

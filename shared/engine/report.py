@@ -12,8 +12,6 @@ from typing import Any
 
 import orjson
 
-SUCCEEDED, COMPLETED_WITH_REJECTS, FAILED = "succeeded", "completed_with_rejects", "failed"
-INCOMPLETE = "incomplete"  # the time budget ran out: a checkpoint says where to go on
 REJECTS_COLUMNS = ["source", "row", "identifier", "outcome", "field", "reason"]
 MAX_REASONS = 20  # distinct reasons the report names per outcome; the rest are summed
 OTHER_REASONS = "(other reasons)"
@@ -47,7 +45,7 @@ class RunReport:
     source_version: str
     started_at: str
     finished_at: str = ""
-    status: str = ""
+    status: str = ""  # a RunStatus once the run ends (a str here keeps the report's schema in the API as it is)
     dry_run: bool = False
     counts: Counts = field(default_factory=Counts)
     job_ids: list[str] = field(default_factory=list)

@@ -1,0 +1,25 @@
+"""The Klaviyo API client: transport, retries, pagination, errors and rate limits."""
+
+from shared.klaviyo.client import (
+    DEFAULT_BASE_URL,
+    MAX_JOB_BYTES,
+    MAX_PROFILE_BYTES,
+    MAX_PROFILES_PER_JOB,
+    ImportJob,
+    InvalidPayload,
+    KlaviyoClient,
+    KlaviyoError,
+)
+from shared.klaviyo.ratelimit import rate_limit_scale
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "ImportJob",
+    "InvalidPayload",
+    "KlaviyoClient",
+    "KlaviyoError",
+    "MAX_JOB_BYTES",
+    "MAX_PROFILES_PER_JOB",
+    "MAX_PROFILE_BYTES",
+    "rate_limit_scale",
+]

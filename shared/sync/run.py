@@ -10,8 +10,8 @@ from typing import Protocol
 import numpy as np
 import pyarrow as pa
 
-from shared.klaviyo.client import KlaviyoClient
-from shared.mapping.fingerprints import fingerprints, text_fingerprints
+from shared.klaviyo import KlaviyoClient
+from shared.mapping import fingerprints, text_fingerprints
 from shared.sync.options import SyncOptions
 from shared.sync.state import Int64Blocks, SyncState, SyncStateStore
 
