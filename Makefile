@@ -51,8 +51,13 @@ bench: deps
 	$(PY) -m compileall -q shared tools
 	$(PY) -m bench.run $(BENCH_ARGS)
 
+# Lint, format, types, the import-linter layers (pyproject.toml) and the code's shape (tools/code_shape.py).
 lint: deps
 	$(VENV)/bin/ruff check shared tools tests bench function_app.py
+	$(VENV)/bin/ruff format --check shared tools tests bench function_app.py
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(PY) -m tools.code_shape
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) node_modules .pytest_cache
