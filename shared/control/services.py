@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class SecretSource(Protocol):
+    """Where connections' API keys are read from, by secret name."""
+
     def get(self, name: str) -> str: ...
 
 
@@ -44,6 +46,8 @@ class LocalKeySecrets:
 
 @dataclass
 class Services:
+    """Everything a trigger or an API handler works with: the settings and one client of each kind."""
+
     settings: Settings
     store: Store
     queue: QueueClient
