@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from typing import cast
 
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob_types
@@ -10,7 +12,7 @@ import orjson
 
 from shared import telemetry
 from shared.control import api, execute_run, get_services, mark_poisoned, on_segment_blob, openapi, plan_scheduled_runs
-from shared.settings import RUNS_QUEUE
+from shared.settings import RUNS_QUEUE, SEGMENTS_STORAGE_SETTING, STORAGE_SETTING
 
 telemetry.configure()  # Application Insights when APPLICATIONINSIGHTS_CONNECTION_STRING is set; else nothing
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -64,17 +66,20 @@ def scheduled_exports(timer: func.TimerRequest) -> None:
     plan_scheduled_runs(get_services())
 
 
-@app.queue_trigger(arg_name="message", queue_name=RUNS_QUEUE, connection="AzureWebJobsStorage")
+@app.queue_trigger(arg_name="message", queue_name=RUNS_QUEUE, connection=STORAGE_SETTING)
 def run_export(message: func.QueueMessage, context: func.Context) -> None:
     invocation_id = context.invocation_id
+    # The SDK annotates thread_local_storage as the class threading.local; the worker hands over an instance,
+    # whose invocation_id attribute it reads to tie log records from other threads to this invocation.
+    thread_storage = cast(threading.local, context.thread_local_storage)
 
     def carry_invocation_id() -> None:  # log records from worker threads are dropped without it
-        context.thread_local_storage.invocation_id = invocation_id
+        thread_storage.invocation_id = invocation_id
 
     execute_run(get_services(), orjson.loads(message.get_body()), carry_invocation_id)
 
 
-@app.queue_trigger(arg_name="message", queue_name=f"{RUNS_QUEUE}-poison", connection="AzureWebJobsStorage")
+@app.queue_trigger(arg_name="message", queue_name=f"{RUNS_QUEUE}-poison", connection=STORAGE_SETTING)
 def poisoned_run(message: func.QueueMessage) -> None:
     logging.getLogger(__name__).error("run message moved to the poison queue after repeated failures")
     mark_poisoned(get_services(), orjson.loads(message.get_body()))
@@ -84,7 +89,7 @@ def poisoned_run(message: func.QueueMessage) -> None:
 @app.blob_trigger(
     arg_name="segment",
     path="%SEGMENTS_CONTAINER%/{name}",
-    connection="SegmentsStorage",
+    connection=SEGMENTS_STORAGE_SETTING,
     source=func.BlobSource.EVENT_GRID,
 )
 def segment_dropped(segment: blob_types.BlobClient) -> None:

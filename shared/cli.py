@@ -21,6 +21,7 @@ from shared.engine import (
     ProgressBar,
     ProgressLog,
     RejectsFile,
+    RunReport,
     RunStatus,
     run_export,
 )
@@ -28,7 +29,7 @@ from shared.klaviyo import KlaviyoError
 from shared.mapping import STANDARD_FIELDS, FieldMapping, MappingError
 from shared.secrets import KeyVaultSecrets, SecretError
 from shared.settings import Settings, StorageConnection
-from shared.sources import SegmentError, SegmentSource, blob_segment, local_segment
+from shared.sources import SegmentError, blob_segment, local_segment
 from shared.storage import blob_service, save_report, split_blob_path
 from shared.sync import DEFAULT_MAX_REMOVAL_SHARE, BlobSyncState, FolderSyncState, SyncStateStore
 
@@ -42,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="klaviyo-export", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="export one segment into a Klaviyo list")
+    _add_input_options(run)
+    _add_delivery_options(run)
+    _add_sync_options(run)
+    return parser
+
+
+def _add_input_options(run: argparse.ArgumentParser) -> None:
+    """What to read and how it maps onto Klaviyo profiles."""
     run.add_argument("segment", help="a local file or folder, or container/blob/path in blob storage")
     run.add_argument("--list-id", required=True, help="the Klaviyo list to add the profiles to")
     run.add_argument("--email-field", default=None, help='column holding the email (default: email; "" for none)')
@@ -56,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--default-region", default="US", help="region for phone numbers without +country code")
     run.add_argument("--format", choices=["csv", "jsonl"], help="input format (default: from the file name)")
     run.add_argument("--delimiter", help="CSV delimiter (default: sniffed among , ; TAB |)")
+
+
+def _add_delivery_options(run: argparse.ArgumentParser) -> None:
+    """Where the API key, storage and reports are, and how the run shows progress, stops and goes on."""
     run.add_argument("--dry-run", action="store_true", help="read, validate and report; send nothing")
     run.add_argument("--report", type=Path, help="also write the report JSON (and rejects CSV beside it) here")
     run.add_argument("--export-name", default="cli", help="name used in reports (default: cli)")
@@ -78,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop after about this long, checkpoint (needs --checkpoint) and exit 3",
     )
+
+
+def _add_sync_options(run: argparse.ArgumentParser) -> None:
+    """How the run compares the segment with earlier runs and with the list."""
     run.add_argument(
         "--mode",
         choices=["add", "mirror"],
@@ -113,7 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
         "taken off the list by hand are sent again and, with --mode mirror, members not in the segment "
         "(added by hand or by another tool) are removed too",
     )
-    return parser
 
 
 def sync_state_store(location: str, service_for: Callable[[], BlobServiceClient]) -> SyncStateStore:
@@ -163,22 +179,59 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     mapping = parse_mapping(args)
-    service = None
-    if Path(args.segment).exists():
-        source: SegmentSource = local_segment(args.segment, args.format, args.delimiter)
-    else:
-        connection = (
-            StorageConnection.from_string(args.connection_string, "--connection-string")
-            if args.connection_string
-            else settings.storage
-        )
-        service = blob_service(connection)
+    storage = _BlobStorage(_storage_connection(args, settings))
+    in_blob_storage = not Path(args.segment).exists()
+    if in_blob_storage:
         container, path = split_blob_path(args.segment)
-        source = blob_segment(service.get_container_client(container), path, args.format, args.delimiter)
+        source = blob_segment(storage.service().get_container_client(container), path, args.format, args.delimiter)
+    else:
+        source = local_segment(args.segment, args.format, args.delimiter)
     client = None if args.dry_run else settings.klaviyo_client(_api_key(args))
+    _check_options(args)
+    checkpoints = FileCheckpoints(args.checkpoint) if args.checkpoint else None
+    sync_state = sync_state_store(args.state, storage.service) if args.state else None
+    spec = _export_spec(args, settings, mapping, checkpoints)
+    progress = ProgressBar() if sys.stderr.isatty() and not args.no_progress else ProgressLog(spec.run_id)
+    if isinstance(progress, ProgressLog):
+        logging.getLogger("shared").setLevel(logging.INFO)
+    rejects = RejectsFile()
+    try:
+        report = run_export(source, spec, client, progress, rejects, checkpoints, sync_state)
+    finally:
+        if isinstance(progress, ProgressBar):
+            progress.close()
+    if in_blob_storage:
+        _save_in_blob_storage(storage.service(), settings.reports_container, report, rejects)
+    if args.report:
+        _write_report_file(args.report, report, rejects)
+    rejects.discard()
+    return _outcome(report, checkpoints)
+
+
+class _BlobStorage:
+    """The blob service of --connection-string (else of the app's storage setting), created when first
+    needed: a local segment without a sync state in blob storage never connects."""
+
+    def __init__(self, connection: StorageConnection) -> None:
+        self._connection = connection
+        self._service: BlobServiceClient | None = None
+
+    def service(self) -> BlobServiceClient:
+        if self._service is None:
+            self._service = blob_service(self._connection)
+        return self._service
+
+
+def _storage_connection(args: argparse.Namespace, settings: Settings) -> StorageConnection:
+    if args.connection_string:
+        return StorageConnection.from_string(args.connection_string, "--connection-string")
+    return settings.storage
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuses option combinations that cannot work, before anything is read or sent."""
     if args.time_budget and not args.checkpoint:
         raise ConfigurationError("--time-budget needs --checkpoint (where to go on from)")
-    checkpoints = FileCheckpoints(args.checkpoint) if args.checkpoint else None
     if args.reconcile and not args.state:
         raise ConfigurationError("--reconcile needs --state")
     if args.mode == "mirror" and not args.state:
@@ -186,18 +239,11 @@ def _run(args: argparse.Namespace) -> int:
     if not 0 <= args.max_removal_share <= 1:
         raise ConfigurationError("--max-removal-share is a share of the list, between 0 and 1")
 
-    def storage() -> BlobServiceClient:
-        nonlocal service
-        if service is None:
-            connection = (
-                StorageConnection.from_string(args.connection_string, "--connection-string")
-                if args.connection_string
-                else settings.storage
-            )
-            service = blob_service(connection)
-        return service
 
-    sync_state = sync_state_store(args.state, storage) if args.state else None
+def _export_spec(
+    args: argparse.Namespace, settings: Settings, mapping: FieldMapping, checkpoints: FileCheckpoints | None
+) -> ExportSpec:
+    """The engine's spec from the command's options; a run with a checkpoint goes on as the same run."""
     spec = ExportSpec(
         args.export_name,
         args.list_id,
@@ -211,35 +257,36 @@ def _run(args: argparse.Namespace) -> int:
         reconcile=args.reconcile,
     )
     if checkpoints is not None and (existing := checkpoints.load()) is not None:
-        spec.run_id = existing.run_id  # the same run, going on
+        spec.run_id = existing.run_id
     if args.time_budget:
         spec.deadline = time.monotonic() + args.time_budget
-    progress = ProgressBar() if sys.stderr.isatty() and not args.no_progress else ProgressLog(spec.run_id)
-    if isinstance(progress, ProgressLog):
-        logging.getLogger("shared").setLevel(logging.INFO)
-    rejects = RejectsFile()
+    return spec
+
+
+def _save_in_blob_storage(service: BlobServiceClient, container: str, report: RunReport, rejects: RejectsFile) -> None:
+    """A segment read from blob storage gets its report and rejects there too, as the app's runs do."""
     try:
-        report = run_export(source, spec, client, progress, rejects, checkpoints, sync_state)
-    finally:
-        if isinstance(progress, ProgressBar):
-            progress.close()
-    if service is not None and not Path(args.segment).exists():
-        try:
-            save_report(service, settings.reports_container, report, rejects)
-        except Exception as exc:
-            report.status = RunStatus.FAILED
-            report.error = f"the report could not be written to blob storage ({type(exc).__name__})"
-    if args.report:
-        try:
-            args.report.parent.mkdir(parents=True, exist_ok=True)
-            rejects_path = args.report.with_name(args.report.stem + ".rejects.csv")
-            rejects_path.write_bytes(rejects.read_bytes())
-            report.rejects_file = str(rejects_path)
-            args.report.write_bytes(report.to_json())
-        except OSError as exc:  # a run whose report is lost must not pass for a success
-            report.status = RunStatus.FAILED
-            report.error = f"the report could not be written to {args.report}: {exc.strerror or exc}"
-    rejects.discard()
+        save_report(service, container, report, rejects)
+    except Exception as exc:  # a run whose report is lost must not pass for a success
+        report.status = RunStatus.FAILED
+        report.error = f"the report could not be written to blob storage ({type(exc).__name__})"
+
+
+def _write_report_file(path: Path, report: RunReport, rejects: RejectsFile) -> None:
+    """--report: the report JSON at `path` and the rejects CSV beside it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rejects_path = path.with_name(path.stem + ".rejects.csv")
+        rejects_path.write_bytes(rejects.read_bytes())
+        report.rejects_file = str(rejects_path)
+        path.write_bytes(report.to_json())
+    except OSError as exc:  # a run whose report is lost must not pass for a success
+        report.status = RunStatus.FAILED
+        report.error = f"the report could not be written to {path}: {exc.strerror or exc}"
+
+
+def _outcome(report: RunReport, checkpoints: FileCheckpoints | None) -> int:
+    """Prints the summary and gives the exit code; a finished run's checkpoint is no longer needed."""
     print(report.summary())
     if report.status == RunStatus.INCOMPLETE:
         print("incomplete: the time budget ran out; run the same command again to go on from the checkpoint")

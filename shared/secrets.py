@@ -5,7 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.keyvault.secrets import SecretClient
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +24,11 @@ class KeyVaultSecrets:
     """Reads secrets with the real SecretClient (DefaultAzureCredential unless given one)."""
 
     def __init__(
-        self, vault_url: str, credential: Any = None, ttl_seconds: float = DEFAULT_TTL_SECONDS, **client_options: Any
+        self,
+        vault_url: str,
+        credential: TokenCredential | None = None,
+        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+        **client_options: Any,
     ) -> None:
         if not vault_url:
             raise SecretError("no Key Vault URL: set KEY_VAULT_URL")
@@ -30,9 +38,9 @@ class KeyVaultSecrets:
         self._ttl = ttl_seconds
         self._cache: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
-        self._client: Any = None
+        self._client: SecretClient | None = None
 
-    def _secret_client(self) -> Any:
+    def _secret_client(self) -> SecretClient:
         if self._client is None:
             from azure.keyvault.secrets import SecretClient
 

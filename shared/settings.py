@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from shared.klaviyo import DEFAULT_BASE_URL, KlaviyoClient, rate_limit_scale
 
 RUNS_QUEUE = "export-runs"
+# The app settings naming the storage accounts: the app's own (queue, tables, reports) and the segments'.
+STORAGE_SETTING = "AzureWebJobsStorage"
+SEGMENTS_STORAGE_SETTING = "SegmentsStorage"
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,11 @@ class StorageConnection:
 
 @dataclass(frozen=True)
 class Settings:
+    """The app's settings; each default here applies when its environment variable is unset or empty."""
+
     klaviyo_base_url: str = DEFAULT_BASE_URL
-    storage: StorageConnection = StorageConnection("AzureWebJobsStorage")
-    segments_storage: StorageConnection = StorageConnection("SegmentsStorage")
+    storage: StorageConnection = StorageConnection(STORAGE_SETTING)
+    segments_storage: StorageConnection = StorageConnection(SEGMENTS_STORAGE_SETTING)
     reports_container: str = "reports"
     segments_container: str = "segments"
     key_vault_url: str = ""
@@ -82,25 +87,30 @@ class Settings:
     local_api_key: str = field(default="", repr=False)
     upload_concurrency: int = 6
     klaviyo_read_timeout: float = 60.0
-    run_time_budget: float = 540.0  # a little under the Consumption plan's 10-minute limit
-    klaviyo_rate_limit_scale: float = 1.0  # times Klaviyo's published limits; infinite: no pace of our own
+    # Seconds a run may take in one invocation before it checkpoints and goes on in the next: a little
+    # under the Consumption plan's 10-minute limit.
+    run_time_budget: float = 540.0
+    # A multiple of Klaviyo's published rate limits; infinity means the app sets no pace of its own.
+    klaviyo_rate_limit_scale: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        storage = StorageConnection.from_env("AzureWebJobsStorage", env)
-        segments = StorageConnection.from_env("SegmentsStorage", env)
+        """The settings from the environment; a setting that is unset or empty keeps its default."""
+        defaults = cls()
+        storage = StorageConnection.from_env(STORAGE_SETTING, env)
+        segments = StorageConnection.from_env(SEGMENTS_STORAGE_SETTING, env)
         return cls(
-            klaviyo_base_url=env.get("KLAVIYO_BASE_URL") or DEFAULT_BASE_URL,
+            klaviyo_base_url=env.get("KLAVIYO_BASE_URL") or defaults.klaviyo_base_url,
             storage=storage,
             segments_storage=segments if segments.configured else storage,
-            reports_container=env.get("REPORTS_CONTAINER") or "reports",
-            segments_container=env.get("SEGMENTS_CONTAINER") or "segments",
-            key_vault_url=env.get("KEY_VAULT_URL", ""),
-            secret_cache_seconds=float(env.get("SECRET_CACHE_SECONDS") or 300),
-            local_api_key=env.get("LOCAL_KLAVIYO_API_KEY", ""),
-            upload_concurrency=int(env.get("UPLOAD_CONCURRENCY") or 6),
-            klaviyo_read_timeout=float(env.get("KLAVIYO_TIMEOUT_SECONDS") or 60),
-            run_time_budget=float(env.get("RUN_TIME_BUDGET_SECONDS") or 540),
+            reports_container=env.get("REPORTS_CONTAINER") or defaults.reports_container,
+            segments_container=env.get("SEGMENTS_CONTAINER") or defaults.segments_container,
+            key_vault_url=env.get("KEY_VAULT_URL", defaults.key_vault_url),
+            secret_cache_seconds=float(env.get("SECRET_CACHE_SECONDS") or defaults.secret_cache_seconds),
+            local_api_key=env.get("LOCAL_KLAVIYO_API_KEY", defaults.local_api_key),
+            upload_concurrency=int(env.get("UPLOAD_CONCURRENCY") or defaults.upload_concurrency),
+            klaviyo_read_timeout=float(env.get("KLAVIYO_TIMEOUT_SECONDS") or defaults.klaviyo_read_timeout),
+            run_time_budget=float(env.get("RUN_TIME_BUDGET_SECONDS") or defaults.run_time_budget),
             klaviyo_rate_limit_scale=rate_limit_scale(env.get("KLAVIYO_RATE_LIMITS", "")),
         )
 

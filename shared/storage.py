@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from azure.core.exceptions import ResourceExistsError
 
 from shared.engine import RejectsFile, RunReport
-from shared.settings import StorageConnection
+from shared.settings import STORAGE_SETTING, StorageConnection
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -37,7 +37,7 @@ def _credential(connection: StorageConnection) -> TokenCredential:
 
 def _require(connection: StorageConnection) -> None:
     if not connection.configured:
-        name = connection.setting or "AzureWebJobsStorage"
+        name = connection.setting or STORAGE_SETTING
         raise ValueError(f"no storage connection: set {name} (a connection string) or {name}__accountName")
 
 
@@ -47,12 +47,23 @@ def _require(connection: StorageConnection) -> None:
 # each request's overhead shows: Azurite spends twice the CPU serving a 100 MB blob in 4 MB ranges.
 DOWNLOAD_RANGE_BYTES = 8 * 1024 * 1024
 UPLOAD_BLOCK_BYTES = 4 * 1024 * 1024
-_TRANSFER_SIZES = {
-    "max_single_get_size": DOWNLOAD_RANGE_BYTES,
-    "max_chunk_get_size": DOWNLOAD_RANGE_BYTES,
-    "max_single_put_size": UPLOAD_BLOCK_BYTES,
-    "max_block_size": UPLOAD_BLOCK_BYTES,
-}
+
+
+class TransferSizes(TypedDict):
+    """The blob client's transfer options this app sets (keyword arguments of BlobServiceClient)."""
+
+    max_single_get_size: int
+    max_chunk_get_size: int
+    max_single_put_size: int
+    max_block_size: int
+
+
+_TRANSFER_SIZES = TransferSizes(
+    max_single_get_size=DOWNLOAD_RANGE_BYTES,
+    max_chunk_get_size=DOWNLOAD_RANGE_BYTES,
+    max_single_put_size=UPLOAD_BLOCK_BYTES,
+    max_block_size=UPLOAD_BLOCK_BYTES,
+)
 
 
 def blob_service(connection: StorageConnection) -> BlobServiceClient:

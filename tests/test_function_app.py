@@ -489,7 +489,7 @@ def test_every_log_record_of_a_run_carries_its_run_id_and_export_name_and_no_per
     )
     records = caplog.records
 
-    assert any(r.name == "shared.control.runs" and "completed_with_rejects" in r.getMessage() for r in records)
+    assert any(r.name == "shared.control.executor" and "completed_with_rejects" in r.getMessage() for r in records)
     assert any(r.threadName.startswith("upload") for r in records), "the upload threads log too"
     untagged = [
         (r.name, r.threadName, r.getMessage()[:80]) for r in records if getattr(r, "run_id", None) != run["run_id"]

@@ -21,9 +21,9 @@ from shared.control.models import (
     is_valid_name,
     validation_problems,
 )
-from shared.control.runs import start_run
 from shared.control.services import Services
 from shared.control.store import utc_now
+from shared.control.triggers import start_run
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from pydantic import (
 
 from shared.engine import Counts, RunReport
 from shared.mapping import FieldMapping, MappingError
+from shared.sources import DEFAULT_FOLDER_MARKER, LocateMode
 from shared.sync import DEFAULT_MAX_REMOVAL_SHARE
 
 # Lowercase letters, digits and single dashes: safe in URLs, table keys and blob paths.
@@ -75,8 +76,8 @@ class SegmentLocation(_Strict):
     container: ContainerName
     blob: str | None = None
     prefix: str | None = None
-    mode: Literal["blob", "newest", "folder"] = "blob"
-    marker: str = "model.json"
+    mode: LocateMode = "blob"
+    marker: str = DEFAULT_FOLDER_MARKER
 
     @field_validator("blob", "prefix")
     @classmethod
@@ -91,7 +92,7 @@ class SegmentLocation(_Strict):
     @classmethod
     def _plain_marker(cls, value: str) -> str:
         if not re.match(r"^[A-Za-z0-9._-]{1,255}$", value) or value in (".", ".."):
-            raise ValueError("must be a plain file name such as model.json")
+            raise ValueError(f"must be a plain file name such as {DEFAULT_FOLDER_MARKER}")
         return value
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""The HTTP API as an OpenAPI 3.1 document, its schemas generated from the pydantic models in shared/models.py."""
+"""The HTTP API as an OpenAPI 3.1 document, its schemas generated from the pydantic models in models.py."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from shared.control.auth import running_in_azure
 from shared.control.store import Store
 from shared.klaviyo import KlaviyoClient
 from shared.secrets import KeyVaultSecrets, SecretError
-from shared.settings import RUNS_QUEUE, Settings
+from shared.settings import RUNS_QUEUE, STORAGE_SETTING, Settings
 from shared.storage import blob_service, queue_client, table_service
 
 if TYPE_CHECKING:
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class SecretSource(Protocol):
+    """Where connections' API keys are read from, by secret name."""
+
     def get(self, name: str) -> str: ...
 
 
@@ -44,6 +46,8 @@ class LocalKeySecrets:
 
 @dataclass
 class Services:
+    """Everything a trigger or an API handler works with: the settings and one client of each kind."""
+
     settings: Settings
     store: Store
     queue: QueueClient
@@ -57,7 +61,7 @@ class Services:
         from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 
         if not settings.storage.configured:
-            raise RuntimeError("set AzureWebJobsStorage (a connection string) or AzureWebJobsStorage__accountName")
+            raise RuntimeError(f"set {STORAGE_SETTING} (a connection string) or {STORAGE_SETTING}__accountName")
         if secrets is None:
             if settings.key_vault_url:
                 secrets = KeyVaultSecrets(settings.key_vault_url, ttl_seconds=settings.secret_cache_seconds)

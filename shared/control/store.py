@@ -14,6 +14,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, UpdateMode
 
+from shared.engine import RunStatus
+
 CONNECTIONS, EXPORTS, RUNS, TRIGGERS = "connections", "exports", "runs", "triggerseen"
 _JSON_FIELDS = ("mapping", "segment", "counts", "consent")
 _INTERNAL = ("PartitionKey", "RowKey")
@@ -143,7 +145,7 @@ class Store:
         return runs
 
     def active_runs(self) -> Iterator[dict[str, Any]]:
-        query = "PartitionKey eq 'run' and (status eq 'queued' or status eq 'running')"
+        query = f"PartitionKey eq 'run' and (status eq '{RunStatus.QUEUED}' or status eq '{RunStatus.RUNNING}')"
         for entity in self._table(RUNS).query_entities(query):
             yield _from_entity(entity)
 

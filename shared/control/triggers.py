@@ -1,0 +1,157 @@
+"""Starting runs: the timer, the HTTP API and a dropped blob each record a queued run (or a skipped one)
+and put its message on the queue, where the executor picks it up."""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from shared.control.services import Services
+from shared.control.store import new_run_id, utc_now
+from shared.engine import RunStatus
+from shared.sources import SegmentError, SegmentLocator, SegmentSource, is_data_name, locate_segment
+from shared.telemetry import run_finished
+
+log = logging.getLogger(__name__)
+
+# The options a caller may set for one run, on top of the export's own.
+RUN_OPTIONS = ("full", "confirm_removals", "reconcile")
+
+
+def start_run(
+    services: Services,
+    export_name: str,
+    trigger: str,
+    requested_by: str,
+    segment_hint: str | None = None,
+    options: Mapping[str, bool] | None = None,
+) -> dict[str, Any]:
+    """Records a queued run and puts its message on the queue; `options` (see RUN_OPTIONS) apply to
+    this run only, on top of the export's own."""
+    run: dict[str, Any] = {
+        "run_id": new_run_id(),
+        "export_name": export_name,
+        "trigger": trigger,
+        "status": RunStatus.QUEUED,
+        "requested_by": requested_by,
+        "created_at": utc_now(),
+        "attempts": 0,
+    }
+    if segment_hint:
+        run["segment_hint"] = segment_hint
+    run.update({k: v for k, v in (options or {}).items() if k in RUN_OPTIONS and v})
+    services.store.create_run(run)
+    enqueue_run(services, run)
+    log.info("run %s of export %s queued (%s)", run["run_id"], export_name, trigger)
+    return run
+
+
+def enqueue_run(services: Services, run: Mapping[str, Any]) -> None:
+    """Puts a recorded run's message on the queue (a new run, or one going on after its time budget)."""
+    # The export name rides along only so that the log lines before the run record is read carry it.
+    services.queue.send_message(orjson.dumps({"run_id": run["run_id"], "export_name": run["export_name"]}).decode())
+
+
+def record_skipped(services: Services, export_name: str, trigger: str, reason: str) -> dict[str, Any]:
+    """Records a run that a trigger decided not to start, with the reason, so the run history shows it."""
+    now = utc_now()
+    run = {
+        "run_id": new_run_id(),
+        "export_name": export_name,
+        "trigger": trigger,
+        "status": RunStatus.SKIPPED,
+        "requested_by": trigger,
+        "created_at": now,
+        "finished_at": now,
+        "reason": reason,
+        "attempts": 0,
+    }
+    services.store.create_run(run)
+    log.info("export %s skipped (%s): %s", export_name, trigger, reason)
+    run_finished(run)
+    return run
+
+
+def plan_scheduled_runs(services: Services) -> list[dict[str, Any]]:
+    """Timer: a run for each enabled export whose segment changed since its last successful run."""
+    planned = []
+    active = {r["export_name"] for r in services.store.active_runs()}
+    for export in services.store.list_exports():
+        name = export["name"]
+        if not export.get("enabled", True):
+            continue
+        if name in active:
+            planned.append(record_skipped(services, name, "timer", "a run of this export is already queued or running"))
+            continue
+        try:
+            version = export_segment(services, export).version
+        except SegmentError as exc:
+            planned.append(record_skipped(services, name, "timer", f"segment not available: {exc}"))
+            continue
+        if not export.get("run_always") and version and version == export.get("last_success_version"):
+            planned.append(
+                record_skipped(services, name, "timer", f"segment unchanged since run {export.get('last_success_run')}")
+            )
+            continue
+        planned.append(start_run(services, name, "timer", "timer"))
+    return planned
+
+
+def on_segment_blob(services: Services, container: str, blob_name: str) -> list[dict[str, Any]]:
+    """Blob trigger: a run for each enabled export whose segment is this blob (or whose folder this
+    completion marker closes), once per segment version however often the trigger fires."""
+    runs = []
+    for export in services.store.list_exports():
+        if not export.get("enabled", True) or export["segment"]["container"] != container:
+            continue
+        locator = segment_locator(export)
+        hint = _matching_hint(locator, blob_name)
+        if hint is None:
+            continue
+        try:
+            version = locate_segment(services.segments, locator, hint).version
+        except SegmentError as exc:
+            log.warning("export %s: dropped blob matched but the segment cannot be read: %s", export["name"], exc)
+            continue
+        if not services.store.first_sighting(export["name"], version):
+            log.info("export %s: segment version already seen; the repeated trigger is ignored", export["name"])
+            continue
+        runs.append(start_run(services, export["name"], "blob", "blob-trigger", hint))
+    if not runs:
+        log.info("blob %s/%s matches no enabled export, or was seen already; ignored", container, blob_name)
+    return runs
+
+
+def _matching_hint(locator: SegmentLocator, blob_name: str) -> str | None:
+    """What a dropped blob tells the run about its export's segment: the blob itself when it is the
+    segment (or, in newest mode, a data blob under the prefix), its folder when it is a folder's marker;
+    None when the blob is not about this segment."""
+    if locator.mode == "blob":
+        return blob_name if blob_name == locator.blob else None
+    if not blob_name.startswith(str(locator.prefix)):
+        return None
+    if locator.mode == "newest":
+        return blob_name if is_data_name(blob_name) else None
+    if posixpath.basename(blob_name) == locator.marker:
+        return posixpath.dirname(blob_name) + "/"
+    return None
+
+
+def segment_locator(export: Mapping[str, Any]) -> SegmentLocator:
+    """Where a stored export's segment lives and how it is read. Fields a record stored without keep
+    the locator's defaults."""
+    segment = export["segment"]
+    where = {name: segment[name] for name in ("mode", "blob", "prefix", "marker") if name in segment}
+    fmt = export.get("format", "auto")
+    return SegmentLocator(
+        segment["container"], **where, format=None if fmt == "auto" else fmt, delimiter=export.get("delimiter")
+    )
+
+
+def export_segment(services: Services, export: Mapping[str, Any], hint: str | None = None) -> SegmentSource:
+    """A stored export's segment as it is now, each blob pinned to its etag."""
+    return locate_segment(services.segments, segment_locator(export), hint)

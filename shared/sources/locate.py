@@ -1,0 +1,83 @@
+"""Finding a segment's current blobs in storage: one named blob, the newest data blob under a prefix, or the
+newest folder of parts that a marker file declares complete."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from shared.sources.segments import BlobPart, Format, SegmentSource, SegmentUnavailable, blob_segment, is_data_name
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient, ContainerClient
+
+# The file whose arrival says a folder segment is complete, unless the segment names another.
+DEFAULT_FOLDER_MARKER = "model.json"
+
+# blob: one named blob; newest: the newest data blob under a prefix; folder: every data blob of the newest
+# folder under a prefix that holds the marker file.
+LocateMode = Literal["blob", "newest", "folder"]
+
+
+@dataclass(frozen=True)
+class SegmentLocator:
+    """Where a segment lives in blob storage and how its files are read."""
+
+    container: str
+    mode: LocateMode = "blob"
+    blob: str | None = None  # mode "blob" only
+    prefix: str | None = None  # modes "newest" and "folder" (ends with "/")
+    marker: str = DEFAULT_FOLDER_MARKER  # mode "folder" only
+    format: Format | None = None  # None: from each file's name
+    delimiter: str | None = None  # None: sniffed
+
+    @property
+    def location(self) -> str:
+        """container/blob or container/prefix, as error messages name the segment."""
+        return f"{self.container}/{self.blob or self.prefix}"
+
+
+def locate_segment(service: BlobServiceClient, locator: SegmentLocator, hint: str | None = None) -> SegmentSource:
+    """The segment's current blobs, each pinned to its etag. In folder mode `hint` names the folder to read
+    (a blob trigger has just seen its marker); without it the newest complete folder is read. The other
+    modes ignore the hint and read what is there now."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    container = service.get_container_client(locator.container)
+    try:
+        if locator.mode == "blob":
+            return _named_blob(container, locator)
+        if locator.mode == "newest":
+            return _newest_blob(container, locator)
+        folder = hint or _newest_complete_folder(container, locator)
+        return blob_segment(container, folder, locator.format, locator.delimiter)
+    except ResourceNotFoundError:
+        raise SegmentUnavailable(f"{locator.location}: not found") from None
+
+
+def _named_blob(container: ContainerClient, locator: SegmentLocator) -> SegmentSource:
+    name = str(locator.blob)
+    props = container.get_blob_client(name).get_blob_properties()
+    part = BlobPart(container, name, props.size, props.etag)
+    return SegmentSource(locator.location, [part], locator.format, locator.delimiter)
+
+
+def _newest_blob(container: ContainerClient, locator: SegmentLocator) -> SegmentSource:
+    blobs = [b for b in container.list_blobs(name_starts_with=locator.prefix) if is_data_name(b.name)]
+    if not blobs:
+        raise SegmentUnavailable(f"{locator.location}: no data blobs under the prefix")
+    newest = max(blobs, key=lambda b: (b.last_modified, b.name))
+    part = BlobPart(container, newest.name, newest.size, newest.etag)
+    return SegmentSource(f"{locator.container}/{newest.name}", [part], locator.format, locator.delimiter)
+
+
+def _newest_complete_folder(container: ContainerClient, locator: SegmentLocator) -> str:
+    """The folder (ending with "/") whose marker file is the newest under the locator's prefix."""
+    markers = [
+        b for b in container.list_blobs(name_starts_with=locator.prefix) if posixpath.basename(b.name) == locator.marker
+    ]
+    if not markers:
+        raise SegmentUnavailable(f"{locator.container}/{locator.prefix}: no complete folder yet (no {locator.marker})")
+    newest = max(markers, key=lambda b: (b.last_modified, b.name))
+    return posixpath.dirname(newest.name) + "/"
