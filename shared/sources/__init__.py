@@ -1,17 +1,9 @@
 """Reading segments: blob and local files, byte streams, CSV and JSON Lines readers and their fast paths."""
 
-from shared.sources.csv_blocks import TableChunk
-from shared.sources.segments import (
-    BlobPart,
-    RowChunk,
-    SegmentError,
-    SegmentSource,
-    SegmentUnavailable,
-    blob_segment,
-    is_data_name,
-    local_segment,
-    looks_like_data,
-)
+from shared.sources.chunks import RowChunk, TableChunk
+from shared.sources.errors import SegmentError, SegmentUnavailable
+from shared.sources.parts import BlobPart, is_data_name
+from shared.sources.segments import SegmentSource, blob_segment, local_segment, looks_like_data
 
 __all__ = [
     "BlobPart",

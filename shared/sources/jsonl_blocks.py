@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from shared.sources.csv_blocks import unmarked_utf8
+from shared.sources.utf8 import unmarked_utf8
 
 # A longer line is left to the line reader (and the row-by-row mapper's limits), as in csv_blocks.
 MAX_PLAIN_LINE = 100_000

@@ -2,205 +2,47 @@
 
 from __future__ import annotations
 
-import codecs
 import csv
-import gzip
 import io
 import re
-import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import orjson
-import pyarrow as pa
 
-from shared.sources.csv_blocks import BLOCK_BYTES, BlockReader, Prepended, TableChunk, valid_utf8
+from shared.sources.checked_stream import CUT_TEXT, MAX_LINE_BYTES, CheckedStream
+from shared.sources.chunks import RowChunk, SegmentRow, TableChunk, as_row_chunk
+from shared.sources.csv_blocks import BLOCK_BYTES, BlockReader
+from shared.sources.errors import SegmentError
+
+# Kept importable from here until shared/control/runs.py imports it from shared.sources (this branch may
+# not edit control); nothing in this module uses it.
+from shared.sources.errors import SegmentUnavailable as SegmentUnavailable
 from shared.sources.jsonl_blocks import JsonBlocks
+from shared.sources.parts import BlobPart, Format, LocalPart, SegmentPart, detect_format, is_data_name
+from shared.sources.streams import BUFFER_BYTES, ByteStream, Prepended, decompressed, line_blocks
+from shared.sources.utf8 import BOM, UNDECODABLE
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
 
-Format = Literal["csv", "jsonl"]
-_Read = TypeVar("_Read", int, bytes)
 DELIMITERS = ",;\t|"
 # Klaviyo refuses profiles over 100 KB; a single field far past that is garbage, not data.
 MAX_FIELD_CHARS = 1_000_000
-# A longer line is cut there (the rest is skipped unread, and its row rejected): a file with no line
-# breaks at all must not be read whole into memory.
-MAX_LINE_BYTES = 1024 * 1024
 # A JSON Lines row is about twice a CSV row: twice the block, about the same rows (~8,500 a table;
 # a smaller table costs the mapping more per row).
 JSONL_BLOCK_BYTES = 2 * 1024 * 1024
 # JSON Lines is read in pieces this large, and blocks cut from them: a blob's downloaded ranges
 # (storage.DOWNLOAD_RANGE_BYTES) come whole, not copied.
 JSONL_PIECE_BYTES = 8 * 1024 * 1024
-# Put where a line was cut: bytes that are never UTF-8, so the row holding them is rejected (and its
-# reason can say why), whichever reader takes it.
-CUT_MARK = b"\xff\xfe\xfd\xfc"
 DEFAULT_MAX_UNCOMPRESSED_BYTES = 50 * 1024**3
 CHUNK_ROWS = 4096
-# Files a CDP writes next to the data parts of a folder segment.
-NON_DATA_NAMES = {"model.json", "_success", "_committed", "_started"}
-_UNDECODABLE = re.compile("[\udc80-\udcff]")
 _UNREADABLE = re.compile("[\x00\udc80-\udcff]")
-_CUT = CUT_MARK.decode("utf-8", errors="surrogateescape")
+_LINE_CUT = f"the line is longer than {MAX_LINE_BYTES:,} bytes; the rest of it was skipped"
 _LONG_NUMBER = re.compile(r"\d[\d ()./-]{5,}\d")
-_SUFFIXES: dict[str, Format] = {
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".txt": "csv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-}
-
-
-class SegmentError(Exception):
-    """The segment cannot be read at all (a run-level error, with the file named)."""
-
-
-class SegmentUnavailable(SegmentError):
-    """The data could not be fetched (changed, deleted, storage failing): the run fails, it is not a
-    configuration mistake."""
-
-
-class RowChunk(NamedTuple):
-    """Consecutive rows of one part: CSV records as lists of values under `columns`, JSON Lines
-    records as dicts (`columns` None); rows that could not be read are in `errors`."""
-
-    source: str
-    columns: list[str] | None
-    numbers: list[int]
-    records: list[Any]
-    errors: list[tuple[int, str]]
-
-
-class SegmentRow(NamedTuple):
-    """One input row: where it came from, its 1-based row (CSV) or line (JSONL) number, and its
-    fields, or the reason it could not be read."""
-
-    source: str
-    number: int
-    fields: dict[str, object] | None
-    error: str | None = None
-
-
-class SegmentPart(Protocol):
-    """One file of a segment: a local file or a blob pinned to the etag seen when listing it."""
-
-    name: str
-    version: str | None
-    size: int
-
-    def open(self) -> BinaryIO: ...
-
-
-@dataclass(frozen=True)
-class LocalPart:
-    path: Path
-    name: str
-    size: int
-    version: str | None = None
-
-    def open(self) -> BinaryIO:
-        return self.path.open("rb")
-
-
-@dataclass(frozen=True)
-class BlobPart:
-    container: ContainerClient
-    name: str
-    size: int
-    version: str | None  # the etag: reads fail rather than mix two versions of the blob
-
-    def open(self) -> BinaryIO:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
-
-        try:
-            downloader = self.container.download_blob(
-                self.name,
-                etag=self.version,
-                match_condition=MatchConditions.IfNotModified,
-                max_concurrency=1,
-            )
-        except ResourceModifiedError:
-            raise SegmentUnavailable(f"{self.name}: the blob was deleted or changed while it was being read") from None
-        except ResourceNotFoundError:
-            raise SegmentUnavailable(f"{self.name}: the blob was deleted while it was being read") from None
-        except AzureError as exc:
-            raise SegmentUnavailable(f"{self.name}: reading the blob failed: {exc.message}") from None
-        return _ChunkStream(downloader.chunks())
-
-
-class _ChunkStream(io.RawIOBase):
-    """A readable binary stream over an iterator of byte chunks (a blob download). A read of at
-    least the rest of a whole chunk returns the chunk itself, uncopied."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._chunk, self._at = b"", 0
-
-    def readable(self) -> bool:
-        return True
-
-    def _current(self) -> bool:
-        """Whether there are bytes left: the next chunk is downloaded once the current one is spent."""
-        while self._at == len(self._chunk):
-            self._chunk, self._at = b"", 0  # the spent range goes before the next one is downloaded
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return False
-            self._chunk = chunk
-        return True
-
-    def _take(self, size: int) -> tuple[int, int]:
-        """Where the next `size` bytes lie in the current chunk (nothing at the end of the stream)."""
-        if not size or not self._current():
-            return 0, 0
-        start, self._at = self._at, min(len(self._chunk), self._at + size)
-        return start, self._at
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            return self.readall()
-        start, end = self._take(size)
-        return self._chunk[start:end]  # the chunk itself when that is all of it
-
-    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
-        start, end = self._take(len(target))
-        target[: end - start] = memoryview(self._chunk)[start:end]
-        return end - start
-
-
-class _LimitedStream(io.RawIOBase):
-    """Stops a decompression bomb: fails once more than `limit` bytes have been produced."""
-
-    def __init__(self, inner: BinaryIO, limit: int, name: str, source: BinaryIO) -> None:
-        self._inner, self._limit, self._name, self._produced = inner, limit, name, 0
-        self._source = source  # the compressed stream: GzipFile(fileobj=...) does not close it
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
-        count = self._inner.readinto(target)  # type: ignore[attr-defined]
-        self._produced += count
-        if self._produced > self._limit:
-            raise SegmentError(f"{self._name}: expands past the limit of {self._limit:,} uncompressed bytes; refused")
-        return count
-
-    def close(self) -> None:
-        try:
-            self._inner.close()
-        finally:
-            try:
-                self._source.close()
-            finally:
-                super().close()
 
 
 @dataclass
@@ -254,24 +96,18 @@ class SegmentSource:
             else:
                 yield from self._jsonl_chunks(part, size, columns)
 
-    def _binary(self, part: SegmentPart) -> BinaryIO:
-        raw = part.open()
-        if part.name.lower().endswith(".gz"):
-            raw = io.BufferedReader(
-                _LimitedStream(gzip.GzipFile(fileobj=raw), self.max_uncompressed_bytes, part.name, raw),
-                buffer_size=1024 * 1024,
-            )
-        return raw
+    def _binary(self, part: SegmentPart) -> ByteStream:
+        return decompressed(part.open(), part.name, self.max_uncompressed_bytes)
 
     def _buffered(self, part: SegmentPart, text_lines: bool = False) -> io.BufferedReader:
-        raw = _ReadErrors(self._binary(part), part.name, MAX_LINE_BYTES, text_lines)
-        return io.BufferedReader(raw, buffer_size=1024 * 1024)
+        raw = CheckedStream(self._binary(part), part.name, MAX_LINE_BYTES, text_lines)
+        return io.BufferedReader(raw, buffer_size=BUFFER_BYTES)
 
     def _start(self, part: SegmentPart, stream: BinaryIO) -> tuple[bytes, type[csv.Dialect]]:
         """The first block of a CSV part (without a byte order mark) and its dialect."""
         first = stream.read(BLOCK_BYTES)
-        if first.startswith(codecs.BOM_UTF8):
-            first = first[len(codecs.BOM_UTF8) :]
+        if first.startswith(BOM):
+            first = first[len(BOM) :]
         return first, self._dialect(part, _sniff_delimiter(first) if self.delimiter is None else self.delimiter)
 
     def _dialect(self, part: SegmentPart, delimiter: str) -> type[csv.Dialect]:
@@ -314,7 +150,7 @@ class SegmentSource:
         """The csv module's reading of `data` (with its header when `columns` is None), numbering
         lines from `first_line`; and, once read, how many lines it spanned and (unless `final`) the
         bytes of a record left open at its end: they are read again with what follows."""
-        watch = _ReadErrors(data, part.name)
+        watch = CheckedStream(data, part.name)
         text = io.TextIOWrapper(
             io.BufferedReader(watch, buffer_size=1024 * 1024), encoding="utf-8", errors="surrogateescape", newline=""
         )
@@ -394,7 +230,7 @@ class SegmentSource:
                 yield from self._jsonl_lines(part.name, stream, 1, size)
             return
         blocks = JsonBlocks(columns)
-        with _ReadErrors(self._binary(part), part.name, MAX_LINE_BYTES) as checked:
+        with CheckedStream(self._binary(part), part.name, MAX_LINE_BYTES) as checked:
             pieces = iter(lambda: checked.read(JSONL_PIECE_BYTES), b"")
             line = 1
             for block in line_blocks(pieces, JSONL_BLOCK_BYTES):
@@ -413,8 +249,8 @@ class SegmentSource:
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
         chunk = RowChunk(name, None, [], [], [])
         for number, line in enumerate(stream, start=first_line):
-            if number == 1 and line.startswith(codecs.BOM_UTF8):
-                line = line[len(codecs.BOM_UTF8) :]
+            if number == 1 and line.startswith(BOM):
+                line = line[len(BOM) :]
             if len(line) > MAX_FIELD_CHARS:  # checked first: parsing it would take ten times its size
                 chunk.errors.append((number, f"line is longer than {MAX_FIELD_CHARS:,} bytes"))
                 continue
@@ -436,204 +272,6 @@ class SegmentSource:
                     chunk = RowChunk(name, None, [], [], [])
         if chunk.records or chunk.errors:
             yield chunk
-
-
-class _ReadErrors(io.RawIOBase):
-    """Turns low-level read failures (truncated gzip, a blob changed mid-read) into a SegmentError
-    naming the file, and notes bytes the rows must be checked for. Given `max_line`, it cuts longer
-    lines there (CUT_MARK and a line break put in, the rest of the line skipped unread)."""
-
-    def __init__(self, inner: BinaryIO, name: str, max_line: int | None = None, text_lines: bool = False) -> None:
-        self._inner, self._name = inner, name
-        # Once a read holds bytes that are not UTF-8 (or a NUL), rows are checked one by one (a rare, slower path).
-        self.undecodable = False
-        self.nul = False
-        self._utf8 = _Utf8Watch()
-        # Lines end at \n, and for a text reader also at \r (the csv module's reading).
-        self._max_line, self._text_lines = max_line, text_lines
-        self._line_bytes = 0  # bytes of the line not yet ended
-        self._skipping = False  # dropping the rest of a cut line, up to its end
-        self._drop_lf = False  # the cut line ended with the \r of the last read: drop a \n next
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
-        while True:
-            count = self._read(lambda: self._inner.readinto(target))  # type: ignore[attr-defined]
-            if not count:
-                return 0
-            if self._max_line is None and self.undecodable and self.nul:
-                return count
-            data = bytes(target[:count])
-            kept = self._checked(data)
-            if kept:
-                break
-        if kept is not data:
-            target[: len(kept)] = kept
-        return len(kept)
-
-    def read(self, size: int | None = -1) -> bytes:
-        """Up to `size` bytes, as the inner stream returned them when no line was cut (a blob's
-        downloaded range uncopied)."""
-        if size is None or size < 0:
-            return self.readall()
-        while True:
-            data = self._read(lambda: self._inner.read(size))
-            if not data:
-                return b""
-            kept = self._checked(data)
-            if kept:
-                return kept
-
-    def _checked(self, data: bytes) -> bytes:
-        """The bytes read, a line past the limit cut; notes a NUL and bytes that are not UTF-8."""
-        kept = self._cut_long_lines(data, self._max_line) if self._max_line is not None else data
-        if not self.nul and b"\x00" in kept:
-            self.nul = True
-        if not self.undecodable:
-            self.undecodable = not self._utf8.valid(kept)
-        return kept
-
-    def _cut_long_lines(self, data: bytes, limit: int) -> bytes:
-        if self._drop_lf:
-            self._drop_lf = False
-            if data[:1] == b"\n":
-                data = data[1:]
-        if not self._skipping and self._line_bytes + len(data) <= limit:
-            self._note_tail(data)  # the common case: no line can grow too long in this read
-            return data
-        pieces = []
-        while data:
-            end = self._line_end(data)
-            if self._skipping:
-                if end < 0:
-                    break
-                end += 1
-                if data[end - 1 : end] == b"\r" and data[end : end + 1] == b"\n":
-                    end += 1
-                self._skipping, self._drop_lf = False, end == len(data) and data[-1:] == b"\r"
-                data = data[end:]
-                continue
-            if self._line_bytes + (len(data) if end < 0 else end) <= limit:
-                self._note_tail(data)
-                pieces.append(data)
-                break
-            keep = max(0, limit - self._line_bytes)
-            pieces.append(data[:keep] + CUT_MARK + b"\n")
-            self._line_bytes, self._skipping = 0, True
-            data = data[keep:]
-        return b"".join(pieces)
-
-    def _line_end(self, data: bytes) -> int:
-        newline = data.find(b"\n")
-        if not self._text_lines:
-            return newline
-        cr = data.find(b"\r", 0, None if newline < 0 else newline)
-        return newline if cr < 0 else cr
-
-    def _note_tail(self, data: bytes) -> None:
-        last = max(data.rfind(b"\n"), data.rfind(b"\r") if self._text_lines else -1)
-        self._line_bytes = self._line_bytes + len(data) if last < 0 else len(data) - last - 1
-
-    def _read(self, read: Callable[[], _Read]) -> _Read:
-        """`read()`, its failures as errors naming the file; at the end of the stream, a character
-        the last read left cut marks the bytes as not UTF-8."""
-        try:
-            got = read()
-        except SegmentError:
-            raise
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            raise SegmentError(f"{self._name}: compressed data is damaged or truncated ({exc})") from None
-        except Exception as exc:
-            from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
-
-            if isinstance(exc, ResourceModifiedError):
-                message = "the blob was deleted or changed while it was being read"
-                raise SegmentUnavailable(f"{self._name}: {message}") from None
-            if isinstance(exc, ResourceNotFoundError):
-                raise SegmentUnavailable(f"{self._name}: the blob was deleted while it was being read") from None
-            if isinstance(exc, AzureError):
-                raise SegmentUnavailable(f"{self._name}: reading the blob failed: {exc.message}") from None
-            raise
-        if not got:
-            self.undecodable = self.undecodable or self._utf8.cut_at_end
-        return got
-
-    def close(self) -> None:
-        try:
-            self._inner.close()
-        finally:
-            super().close()
-
-
-def line_blocks(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """The bytes of the pieces in blocks that end at a line end (but the last), of about `size`
-    bytes (at most half as much again, so no piece leaves a small block behind); a longer line is
-    a block of its own. Each block is one copy out of the pieces (none when it is a whole piece)."""
-    pending = b""  # the start of a line the last piece cut
-    for piece in pieces:
-        at = 0
-        while at < len(piece):
-            whole = len(pending) + len(piece) - at <= size + size // 2
-            end = piece.rfind(b"\n", at, len(piece) if whole else max(at, at + size - len(pending))) + 1
-            if not end and not whole:
-                end = piece.find(b"\n", at) + 1  # a line longer than a block
-            if not end:
-                pending += piece[at:]  # no line end in the rest of the piece
-                break
-            yield pending + piece[at:end] if pending else piece[at:end]
-            pending, at = b"", end
-    if pending:
-        yield pending
-
-
-class _Utf8Watch:
-    """Checks a stream read piece by piece as UTF-8: a character cut by the end of one piece is
-    checked with the first bytes of the next."""
-
-    def __init__(self) -> None:
-        self._cut = b""  # the start of the last piece's cut character
-
-    @property
-    def cut_at_end(self) -> bool:
-        return bool(self._cut)
-
-    def valid(self, data: bytes) -> bool:
-        """Whether the piece, after those before it, is still valid UTF-8."""
-        start = 0
-        if self._cut:
-            start = min(_utf8_size(self._cut[0]) - len(self._cut), len(data))
-            self._cut += data[:start]
-            if len(self._cut) < _utf8_size(self._cut[0]):
-                return True  # still cut: the next piece finishes it
-            seam, self._cut = self._cut, b""
-            if not valid_utf8(seam):
-                return False
-        elif data.isascii():
-            return True
-        end = len(data)
-        for at in range(len(data) - 1, max(start, len(data) - 3) - 1, -1):
-            if data[at] >= 0xC0:  # the last character's lead byte: is it whole?
-                if at + _utf8_size(data[at]) > len(data):
-                    end, self._cut = at, data[at:]
-                break
-            if data[at] < 0x80:
-                break
-        return valid_utf8(pa.py_buffer(data).slice(start, end - start))
-
-
-def _utf8_size(lead: int) -> int:
-    """The bytes of a UTF-8 character from its lead byte (1 for a byte that cannot lead one)."""
-    return 2 if 0xC0 <= lead < 0xE0 else 3 if 0xE0 <= lead < 0xF0 else 4 if 0xF0 <= lead < 0xF8 else 1
-
-
-def as_row_chunk(chunk: RowChunk | TableChunk) -> RowChunk:
-    """A chunk with its rows as lists of values (an Arrow table's rows converted)."""
-    if isinstance(chunk, RowChunk):
-        return chunk
-    records = [list(values) for values in zip(*(column.to_pylist() for column in chunk.table.columns), strict=True)]
-    return RowChunk(chunk.source, chunk.columns, chunk.numbers.tolist(), records, chunk.errors)
 
 
 def _remembered(text: Iterator[str], memory: list[str], again: list[str]) -> Iterator[str]:
@@ -661,8 +299,8 @@ def _csv_reason(exc: csv.Error) -> str:
 
 
 def _cut_reason(lines: list[str]) -> str | None:
-    if any(_CUT in line for line in lines[:1]):
-        return f"the line is longer than {MAX_LINE_BYTES:,} bytes; the rest of it was skipped"
+    if any(CUT_TEXT in line for line in lines[:1]):
+        return _LINE_CUT
     return None
 
 
@@ -681,9 +319,9 @@ def _move_unreadable(chunk: RowChunk) -> None:
         return
     for i in bad:
         joined = "".join(chunk.records[i])
-        if _CUT in joined:
-            reason = f"the line is longer than {MAX_LINE_BYTES:,} bytes; the rest of it was skipped"
-        elif _UNDECODABLE.search(joined):
+        if CUT_TEXT in joined:
+            reason = _LINE_CUT
+        elif UNDECODABLE.search(joined):
             reason = "row holds bytes that are not valid UTF-8"
         else:
             reason = "row holds a NUL byte"
@@ -745,9 +383,9 @@ def _clean_header(name: str, header: list[str] | None) -> list[str]:
     if not header or header == [""]:
         raise SegmentError(f"{name}: the file is empty: no header row")
     columns = [h.strip() for h in header]
-    if any(_CUT in c for c in columns):
+    if any(CUT_TEXT in c for c in columns):
         raise SegmentError(f"{name}: the header row is longer than {MAX_LINE_BYTES:,} bytes: is this a CSV file?")
-    if any(_UNDECODABLE.search(c) for c in columns):
+    if any(UNDECODABLE.search(c) for c in columns):
         raise SegmentError(f"{name}: the header row holds bytes that are not valid UTF-8")
     if any("\x00" in c for c in columns):
         raise SegmentError(f"{name}: the header row holds NUL bytes: is the file UTF-16 or binary?")
@@ -763,20 +401,6 @@ def looks_like_data(header: list[str]) -> bool:
     """True when a header holds what looks like an email or a phone number: a file without a header
     row, whose first row of personal data must not be quoted in messages."""
     return any("@" in column or _LONG_NUMBER.search(column) for column in header)
-
-
-def detect_format(name: str) -> Format:
-    """The format from a file name: .csv, .tsv, .jsonl, .ndjson, optionally ending in .gz."""
-    lowered = name.lower().removesuffix(".gz")
-    for suffix, fmt in _SUFFIXES.items():
-        if lowered.endswith(suffix):
-            return fmt
-    raise SegmentError(f"{name}: cannot tell the format from the name; give it (csv or jsonl)")
-
-
-def is_data_name(name: str) -> bool:
-    base = name.rsplit("/", 1)[-1]
-    return bool(base) and not base.startswith((".", "_")) and base.lower() not in NON_DATA_NAMES
 
 
 def local_segment(path: str | Path, fmt: Format | None = None, delimiter: str | None = None) -> SegmentSource:
