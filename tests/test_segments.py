@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from shared.sources import SegmentError, SegmentSource, local_segment
 from shared.sources.checked_stream import CheckedStream
 from shared.sources.chunks import SegmentRow
+from shared.sources.jsonl_reader import MAX_FIELD_CHARS
 from shared.sources.parts import detect_format
-from shared.sources.segments import MAX_FIELD_CHARS
 from shared.sources.streams import ChunkStream
 
 BOM = b"\xef\xbb\xbf"

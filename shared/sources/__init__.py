@@ -1,9 +1,10 @@
 """Reading segments: blob and local files, byte streams, CSV and JSON Lines readers and their fast paths."""
 
 from shared.sources.chunks import RowChunk, TableChunk
+from shared.sources.csv_header import looks_like_data
 from shared.sources.errors import SegmentError, SegmentUnavailable
 from shared.sources.parts import BlobPart, is_data_name
-from shared.sources.segments import SegmentSource, blob_segment, local_segment, looks_like_data
+from shared.sources.segments import SegmentSource, blob_segment, local_segment
 
 __all__ = [
     "BlobPart",

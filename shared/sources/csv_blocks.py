@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Iterator
-from typing import Protocol
+from collections.abc import Iterator
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from shared.sources.chunks import TableChunk
+from shared.sources.chunks import RowChunk, TableChunk
 from shared.sources.streams import ByteStream, Prepended
 from shared.sources.utf8 import unmarked_utf8
 
@@ -31,15 +31,44 @@ MAX_PENDING_BYTES = 64 * 1024 * 1024
 _TAB, _NEWLINE, _RETURN, _QUOTE = 9, 10, 13, 34
 
 
+class BlockRows(Protocol):
+    """The rows of one block (or of the rest of a part), as one of the two readers reads them."""
+
+    def chunks(self) -> Iterator[RowChunk | TableChunk]:
+        """The rows in chunks."""
+        ...
+
+    def lines(self) -> int:
+        """How many lines the chunks spanned (known once they are read)."""
+        ...
+
+    def left_open(self) -> bytes:
+        """The bytes of a record still open at the end of the block (known once the chunks are
+        read): they are read again with what follows."""
+        ...
+
+
 class PythonRows(Protocol):
     """The csv module's reader of data rows from a binary stream whose first line is `line`."""
 
-    def __call__(
-        self, stream: ByteStream, line: int, final: bool
-    ) -> tuple[Iterator[object], Callable[[], int], Callable[[], bytes]]:
-        """Its chunks, and (once they are read) how many lines they spanned and the bytes of a record
-        still open at the end of the stream, unless `final` (to be read again with what follows)."""
+    def __call__(self, stream: ByteStream, line: int, final: bool, /) -> BlockRows:
+        """The rows of the stream; a record still open at its end is left open unless `final`."""
         ...
+
+
+class _ArrowRows(NamedTuple):
+    """A block of plain rows, parsed by Arrow into one table."""
+
+    chunk: TableChunk
+
+    def chunks(self) -> Iterator[TableChunk]:
+        return iter((self.chunk,))
+
+    def lines(self) -> int:
+        return len(self.chunk.numbers)  # one row per line
+
+    def left_open(self) -> bytes:
+        return b""
 
 
 def _quoted_field(delimiter: bytes) -> re.Pattern[bytes]:
@@ -77,7 +106,7 @@ class BlockReader:
         self._invalid_rows += 1
         return "skip"
 
-    def chunks(self, stream: ByteStream, pending: bytes, line: int) -> Iterator[object]:
+    def chunks(self, stream: ByteStream, pending: bytes, line: int) -> Iterator[RowChunk | TableChunk]:
         """Every row after the header: `pending` holds bytes already read past it, `line` is the
         line number of the first data row."""
         block_bytes, eof = BLOCK_BYTES, False
@@ -92,17 +121,17 @@ class BlockReader:
             cut = self._safe_cut(pending, floor + block_bytes, floor) or self._safe_cut(pending, len(pending), floor)
             if cut is None and not eof:
                 if len(pending) > MAX_PENDING_BYTES:
-                    yield from self._python_rows(Prepended(pending, stream), line, True)[0]
+                    yield from self._python_rows(Prepended(pending, stream), line, True).chunks()
                     return
                 data = stream.read(block_bytes)
                 eof, pending = not data, pending + data
                 continue
             cut = cut or len(pending)
             block, pending = pending[:cut], pending[cut:]
-            chunks, lines, carried = self._block(block, line, eof and not pending)
-            yield from chunks
-            line += lines()
-            left_open = carried()
+            rows = self._block(block, line, eof and not pending)
+            yield from rows.chunks()
+            line += rows.lines()
+            left_open = rows.left_open()
             pending, floor = left_open + pending, len(left_open)
 
     def _safe_cut(self, buffer: bytes, within: int, floor: int = 0) -> int | None:
@@ -118,9 +147,7 @@ class BlockReader:
         even = newlines[quotes_before % 2 == 0]
         return int(even[-1]) + 1 if len(even) and even[-1] >= floor else None
 
-    def _block(
-        self, block: bytes, line: int, final: bool
-    ) -> tuple[Iterator[object], Callable[[], int], Callable[[], bytes]]:
+    def _block(self, block: bytes, line: int, final: bool) -> BlockRows:
         lines = self._plain_lines(block)
         if lines is None:
             return self._python_rows(io.BytesIO(block), line, final)
@@ -132,7 +159,7 @@ class BlockReader:
         if self._invalid_rows or table.num_rows != lines or _longest_field(table) > MAX_PLAIN_FIELD:
             return self._python_rows(io.BytesIO(block), line, final)
         numbers = np.arange(line, line + lines, dtype=np.int64)
-        return iter([TableChunk(self.name, self.columns, numbers, table, [], len(block))]), lambda: lines, lambda: b""
+        return _ArrowRows(TableChunk(self.name, self.columns, numbers, table, [], len(block)))
 
     def _plain_lines(self, block: bytes) -> int | None:
         """How many rows (lines) a plain block holds; None when it is not plain."""
