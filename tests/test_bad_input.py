@@ -18,7 +18,7 @@ from shared.engine import ConfigurationError, ExportSpec, RejectsFile, RunReport
 from shared.engine.status import COMPLETED_WITH_REJECTS, FAILED, SUCCEEDED
 from shared.mapping import FieldMapping
 from shared.sources import csv_blocks, local_segment
-from shared.sources.segments import MAX_LINE_BYTES
+from shared.sources.checked_stream import MAX_LINE_BYTES
 from tests.conftest import Exporter, member_emails
 from tools.klaviyo_sim import KlaviyoSimulator
 

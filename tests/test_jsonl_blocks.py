@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pytest import MonkeyPatch
 
 from shared.mapping import ColumnarMapper, FieldMapping, ProfileMapper
-from shared.sources import SegmentError, TableChunk, jsonl_blocks, local_segment, segments
+from shared.sources import SegmentError, TableChunk, csv_reader, jsonl_blocks, jsonl_reader, local_segment, streams
 
 MAPPING = FieldMapping({"email": "email", "phone_number": "phone", "first_name": "name"}, {"tier": "tier"})
 
@@ -85,13 +85,13 @@ lines = st.one_of(objects, objects, damaged)
     piece=st.sampled_from([7, 50, 1 << 20]),
 )
 def test_any_json_lines_map_alike_by_both_readers(rows: list[bytes], ending: bytes, block: int, piece: int) -> None:
-    saved = segments.BLOCK_BYTES, segments.JSONL_BLOCK_BYTES, segments.JSONL_PIECE_BYTES
-    segments.BLOCK_BYTES = segments.JSONL_BLOCK_BYTES = block
-    segments.JSONL_PIECE_BYTES = piece
+    saved = csv_reader.BLOCK_BYTES, jsonl_reader.JSONL_BLOCK_BYTES, jsonl_reader.JSONL_PIECE_BYTES
+    csv_reader.BLOCK_BYTES = jsonl_reader.JSONL_BLOCK_BYTES = block
+    jsonl_reader.JSONL_PIECE_BYTES = piece
     try:
         fast, slow = both(ending.join(rows) + (ending if rows else b""))
     finally:
-        segments.BLOCK_BYTES, segments.JSONL_BLOCK_BYTES, segments.JSONL_PIECE_BYTES = saved
+        csv_reader.BLOCK_BYTES, jsonl_reader.JSONL_BLOCK_BYTES, jsonl_reader.JSONL_PIECE_BYTES = saved
     assert fast == slow
 
 
@@ -105,7 +105,7 @@ def test_blocks_cut_from_any_pieces_hold_every_byte_and_end_at_line_ends(
     text: bytes, cuts: list[int], size: int
 ) -> None:
     bounds = [0, *sorted(min(cut, len(text)) for cut in cuts), len(text)]
-    blocks = list(segments.line_blocks((text[a:b] for a, b in itertools.pairwise(bounds)), size))
+    blocks = list(streams.line_blocks((text[a:b] for a, b in itertools.pairwise(bounds)), size))
     assert b"".join(blocks) == text
     assert all(block.endswith(b"\n") for block in blocks[:-1])
     # Small enough: past half as much again only when the block is one line.

@@ -1,4 +1,4 @@
-"""Unit tests for shared.sources.segments: streaming CSV / JSON Lines readers over local files (no network)."""
+"""Unit tests for shared.sources: streaming CSV / JSON Lines readers over local files (no network)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.sources.segments import (
-    MAX_FIELD_CHARS,
-    SegmentError,
-    SegmentRow,
-    SegmentSource,
-    _ChunkStream,
-    _ReadErrors,
-    detect_format,
-    local_segment,
-)
+from shared.sources import SegmentError, SegmentSource, local_segment
+from shared.sources.checked_stream import CheckedStream
+from shared.sources.chunks import SegmentRow
+from shared.sources.jsonl_reader import MAX_FIELD_CHARS
+from shared.sources.parts import detect_format
+from shared.sources.streams import ChunkStream
 
 BOM = b"\xef\xbb\xbf"
 
@@ -618,7 +614,7 @@ def test_bytes_read_in_any_pieces_are_found_not_utf8_exactly_when_they_are_not(d
     """The reader notes bytes that are not UTF-8 (their rows are then checked one by one) however
     the reads cut the stream, a character cut between two reads included."""
     bounds = [0, *sorted(min(cut, len(data)) for cut in cuts), len(data)]
-    reader = _ReadErrors(Pieces([data[a:b] for a, b in itertools.pairwise(bounds)]), "pieces.csv")
+    reader = CheckedStream(Pieces([data[a:b] for a, b in itertools.pairwise(bounds)]), "pieces.csv")
     while reader.readinto(bytearray(64)):
         pass
     try:
@@ -637,7 +633,7 @@ def test_bytes_read_in_any_pieces_are_found_not_utf8_exactly_when_they_are_not(d
 def test_a_download_read_in_any_sizes_gives_its_bytes_in_order_and_whole_ranges_uncopied(
     chunks: list[bytes], reads: list[tuple[bool, int]]
 ) -> None:
-    stream = _ChunkStream(iter(chunks))
+    stream = ChunkStream(iter(chunks))
     got = []
     for into, size in reads * 3:
         if into:
@@ -651,5 +647,5 @@ def test_a_download_read_in_any_sizes_gives_its_bytes_in_order_and_whole_ranges_
             got.append(data)
     got.append(stream.read())
     assert b"".join(got) == b"".join(chunks)
-    whole = _ChunkStream(iter(chunks))
+    whole = ChunkStream(iter(chunks))
     assert all(whole.read(64) is chunk for chunk in chunks), "a range read whole is the downloaded object"

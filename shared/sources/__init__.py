@@ -1,18 +1,11 @@
 """Reading segments: blob and local files, byte streams, CSV and JSON Lines readers and their fast paths."""
 
-from shared.sources.csv_blocks import TableChunk
-from shared.sources.locate import DEFAULT_FOLDER_MARKER, LocateMode, SegmentLocator, locate_segment
-from shared.sources.segments import (
-    BlobPart,
-    RowChunk,
-    SegmentError,
-    SegmentSource,
-    SegmentUnavailable,
-    blob_segment,
-    is_data_name,
-    local_segment,
-    looks_like_data,
-)
+from shared.sources.chunks import RowChunk, TableChunk
+from shared.sources.csv_header import looks_like_data
+from shared.sources.errors import SegmentError, SegmentUnavailable
+from shared.sources.locate import LocateMode, SegmentLocator, locate_segment
+from shared.sources.parts import DEFAULT_FOLDER_MARKER, BlobPart, is_data_name
+from shared.sources.segments import SegmentSource, blob_segment, local_segment
 
 __all__ = [
     "BlobPart",

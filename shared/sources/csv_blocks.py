@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Iterator
-from typing import BinaryIO, NamedTuple, Protocol
+from collections.abc import Iterator
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+
+from shared.sources.chunks import RowChunk, TableChunk
+from shared.sources.streams import ByteStream, Prepended
+from shared.sources.utf8 import unmarked_utf8
 
 BLOCK_BYTES = 1024 * 1024
 # A field this long is left to the csv module, which enforces its own limit (131,072 characters).
@@ -25,30 +29,46 @@ MAX_PLAIN_FIELD = 100_000
 # Past this many bytes without a line end outside quotes, the rest of the part goes to the csv module.
 MAX_PENDING_BYTES = 64 * 1024 * 1024
 _TAB, _NEWLINE, _RETURN, _QUOTE = 9, 10, 13, 34
-BOM = b"\xef\xbb\xbf"  # Arrow drops one at the start of what it parses; the csv module keeps it
 
 
-class TableChunk(NamedTuple):
-    """Consecutive plain rows of one part as an Arrow table of strings (one column a header name),
-    with each row's 1-based line number and the bytes of the part they were read from."""
+class BlockRows(Protocol):
+    """The rows of one block (or of the rest of a part), as one of the two readers reads them."""
 
-    source: str
-    columns: list[str]
-    numbers: np.ndarray
-    table: pa.Table
-    errors: list[tuple[int, str]]
-    size: int
+    def chunks(self) -> Iterator[RowChunk | TableChunk]:
+        """The rows in chunks."""
+        ...
+
+    def lines(self) -> int:
+        """How many lines the chunks spanned (known once they are read)."""
+        ...
+
+    def left_open(self) -> bytes:
+        """The bytes of a record still open at the end of the block (known once the chunks are
+        read): they are read again with what follows."""
+        ...
 
 
 class PythonRows(Protocol):
     """The csv module's reader of data rows from a binary stream whose first line is `line`."""
 
-    def __call__(
-        self, stream: BinaryIO, line: int, final: bool
-    ) -> tuple[Iterator[object], Callable[[], int], Callable[[], bytes]]:
-        """Its chunks, and (once they are read) how many lines they spanned and the bytes of a record
-        still open at the end of the stream, unless `final` (to be read again with what follows)."""
+    def __call__(self, stream: ByteStream, line: int, final: bool, /) -> BlockRows:
+        """The rows of the stream; a record still open at its end is left open unless `final`."""
         ...
+
+
+class _ArrowRows(NamedTuple):
+    """A block of plain rows, parsed by Arrow into one table."""
+
+    chunk: TableChunk
+
+    def chunks(self) -> Iterator[TableChunk]:
+        return iter((self.chunk,))
+
+    def lines(self) -> int:
+        return len(self.chunk.numbers)  # one row per line
+
+    def left_open(self) -> bytes:
+        return b""
 
 
 def _quoted_field(delimiter: bytes) -> re.Pattern[bytes]:
@@ -86,7 +106,7 @@ class BlockReader:
         self._invalid_rows += 1
         return "skip"
 
-    def chunks(self, stream: BinaryIO, pending: bytes, line: int) -> Iterator[object]:
+    def chunks(self, stream: ByteStream, pending: bytes, line: int) -> Iterator[RowChunk | TableChunk]:
         """Every row after the header: `pending` holds bytes already read past it, `line` is the
         line number of the first data row."""
         block_bytes, eof = BLOCK_BYTES, False
@@ -101,17 +121,17 @@ class BlockReader:
             cut = self._safe_cut(pending, floor + block_bytes, floor) or self._safe_cut(pending, len(pending), floor)
             if cut is None and not eof:
                 if len(pending) > MAX_PENDING_BYTES:
-                    yield from self._python_rows(Prepended(pending, stream), line, True)[0]
+                    yield from self._python_rows(Prepended(pending, stream), line, True).chunks()
                     return
                 data = stream.read(block_bytes)
                 eof, pending = not data, pending + data
                 continue
             cut = cut or len(pending)
             block, pending = pending[:cut], pending[cut:]
-            chunks, lines, carried = self._block(block, line, eof and not pending)
-            yield from chunks
-            line += lines()
-            left_open = carried()
+            rows = self._block(block, line, eof and not pending)
+            yield from rows.chunks()
+            line += rows.lines()
+            left_open = rows.left_open()
             pending, floor = left_open + pending, len(left_open)
 
     def _safe_cut(self, buffer: bytes, within: int, floor: int = 0) -> int | None:
@@ -127,9 +147,7 @@ class BlockReader:
         even = newlines[quotes_before % 2 == 0]
         return int(even[-1]) + 1 if len(even) and even[-1] >= floor else None
 
-    def _block(
-        self, block: bytes, line: int, final: bool
-    ) -> tuple[Iterator[object], Callable[[], int], Callable[[], bytes]]:
+    def _block(self, block: bytes, line: int, final: bool) -> BlockRows:
         lines = self._plain_lines(block)
         if lines is None:
             return self._python_rows(io.BytesIO(block), line, final)
@@ -141,7 +159,7 @@ class BlockReader:
         if self._invalid_rows or table.num_rows != lines or _longest_field(table) > MAX_PLAIN_FIELD:
             return self._python_rows(io.BytesIO(block), line, final)
         numbers = np.arange(line, line + lines, dtype=np.int64)
-        return iter([TableChunk(self.name, self.columns, numbers, table, [], len(block))]), lambda: lines, lambda: b""
+        return _ArrowRows(TableChunk(self.name, self.columns, numbers, table, [], len(block)))
 
     def _plain_lines(self, block: bytes) -> int | None:
         """How many rows (lines) a plain block holds; None when it is not plain."""
@@ -171,42 +189,5 @@ class BlockReader:
         return len(newlines) + (0 if block.endswith(b"\n") else 1)
 
 
-def unmarked_utf8(block: bytes, utf8: bool = False) -> bool:
-    """A block both fast paths may take: not empty, no byte order mark, valid UTF-8 (known to be,
-    given `utf8`: its reader checked every byte)."""
-    return bool(block) and not block.startswith(BOM) and (utf8 or block.isascii() or valid_utf8(block))
-
-
-def valid_utf8(data: bytes | pa.Buffer) -> bool:
-    """Whether the bytes are valid UTF-8, checked by Arrow in place (decoding them would make a copy
-    of up to four times their size)."""
-    ends = pa.py_buffer(np.array([0, len(data)], dtype=np.int64))
-    try:
-        pa.Array.from_buffers(pa.large_string(), 1, [None, ends, pa.py_buffer(data)]).validate(full=True)
-    except pa.ArrowInvalid:
-        return False
-    return True
-
-
 def _longest_field(table: pa.Table) -> int:
     return max((pc.max(pc.binary_length(column)).as_py() or 0 for column in table.columns), default=0)
-
-
-class Prepended(io.RawIOBase):
-    """A stream that first gives `head`, then the rest of `tail`."""
-
-    def __init__(self, head: bytes, tail: BinaryIO) -> None:
-        self._head, self._tail = memoryview(head), tail
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
-        if self._head:
-            count = min(len(target), len(self._head))
-            target[:count] = self._head[:count]
-            self._head = self._head[count:]
-            return count
-        data = self._tail.read(len(target))
-        target[: len(data)] = data
-        return len(data)

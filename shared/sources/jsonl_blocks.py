@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from shared.sources.csv_blocks import unmarked_utf8
+from shared.sources.utf8 import unmarked_utf8
 
 # A longer line is left to the line reader (and the row-by-row mapper's limits), as in csv_blocks.
 MAX_PLAIN_LINE = 100_000
@@ -45,7 +45,7 @@ class JsonBlocks:
         self._layouts = True  # while the blocks keep one layout
 
     def table(self, block: bytes, utf8: bool = False) -> pa.Table | None:
-        """The block's rows (one a line; the block ends at a line end or at the end of the part) as
+        """The block's rows (one per line; the block ends at a line end or at the end of the part) as
         a table of strings, nulls and absent keys as "", or None when it must be read line by line.
         `utf8`: the caller knows the block is valid UTF-8 (its reader checked every byte)."""
         lines = plain_lines(block, utf8)
@@ -60,7 +60,7 @@ class JsonBlocks:
         try:
             table = pa_json.read_json(pa.py_buffer(block), self._read, self._parse)
         except pa.ArrowInvalid:
-            return None  # a mapped key twice in a line
+            return None  # a line names a mapped key twice
         if table.num_rows != len(lines):
             return None
         columns = [column.combine_chunks() for column in table.select(self.columns).columns]
@@ -104,17 +104,17 @@ def _layout_spans(block: bytes, starts: np.ndarray, keys: int) -> pa.Array | Non
     rows, per_line = len(starts), 2 * keys + 1
     if len(quotes) != rows * 4 * keys:
         return None
-    quotes = quotes.reshape(rows, 4 * keys)  # a row a line while the lines keep the layout
+    line_quotes = quotes.reshape(rows, 4 * keys)  # one row per line while the lines keep the layout
     # The k-th value's text lies between the line's quotes 4k + 2 and 4k + 3.
     bounds = np.empty((rows, per_line), dtype=np.int32)
-    bounds[:, 0], bounds[:, 1::2], bounds[:, 2::2] = starts, quotes[:, 2::4] + 1, quotes[:, 3::4]
+    bounds[:, 0], bounds[:, 1::2], bounds[:, 2::2] = starts, line_quotes[:, 2::4] + 1, line_quotes[:, 3::4]
     offsets = np.append(bounds.ravel(), np.int32(len(block)))
     # A line with more quotes than the first and one with fewer would cut some outside span short.
     outside_sizes = np.diff(offsets).reshape(rows, per_line)[:, 0::2]
     if not (outside_sizes == outside_sizes[0]).all():
         return None
     spans = pa.Array.from_buffers(pa.string(), rows * per_line, [None, pa.py_buffer(offsets), pa.py_buffer(block)])
-    # Every line's bytes outside its values, in one buffer: the first line's, once a line.
+    # Every line's bytes outside its values, in one buffer: it must be the first line's, once per line.
     line_spans = np.arange(0, rows * per_line, per_line, dtype=np.int32)[:, None]
     outside = spans.take(pa.array((line_spans + np.arange(0, per_line, 2, dtype=np.int32)).ravel()))
     width, data = int(outside_sizes[0].sum()), outside.buffers()[2]
@@ -132,7 +132,7 @@ def plain_lines(block: bytes, utf8: bool = False) -> pa.Array | None:
     codes = np.frombuffer(block, dtype=np.uint8)
     ends = np.flatnonzero(codes == _NEWLINE)
     if np.count_nonzero(codes < 32) != len(ends):
-        return None  # a control character: raw in a string orjson refuses it
+        return None  # a raw control character, which orjson refuses inside a string
     starts = np.concatenate(([0], ends + 1))
     if starts[-1] < len(block):
         starts = np.append(starts, len(block))  # a last line without its line end

@@ -7,13 +7,12 @@ import posixpath
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from shared.sources.segments import BlobPart, Format, SegmentSource, SegmentUnavailable, blob_segment, is_data_name
+from shared.sources.errors import SegmentUnavailable
+from shared.sources.parts import DEFAULT_FOLDER_MARKER, BlobPart, Format, is_data_name
+from shared.sources.segments import SegmentSource, blob_segment
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient, ContainerClient
-
-# The file whose arrival says a folder segment is complete, unless the segment names another.
-DEFAULT_FOLDER_MARKER = "model.json"
 
 # blob: one named blob; newest: the newest data blob under a prefix; folder: every data blob of the newest
 # folder under a prefix that holds the marker file.

@@ -1,0 +1,97 @@
+"""The files of a segment: local files and blobs as parts to open, which names hold data, and their format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from shared.sources.errors import SegmentError, storage_failure
+from shared.sources.streams import ByteStream, ChunkStream
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
+
+Format = Literal["csv", "jsonl"]
+# The file whose arrival says a folder segment is complete, unless the segment names another.
+DEFAULT_FOLDER_MARKER = "model.json"
+# Files a CDP writes next to the data parts of a folder segment.
+NON_DATA_NAMES = {DEFAULT_FOLDER_MARKER, "_success", "_committed", "_started"}
+_SUFFIXES: dict[str, Format] = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+
+
+class SegmentPart(Protocol):
+    """One file of a segment: a local file or a blob pinned to the etag seen when listing it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str | None: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def open(self) -> ByteStream: ...
+
+
+@dataclass(frozen=True)
+class LocalPart:
+    """A local file of a segment."""
+
+    path: Path
+    name: str
+    size: int
+    version: str | None = None
+
+    def open(self) -> ByteStream:
+        return self.path.open("rb")
+
+
+@dataclass(frozen=True)
+class BlobPart:
+    """A blob of a segment, read at the version it had when it was listed."""
+
+    container: ContainerClient
+    name: str
+    size: int
+    version: str | None  # the etag: reads fail rather than mix two versions of the blob
+
+    def open(self) -> ByteStream:
+        from azure.core import MatchConditions
+
+        try:
+            downloader = self.container.download_blob(
+                self.name,
+                etag=self.version,
+                match_condition=MatchConditions.IfNotModified,
+                max_concurrency=1,
+            )
+        except Exception as exc:
+            failure = storage_failure(self.name, exc)
+            if failure is None:
+                raise
+            raise failure from None
+        return ChunkStream(downloader.chunks())
+
+
+def detect_format(name: str) -> Format:
+    """The format from a file name: .csv, .tsv, .jsonl, .ndjson, optionally ending in .gz."""
+    lowered = name.lower().removesuffix(".gz")
+    for suffix, fmt in _SUFFIXES.items():
+        if lowered.endswith(suffix):
+            return fmt
+    raise SegmentError(f"{name}: cannot tell the format from the name; give it (csv or jsonl)")
+
+
+def is_data_name(name: str) -> bool:
+    """Whether a file of a folder segment holds data: not hidden, not a marker or a CDP's metadata."""
+    base = name.rsplit("/", 1)[-1]
+    return bool(base) and not base.startswith((".", "_")) and base.lower() not in NON_DATA_NAMES
