@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared.klaviyo import DEFAULT_BASE_URL, KlaviyoClient, rate_limit_scale
+from shared.secrets import DEFAULT_TTL_SECONDS
 
 RUNS_QUEUE = "export-runs"
 # The app settings naming the storage accounts: the app's own (queue, tables, reports) and the segments'.
@@ -83,7 +84,7 @@ class Settings:
     reports_container: str = "reports"
     segments_container: str = "segments"
     key_vault_url: str = ""
-    secret_cache_seconds: float = 300.0
+    secret_cache_seconds: float = DEFAULT_TTL_SECONDS
     local_api_key: str = field(default="", repr=False)
     upload_concurrency: int = 6
     klaviyo_read_timeout: float = 60.0
