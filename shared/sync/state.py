@@ -8,7 +8,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 import numpy as np
 import orjson
@@ -144,7 +144,7 @@ class SyncState:
         """Positions of the profiles not among `seen` (e.g. those who left the segment)."""
         return np.flatnonzero(~np.isin(self.ids, seen))
 
-    def write(self, file: BinaryIO) -> None:
+    def write(self, file: IO[bytes]) -> None:
         """Writes the state as an .npz archive, array by array (np.savez never builds it in memory)."""
         header = orjson.dumps({"format": FORMAT_VERSION, "list_id": self.list_id})
         np.savez(
@@ -156,7 +156,7 @@ class SyncState:
         )
 
     @classmethod
-    def read(cls, file: BinaryIO | Path) -> SyncState:
+    def read(cls, file: IO[bytes] | Path) -> SyncState:
         with np.load(file, allow_pickle=False) as stored:
             header = orjson.loads(stored["header"].tobytes())
             if header.get("format") != FORMAT_VERSION:
