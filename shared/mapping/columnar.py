@@ -110,7 +110,7 @@ class ColumnarMapper:
             picked = [values.to_pylist() for values in part.slow_values]
             for row, values in zip(slow_rows.tolist(), zip(*picked, strict=True), strict=True):
                 mapped = self.mapper.apply_values(values)
-                if type(mapped) is Profile:
+                if isinstance(mapped, Profile):
                     more_rows.append(row)
                     more_bodies.append(serialize_profile(mapped.attributes) + b",")
                     more_idents.append(identifier_text(mapped.attributes))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +14,11 @@ from shared.mapping.fingerprints import fingerprints
 from shared.mapping.identifiers import attributes_key, identifier_text, serialize_profile
 from shared.mapping.normalize import normalize_email, normalize_phone, plain_email, quick_e164
 from shared.privacy import mask_attributes, mask_email, mask_phone, mask_text
+
+# A row as apply_values takes it: the strings of the mapped text columns, then each custom property's
+# value (a string from CSV, any JSON value from JSON Lines). A tuple type cannot say which positions
+# hold strings, hence Any.
+RowValues = tuple[Any, ...]
 
 
 class Profile(NamedTuple):
@@ -60,21 +65,26 @@ class ProfileMapper:
         fields = mapping.fields
         # Every mapped input, in a fixed order: identifiers, plain fields, location, properties.
         self._ids = [(f, fields.get(f)) for f in IDENTIFIERS]
-        self._id_columns = tuple(c for _, c in self._ids)
+        email, phone, external = (c for _, c in self._ids)
+        self._id_columns = (email, phone, external)
         self._plain = [(f, c) for f, c in fields.items() if f in PROFILE_FIELDS and f not in IDENTIFIERS]
         self._location = [(f, c) for f, c in fields.items() if f in LOCATION_FIELDS]
         self._properties = [(name, column) for column, name in mapping.properties.items()]
-        self._columns = [c for _, c in self._ids if c] + [c for _, c in self._plain + self._location]
-        self._text_count = len(self._columns)
-        # Where each group starts in the values handed to _apply (identifiers come first).
+        texts = [c for _, c in self._ids if c] + [c for _, c in self._plain + self._location]
+        self._text_count = len(texts)
+        self._columns = texts + [c for _, c in self._properties]
         self._plain_names = [f for f, _ in self._plain]
         self._location_names = [f for f, _ in self._location]
         self._property_names = [name for name, _ in self._properties]
-        self._plain_end = sum(1 for c in self._id_columns if c) + len(self._plain)
+        # Where each value lies in the tuple apply_values takes: each identifier's (None when it is
+        # not mapped; the mapped ones come first), then where each group of fields starts or ends.
+        mapped_ids = [f for f, c in self._ids if c]
+        self._id_positions = tuple(mapped_ids.index(f) if c else None for f, c in self._ids)
+        self._plain_start = len(mapped_ids)
+        self._plain_end = self._plain_start + len(self._plain)
         self._location_end = self._plain_end + len(self._location)
-        self._columns += [c for _, c in self._properties]
-        self._missing_identifier = " and ".join(f for f, c in self._ids if c)
-        self._first_identifier = next(f for f, c in self._ids if c)
+        self._missing_identifier = " and ".join(mapped_ids)
+        self._first_identifier = mapped_ids[0]
 
     def for_columns(self, header: list[str]) -> Callable[[list[str]], Profile | Rejection]:
         positions = [header.index(c) for c in self._columns]
@@ -86,19 +96,23 @@ class ProfileMapper:
 
         return map_values
 
-    def map_records(self, columns: list[str] | None, numbers: list[int], records: list[object]) -> MappedRows:
+    def map_records(
+        self, columns: list[str] | None, numbers: list[int], records: list[list[str]] | list[Mapping[str, object]]
+    ) -> MappedRows:
         """Maps CSV records (lists of values under `columns`) or JSON Lines records (dicts)."""
         apply = self.for_columns(columns) if columns is not None else self.map
         profiles: list[dict[str, object]] = []
         valid: list[int] = []
         rejections: list[tuple[int, Rejection]] = []
         for number, record in zip(numbers, records, strict=True):
+            # CSV records meet the function for CSV columns and JSON Lines records `map`, which mypy
+            # cannot tell from the types of `apply` and `records`.
             mapped = apply(record)  # type: ignore[arg-type]
-            if type(mapped) is Profile:
+            if isinstance(mapped, Profile):
                 profiles.append(mapped.attributes)
                 valid.append(number)
             else:
-                rejections.append((number, mapped))  # type: ignore[arg-type]
+                rejections.append((number, mapped))
         bodies = pa.array([serialize_profile(attributes) + b"," for attributes in profiles], pa.binary())
         identifiers = pa.array([identifier_text(attributes) for attributes in profiles], pa.string())
         return MappedRows(
@@ -125,7 +139,7 @@ class ProfileMapper:
     @property
     def identifier_columns(self) -> tuple[str | None, str | None, str | None]:
         """The email, phone number and external id columns (None where not mapped)."""
-        return self._id_columns  # type: ignore[return-value]
+        return self._id_columns
 
     @property
     def text_fields(self) -> list[tuple[str, str]]:
@@ -140,48 +154,16 @@ class ProfileMapper:
     def property_fields(self) -> list[tuple[str, str]]:
         return list(self._properties)
 
-    def apply_values(self, values: tuple) -> Profile | Rejection:  # type: ignore[type-arg]
+    def apply_values(self, values: RowValues) -> Profile | Rejection:
         """Maps one row given as the values of `columns`, in that order."""
         attributes: dict[str, object] = {}
-        identified = False
-        at = 0
-        email_column, phone_column, external_column = self._id_columns
-        if email_column:
-            raw = values[at].strip()
-            at += 1
-            if raw:
-                email = raw.lower()
-                if not plain_email(email):
-                    try:
-                        email = normalize_email(raw)
-                    except ValueError as exc:
-                        return Rejection("email", f"email is not valid: {exc}", mask_email(raw))
-                attributes["email"] = email
-                identified = True
-        if phone_column:
-            raw = values[at].strip()
-            at += 1
-            if raw:
-                if not quick_e164(raw):
-                    try:
-                        raw = normalize_phone(raw, self._region)
-                    except ValueError as exc:
-                        return Rejection("phone_number", f"phone_number cannot be made E.164: {exc}", mask_phone(raw))
-                attributes["phone_number"] = raw
-                identified = True
-        if external_column:
-            raw = values[at].strip()
-            at += 1
-            if raw:
-                if len(raw) > MAX_EXTERNAL_ID:
-                    reason = f"external_id is longer than {MAX_EXTERNAL_ID} characters"
-                    return Rejection("external_id", reason, mask_text(raw))
-                attributes["external_id"] = raw
-                identified = True
-        if not identified:
+        rejection = self._put_identifiers(values, attributes)
+        if rejection is not None:
+            return rejection
+        if not attributes:
             return Rejection(self._first_identifier, f"no identifier: {self._missing_identifier} empty", "")
         plain_end, location_end = self._plain_end, self._location_end
-        for name, value in zip(self._plain_names, values[at:plain_end], strict=True):
+        for name, value in zip(self._plain_names, values[self._plain_start : plain_end], strict=True):
             value = value.strip()
             if value:
                 attributes[name] = value
@@ -201,6 +183,38 @@ class ProfileMapper:
             if properties:
                 attributes["properties"] = properties
         return Profile(attributes)
+
+    def _put_identifiers(self, values: RowValues, attributes: dict[str, object]) -> Rejection | None:
+        """Puts the row's identifiers into `attributes`, checked and normalised (the values of the
+        mapped identifier columns come first); returns the rejection when one of them is wrong."""
+        email_at, phone_at, external_at = self._id_positions
+        if email_at is not None:
+            raw = values[email_at].strip()
+            if raw:
+                email = raw.lower()
+                if not plain_email(email):
+                    try:
+                        email = normalize_email(raw)
+                    except ValueError as exc:
+                        return Rejection("email", f"email is not valid: {exc}", mask_email(raw))
+                attributes["email"] = email
+        if phone_at is not None:
+            raw = values[phone_at].strip()
+            if raw:
+                if not quick_e164(raw):
+                    try:
+                        raw = normalize_phone(raw, self._region)
+                    except ValueError as exc:
+                        return Rejection("phone_number", f"phone_number cannot be made E.164: {exc}", mask_phone(raw))
+                attributes["phone_number"] = raw
+        if external_at is not None:
+            raw = values[external_at].strip()
+            if raw:
+                if len(raw) > MAX_EXTERNAL_ID:
+                    reason = f"external_id is longer than {MAX_EXTERNAL_ID} characters"
+                    return Rejection("external_id", reason, mask_text(raw))
+                attributes["external_id"] = raw
+        return None
 
 
 class _NotText(Exception):
