@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 from shared.mapping.columnar_checks import fast_e164, fast_email
 from shared.mapping.config import MAX_EXTERNAL_ID
 from shared.mapping.fingerprints import fingerprints
-from shared.mapping.identifiers import identifier_text, serialize_profile
-from shared.mapping.rows import MappedRows, Profile, ProfileMapper, Rejection
+from shared.mapping.identifiers import identifier_text
+from shared.mapping.rows import MappedRows, Profile, ProfileMapper, Rejection, serialize_profile
 from shared.privacy import mask_identifier_text
 
 _NULL = pa.scalar(None, pa.string())

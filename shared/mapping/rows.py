@@ -8,10 +8,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+from orjson import dumps
 
 from shared.mapping.config import IDENTIFIERS, LOCATION_FIELDS, MAX_EXTERNAL_ID, PROFILE_FIELDS, FieldMapping
 from shared.mapping.fingerprints import fingerprints
-from shared.mapping.identifiers import attributes_key, identifier_text, serialize_profile
+from shared.mapping.identifiers import attributes_key, identifier_text
 from shared.mapping.normalize import normalize_email, normalize_phone, plain_email, quick_e164
 from shared.privacy import mask_attributes, mask_email, mask_phone, mask_text
 
@@ -22,8 +23,8 @@ RowValues = tuple[Any, ...]
 
 
 class Profile(NamedTuple):
-    """A valid row ready for Klaviyo (its dedupe key is computed a chunk at a time, from
-    identifier_text)."""
+    """A valid row, ready for Klaviyo. Its `key` serves one profile at a time: a chunk's dedupe keys
+    are fingerprinted all at once from identifier_text."""
 
     attributes: dict[str, object]
 
@@ -37,6 +38,9 @@ class Profile(NamedTuple):
 
 
 class Rejection(NamedTuple):
+    """A row that cannot be sent: the field at fault, why, and that field's value masked (empty
+    when the row has no value to show)."""
+
     field: str
     reason: str
     masked: str
@@ -57,7 +61,8 @@ class ProfileMapper:
     """Applies a FieldMapping to rows: validates, normalizes and builds Klaviyo attributes.
 
     Hot path: `for_columns(header)` returns a function over a CSV row's list of values that reads
-    only the mapped positions; `map(dict)` serves JSON Lines rows."""
+    only the mapped positions; `map(dict)` serves JSON Lines rows; ColumnarMapper hands
+    `apply_values` the rows its column-wise checks leave out."""
 
     def __init__(self, mapping: FieldMapping) -> None:
         self.mapping = mapping
@@ -105,9 +110,7 @@ class ProfileMapper:
         valid: list[int] = []
         rejections: list[tuple[int, Rejection]] = []
         for number, record in zip(numbers, records, strict=True):
-            # CSV records meet the function for CSV columns and JSON Lines records `map`, which mypy
-            # cannot tell from the types of `apply` and `records`.
-            mapped = apply(record)  # type: ignore[arg-type]
+            mapped = apply(record)  # type: ignore[arg-type]  # lists meet for_columns' function, dicts map
             if isinstance(mapped, Profile):
                 profiles.append(mapped.attributes)
                 valid.append(number)
@@ -125,6 +128,7 @@ class ProfileMapper:
         )
 
     def map(self, row: Mapping[str, object]) -> Profile | Rejection:
+        """Maps one JSON Lines row (the values of the mapped fields must be text, numbers or null)."""
         try:
             texts = [_text(row.get(c), c) for c in self._columns[: self._text_count]]
             return self.apply_values((*texts, *(row.get(c) for _, c in self._properties)))
@@ -217,12 +221,20 @@ class ProfileMapper:
         return None
 
 
+def serialize_profile(attributes: Mapping[str, object]) -> bytes:
+    """A profile as Klaviyo's bulk import takes it."""
+    return dumps({"type": "profile", "attributes": attributes})
+
+
 class _NotText(Exception):
+    """A JSON Lines row holds a value of another type where a text field is mapped."""
+
     def __init__(self, field: str, kind: str) -> None:
         self.field, self.kind = field, kind
 
 
 def _text(value: object, column: str = "") -> str:
+    """A JSON value as the text a CSV column would hold (trimmed, numbers written out, null empty)."""
     if isinstance(value, str):
         return value.strip()
     if value is None:

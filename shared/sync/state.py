@@ -22,8 +22,9 @@ _IN_MEMORY = 4 * 1024 * 1024  # a larger state passes through a temporary file o
 
 
 class Int64Blocks:
-    """int64 values appended a chunk at a time into blocks of 4 MB, which glibc maps on their own
-    (shared/memory.py): no copy while growing, and memory that goes back to the system when freed."""
+    """int64 values appended a chunk at a time into blocks of 4 MB. With the allocator settings of
+    shared/engine/memory.py glibc maps each block on its own, so the values are never copied as they
+    grow, and a block's memory goes back to the system once it is freed."""
 
     BLOCK = 1 << 19
 
