@@ -210,7 +210,8 @@ def test_profiles_klaviyo_refuses_are_taken_out_and_the_rest_resent(client, klav
     from shared.engine import ExportSpec, RejectsFile, RunReport
     from shared.engine.batching import Batch
     from shared.engine.exporter import _Run
-    from shared.mapping.identifiers import identifier_key, serialize_profile
+    from shared.mapping.identifiers import identifier_key
+    from shared.mapping.rows import serialize_profile
     from shared.sources import local_segment
 
     emails = ["ok1@example.com", "bad@@example.com", "ok2@example.com", "also bad@example.com", "ok3@example.com"]

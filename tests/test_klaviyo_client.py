@@ -11,7 +11,7 @@ import pytest
 from shared.engine.batching import Batch, Batcher
 from shared.klaviyo import InvalidPayload, KlaviyoClient, KlaviyoError
 from shared.klaviyo.client import REVISION
-from shared.mapping.identifiers import serialize_profile
+from shared.mapping.rows import serialize_profile
 from shared.settings import Settings
 from tests.conftest import API_KEY
 from tools.klaviyo_sim import KlaviyoSimulator

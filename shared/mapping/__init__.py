@@ -1,7 +1,7 @@
 """The field mapping and turning rows into Klaviyo profiles: normalisation, row-wise and column-wise."""
 
 from shared.mapping.columnar import ColumnarMapper, ColumnsMapped
-from shared.mapping.config import STANDARD_FIELDS, FieldMapping, MappingError
+from shared.mapping.config import DEFAULT_REGION, STANDARD_FIELDS, FieldMapping, MappingError
 from shared.mapping.fingerprints import fingerprints, text_fingerprints
 from shared.mapping.identifiers import identifier_text
 from shared.mapping.rows import MappedRows, ProfileMapper
@@ -9,6 +9,7 @@ from shared.mapping.rows import MappedRows, ProfileMapper
 __all__ = [
     "ColumnarMapper",
     "ColumnsMapped",
+    "DEFAULT_REGION",
     "FieldMapping",
     "MappedRows",
     "MappingError",

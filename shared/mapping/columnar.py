@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 from shared.mapping.columnar_checks import fast_e164, fast_email
 from shared.mapping.config import MAX_EXTERNAL_ID
 from shared.mapping.fingerprints import fingerprints
-from shared.mapping.identifiers import identifier_text, serialize_profile
-from shared.mapping.rows import MappedRows, Profile, ProfileMapper, Rejection
+from shared.mapping.identifiers import identifier_text
+from shared.mapping.rows import MappedRows, Profile, ProfileMapper, Rejection, serialize_profile
 from shared.privacy import mask_identifier_text
 
 _NULL = pa.scalar(None, pa.string())
@@ -110,7 +110,7 @@ class ColumnarMapper:
             picked = [values.to_pylist() for values in part.slow_values]
             for row, values in zip(slow_rows.tolist(), zip(*picked, strict=True), strict=True):
                 mapped = self.mapper.apply_values(values)
-                if type(mapped) is Profile:
+                if isinstance(mapped, Profile):
                     more_rows.append(row)
                     more_bodies.append(serialize_profile(mapped.attributes) + b",")
                     more_idents.append(identifier_text(mapped.attributes))

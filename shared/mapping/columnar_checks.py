@@ -1,5 +1,5 @@
 """The mapper's fast identifier checks over whole Arrow string columns: each marks a subset of what
-mapping._plain_email and mapping._quick_e164 accept (rows it leaves out are checked row by row)."""
+normalize.plain_email and normalize.quick_e164 accept (rows it leaves out are checked row by row)."""
 
 from __future__ import annotations
 

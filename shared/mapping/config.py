@@ -24,6 +24,7 @@ LOCATION_FIELDS = (
 )
 STANDARD_FIELDS = PROFILE_FIELDS + LOCATION_FIELDS
 MAX_EXTERNAL_ID = 255
+DEFAULT_REGION = "US"  # for phone numbers written without their country code
 _PROPERTY_NAME = re.compile(r"^[^\x00-\x1f]{1,255}$")
 
 
@@ -37,7 +38,7 @@ class FieldMapping:
 
     fields: dict[str, str] = field(default_factory=lambda: {"email": "email"})
     properties: dict[str, str] = field(default_factory=dict)  # column -> property name
-    default_region: str = "US"
+    default_region: str = DEFAULT_REGION
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.fields) - set(STANDARD_FIELDS))
@@ -63,10 +64,11 @@ class FieldMapping:
         properties = data.get("properties") or {}
         if not isinstance(properties, dict):
             raise MappingError("properties must be an object of column -> property name")
-        region = data.get("default_region") or "US"
-        if any(not isinstance(v, str) for v in fields.values()):
+        region = data.get("default_region") or DEFAULT_REGION
+        columns = {name: column for name, column in fields.items() if isinstance(column, str)}
+        if len(columns) != len(fields):
             raise MappingError("every mapped field must name a column (a string)")
-        return cls(dict(fields), dict(properties), str(region))  # type: ignore[arg-type]
+        return cls(columns, dict(properties), str(region))
 
     def to_dict(self) -> dict[str, object]:
         return {**self.fields, "properties": dict(self.properties), "default_region": self.default_region}

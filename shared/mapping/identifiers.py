@@ -1,21 +1,10 @@
-"""A profile's identifiers as text, and the dedupe keys hashed from them."""
+"""A profile's primary identifier as text, and the dedupe keys hashed from it."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from orjson import dumps
-
 from shared.mapping.fingerprints import text_fingerprints
-
-
-def identifier_key(kind: str, value: str) -> int:
-    """The dedupe key of one identifier (chunks get theirs from `fingerprints` all at once)."""
-    return int(text_fingerprints([value if kind != "external_id" else "x:" + value])[0])
-
-
-def serialize_profile(attributes: Mapping[str, object]) -> bytes:
-    return dumps({"type": "profile", "attributes": attributes})
 
 
 def identifier_text(attributes: Mapping[str, object]) -> str:
@@ -29,5 +18,11 @@ def identifier_text(attributes: Mapping[str, object]) -> str:
 
 
 def attributes_key(attributes: Mapping[str, object]) -> int:
-    """The dedupe key of a profile, from its (normalized) attributes."""
+    """The dedupe key of a profile, from its (normalised) attributes."""
     return int(text_fingerprints([identifier_text(attributes)])[0])
+
+
+def identifier_key(kind: str, value: str) -> int:
+    """The dedupe key of a profile identified by `value`, an identifier of `kind` (email,
+    phone_number or external_id). One at a time: a chunk's keys are fingerprinted all at once."""
+    return int(text_fingerprints([value if kind != "external_id" else "x:" + value])[0])

@@ -8,7 +8,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 import numpy as np
 import orjson
@@ -22,8 +22,9 @@ _IN_MEMORY = 4 * 1024 * 1024  # a larger state passes through a temporary file o
 
 
 class Int64Blocks:
-    """int64 values appended a chunk at a time into blocks of 4 MB, which glibc maps on their own
-    (shared/memory.py): no copy while growing, and memory that goes back to the system when freed."""
+    """int64 values appended a chunk at a time into blocks of 4 MB. With the allocator settings of
+    shared/engine/memory.py glibc maps each block on its own, so the values are never copied as they
+    grow, and a block's memory goes back to the system once it is freed."""
 
     BLOCK = 1 << 19
 
@@ -144,7 +145,7 @@ class SyncState:
         """Positions of the profiles not among `seen` (e.g. those who left the segment)."""
         return np.flatnonzero(~np.isin(self.ids, seen))
 
-    def write(self, file: BinaryIO) -> None:
+    def write(self, file: IO[bytes]) -> None:
         """Writes the state as an .npz archive, array by array (np.savez never builds it in memory)."""
         header = orjson.dumps({"format": FORMAT_VERSION, "list_id": self.list_id})
         np.savez(
@@ -156,7 +157,7 @@ class SyncState:
         )
 
     @classmethod
-    def read(cls, file: BinaryIO | Path) -> SyncState:
+    def read(cls, file: IO[bytes] | Path) -> SyncState:
         with np.load(file, allow_pickle=False) as stored:
             header = orjson.loads(stored["header"].tobytes())
             if header.get("format") != FORMAT_VERSION:

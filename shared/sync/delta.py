@@ -1,0 +1,89 @@
+"""The delta filter: which of a run's profiles are sent, judged against the sync state as the run found
+it, and the run's counts of added, updated and unchanged profiles."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from shared.sync.members import NO_FINGERPRINTS, ListMembers
+from shared.sync.options import SyncOptions
+from shared.sync.state import SyncState
+
+
+class SyncCounts(Protocol):
+    """The run's counts a sync adds to (the engine's report counts)."""
+
+    added: int
+    updated: int
+    unchanged: int
+    removed: int
+
+
+class DeltaFilter:
+    """The same filter for every invocation of a run: the state is the one the run found, whatever
+    Klaviyo accepts meanwhile. With the list's members read (reconcile), the profiles of the state that
+    are no longer on the list are sent again, and a member's profile id counts as known."""
+
+    def __init__(self, options: SyncOptions, counts: SyncCounts, state: SyncState | None = None) -> None:
+        self.full, self.mirror, self.counts = options.full, options.mirror, counts
+        self.state = state
+        self.off_list = NO_FINGERPRINTS  # identifier fingerprints of profiles of the state not on the list
+        self.on_list = NO_FINGERPRINTS  # every identifier fingerprint of a list member, sorted
+
+    def reconcile(self, members: ListMembers) -> None:
+        """Takes the list's members into account (read after the state, which stays whatever happens)."""
+        self.off_list = members.off_list(self.state)
+        self.on_list = members.known
+
+    def to_send(self, ids: np.ndarray, prints: np.ndarray) -> np.ndarray | None:
+        """Counts a chunk's profiles (identifier and profile fingerprints) against the state; returns
+        a mask of those to send, or None to send all of them."""
+        state, counts = self.state, self.counts
+        if state is None or not len(state):
+            counts.added += len(ids)
+            return None
+        at, found = state.find(ids)
+        same = found & (state.fingerprints[at] == prints)
+        if len(self.off_list):
+            same &= ~np.isin(ids, self.off_list)
+        if self.mirror:  # without its profile id a profile could never be removed: send it to learn it
+            same &= (state.profile_ids[at] != b"") | np.isin(ids, self.on_list)
+        counts.added += int((~found).sum())
+        if self.full:  # every profile already on the list is sent again, as an update
+            counts.updated += int(found.sum())
+            return None
+        counts.updated += int((found & ~same).sum())
+        if not same.any():
+            return None
+        counts.unchanged += int(same.sum())
+        return ~same
+
+    def changing(self, ids: np.ndarray, prints: np.ndarray) -> np.ndarray | slice:
+        """Which accepted profiles change the state: not those sent again exactly as the state has
+        them (a full run), whose merge would change nothing. In mirror mode, the profiles whose
+        profile id is still to be learnt stay, so that what an interrupted run puts aside keeps the
+        ids it learns with its profiles."""
+        state = self.state
+        if state is None or not len(state):
+            return slice(None)
+        at, found = state.find(ids)
+        same = found & (state.fingerprints[at] == prints)
+        if self.mirror:
+            same &= state.profile_ids[at] != b""
+        return ~same
+
+    def profile_id_known(self, ids: np.ndarray) -> np.ndarray:
+        """Where the Klaviyo profile id is known already: from the state, or from the list's members."""
+        known = np.isin(ids, self.on_list)
+        state = self.state
+        if state is not None and len(state):
+            at, found = state.find(ids)
+            known |= found & (state.profile_ids[at] != b"")
+        return known
+
+    def hand_over(self) -> SyncState | None:
+        """The state as the run found it, let go: it becomes the run's result, changed in place."""
+        state, self.state = self.state, None
+        return state
