@@ -198,6 +198,16 @@ def test_a_truncated_segment_removes_nothing_until_confirmed(sync, klaviyo, list
     assert member_emails(klaviyo, list_id) == set(people(0, 1))
 
 
+def test_removals_of_more_than_one_call_leave_exactly_the_departed_out_of_the_state(sync, klaviyo, list_id):
+    # Klaviyo takes 1,000 removals a call, and each call's profiles leave the state as it succeeds.
+    sync.run(people(*range(2500)), mode="mirror")
+    removed = sync.run(people(*range(2000, 2500)), mode="mirror", confirm_removals=True)
+    assert removed.status == SUCCEEDED and removed.counts.removed == 2000
+    again = sync.run(people(*range(2000, 2500)), mode="mirror")
+    assert again.counts.sent == 0 and again.counts.removed == 0, "the state holds exactly the segment"
+    assert member_emails(klaviyo, list_id) == set(people(*range(2000, 2500)))
+
+
 def test_an_empty_segment_removes_nothing(sync, klaviyo, list_id):
     sync.run(people(1), mode="mirror")
     empty = sync.run({}, mode="mirror", max_removal_share=1.0)

@@ -71,7 +71,7 @@ def take_off_list(
     if len(strangers):
         client.remove_from_list(list_id, [p.decode() for p in strangers.tolist()], count_removed)
         log.info("reconcile: %d member(s) not put there by this export and not in the segment removed", len(strangers))
-    departed = _DroppedWhenRemoved(state, removals.departed, count_removed)
+    departed = _DroppedWhenRemoved(state, state.ids[removals.departed], count_removed)
     profile_ids = [p.decode() for p in state.profile_ids[removals.departed].tolist()]
     client.remove_from_list(list_id, profile_ids, departed.removed)
     log.info("mirror: %d profile(s) that left the segment were removed from list %s", len(profile_ids), list_id)
@@ -81,11 +81,12 @@ class _DroppedWhenRemoved:
     """Departed profiles being taken off the list: Klaviyo confirms their removal a call at a time,
     in the order they were given, and each confirmed profile is dropped from the state."""
 
-    def __init__(self, state: SyncState, positions: np.ndarray, count_removed: Callable[[int], None]) -> None:
-        self.state, self.positions, self.count_removed = state, positions, count_removed
+    def __init__(self, state: SyncState, ids: np.ndarray, count_removed: Callable[[int], None]) -> None:
+        # Their identifier fingerprints, not their positions: each drop moves the profiles after it.
+        self.state, self.ids, self.count_removed = state, ids, count_removed
         self.done = 0
 
     def removed(self, count: int) -> None:
         self.count_removed(count)
-        self.state.drop(self.state.ids[self.positions[self.done : self.done + count]])
+        self.state.drop(self.ids[self.done : self.done + count])
         self.done += count

@@ -43,7 +43,7 @@ class SyncRun:
         self.members: ListMembers | None = None  # reconcile: the list's members as Klaviyo has them
         self.delta = DeltaFilter(options, counts)  # until `load` finds the state
         self.loaded = False
-        self.lock = threading.Lock()  # for counts.removed, which the engine reports while the run goes on
+        self.lock = threading.Lock()  # counts.removed grows under it as Klaviyo confirms each removal call
         self.accepted_profiles = AcceptedProfiles()
         self.segment = Int64Blocks()  # mirror mode: identifier fingerprints of every valid profile read
         self.pending_name = f"run-{run_id}.npz"
