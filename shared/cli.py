@@ -26,7 +26,7 @@ from shared.engine import (
     run_export,
 )
 from shared.klaviyo import KlaviyoError
-from shared.mapping import STANDARD_FIELDS, FieldMapping, MappingError
+from shared.mapping import DEFAULT_REGION, STANDARD_FIELDS, FieldMapping, MappingError
 from shared.secrets import KeyVaultSecrets, SecretError
 from shared.settings import Settings, StorageConnection
 from shared.sources import SegmentError, blob_segment, local_segment
@@ -62,7 +62,7 @@ def _add_input_options(run: argparse.ArgumentParser) -> None:
         help=f"map a column to a profile field ({', '.join(STANDARD_FIELDS)}) "
         "or to a custom property as properties.NAME=COLUMN; repeatable",
     )
-    run.add_argument("--default-region", default="US", help="region for phone numbers without +country code")
+    run.add_argument("--default-region", default=DEFAULT_REGION, help="region for phone numbers without +country code")
     run.add_argument("--format", choices=["csv", "jsonl"], help="input format (default: from the file name)")
     run.add_argument("--delimiter", help="CSV delimiter (default: sniffed among , ; TAB |)")
 
