@@ -10,7 +10,7 @@ import pytest
 
 from shared.engine.batching import Batch, Batcher
 from shared.klaviyo import InvalidPayload, KlaviyoClient, KlaviyoError
-from shared.klaviyo.client import REVISION
+from shared.klaviyo.limits import REVISION
 from shared.mapping.identifiers import serialize_profile
 from shared.settings import Settings
 from tests.conftest import API_KEY

@@ -10,7 +10,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -19,27 +18,23 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from shared.klaviyo.ratelimit import (
+from shared.klaviyo.errors import RETRY_STATUSES, KlaviyoError, error_for, is_challenge
+from shared.klaviyo.jobs import ImportJob
+from shared.klaviyo.limits import (
     BULK_IMPORT,
+    DEFAULT_BASE_URL,
     JOB_READS,
+    JSON_API,
     LIST_READS,
     LIST_WRITES,
-    RATE_LIMITS_SETTING,
+    MAX_LIST_RELATIONSHIP_IDS,
+    REVISION,
     Limit,
-    pacer,
 )
-from shared.privacy import redact
+from shared.klaviyo.pacing import RATE_LIMITS_SETTING, pacer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://a.klaviyo.com"
-REVISION = "2026-07-15"
-JSON_API = "application/vnd.api+json"
-MAX_PROFILES_PER_JOB = 10_000
-MAX_JOB_BYTES = 5_000_000  # Klaviyo says 5 MB; the decimal reading is the safe one
-MAX_PROFILE_BYTES = 100_000
-MAX_LIST_RELATIONSHIP_IDS = 1_000  # profiles per add-to / remove-from list call
-RETRY_STATUSES = (429, 500, 502, 503, 504, 524)
 # The client retries 429s itself, through the rate limiter; urllib3 retries the rest.
 _TRANSPORT_RETRY_STATUSES = tuple(s for s in RETRY_STATUSES if s != 429)
 # How the report names the transport failures urllib3 retried.
@@ -49,52 +44,6 @@ _ERROR_NAMES = {
     "ProtocolError": "connection_lost",
     "NewConnectionError": "connection_refused",
 }
-
-
-class KlaviyoError(Exception):
-    """A Klaviyo call failed; `fatal` errors (bad key, missing scope, unknown list) stop the run."""
-
-    def __init__(
-        self,
-        message: str,
-        status: int | None = None,
-        code: str | None = None,
-        fatal: bool = False,
-        errors: list[dict[str, Any]] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.fatal = status, code, fatal
-        self.errors = errors or []
-
-
-class InvalidPayload(KlaviyoError):
-    """Klaviyo refused a whole import job (400) because of one or more profiles in it."""
-
-
-@dataclass(frozen=True)
-class ImportJob:
-    id: str
-    status: str
-    total: int
-    completed: int
-    failed: int
-    created_at: str
-
-    @property
-    def done(self) -> bool:
-        return self.status in ("complete", "cancelled")
-
-    @classmethod
-    def from_resource(cls, resource: dict[str, Any]) -> ImportJob:
-        a = resource["attributes"]
-        return cls(
-            resource["id"],
-            a["status"],
-            a.get("total_count") or 0,
-            a.get("completed_count") or 0,
-            a.get("failed_count") or 0,
-            a.get("created_at") or "",
-        )
 
 
 class CallStats:
@@ -336,7 +285,7 @@ class KlaviyoClient:
                 if isinstance(exc, requests.RequestException):
                     raise KlaviyoError(f"{what}: no answer from Klaviyo after retries ({type(exc).__name__})") from None
                 raise
-            if _is_challenge(response):
+            if is_challenge(response):
                 # Klaviyo's edge sometimes challenges cloud IPs: not a missing scope, so retry.
                 limiter.completed(sent_at)
                 if challenged >= self.max_throttled:
@@ -358,11 +307,7 @@ class KlaviyoClient:
             log.debug("%s: throttled (429), retrying in %.2f s", what, hold)
         if response.status_code < 300:
             return orjson.loads(response.content) if response.content else {}
-        raise _error_for(response, what)
-
-
-def _is_challenge(response: requests.Response) -> bool:
-    return response.status_code == 403 and response.headers.get("cf-mitigated", "").lower() == "challenge"
+        raise error_for(response, what)
 
 
 def _retry_after(response: requests.Response) -> float:
@@ -373,40 +318,3 @@ def _retry_after(response: requests.Response) -> float:
     with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     return 1.0
-
-
-def _error_for(response: requests.Response, what: str) -> KlaviyoError:
-    status = response.status_code
-    errors: list[dict[str, Any]] = []
-    with contextlib.suppress(orjson.JSONDecodeError, AttributeError):  # proxies and challenges send HTML
-        errors = orjson.loads(response.content).get("errors") or []
-    first = errors[0] if errors else {}
-    code, detail = first.get("code"), redact(str(first.get("detail") or first.get("title") or response.reason))
-    if status == 401:
-        return KlaviyoError(
-            f"{what}: Klaviyo rejected the API key (401 {code or 'not_authenticated'}): {detail}",
-            status,
-            code,
-            fatal=True,
-        )
-    if _is_challenge(response):
-        return KlaviyoError(
-            f"{what}: Klaviyo's edge kept answering with a browser challenge (403); try again later",
-            status,
-            "challenge",
-        )
-    if status == 403:
-        return KlaviyoError(
-            f"{what}: the API key lacks a required scope (403 {code or 'permission_denied'}): "
-            f"{detail}. Needed: profiles:read, profiles:write, lists:read, lists:write",
-            status,
-            code,
-            fatal=True,
-        )
-    if status == 404:
-        return KlaviyoError(f"{what}: not found in this Klaviyo account (404)", status, code, fatal=True)
-    if status == 400:
-        return InvalidPayload(f"{what}: Klaviyo refused the request (400): {detail}", status, code, errors=errors)
-    if status in RETRY_STATUSES:
-        return KlaviyoError(f"{what}: Klaviyo kept failing ({status}) after retries", status, code)
-    return KlaviyoError(f"{what}: Klaviyo answered {status}: {detail}", status, code, fatal=status in (405, 413, 415))

@@ -11,55 +11,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class Limit:
-    burst_per_second: int
-    steady_per_minute: int
-
-
-# Klaviyo's published limits per endpoint group (see README "Limits").
-BULK_IMPORT = Limit(10, 150)
-JOB_READS = Limit(10, 150)
-LIST_READS = Limit(75, 750)
-LIST_WRITES = Limit(10, 150)
-
-# KLAVIYO_RATE_LIMITS: Klaviyo's published limits (the default), none of our own ("off": for the
-# simulator without limits and pipeline benchmarks), or a multiple of the published ones (an account
-# whose limits Klaviyo raised; below 1 to leave room for other tools on the account).
-RATE_LIMITS_SETTING = "KLAVIYO_RATE_LIMITS"
-PUBLISHED, OFF = "published", "off"
-
-
-def rate_limit_scale(value: str) -> float:
-    """The setting as a multiple of the published limits: 1 for `published` (or unset), infinite for
-    `off`, else the positive number given."""
-    text = value.strip().lower()
-    if text in ("", PUBLISHED):
-        return 1.0
-    if text == OFF:
-        return math.inf
-    try:
-        scale = float(text)
-    except ValueError:
-        scale = math.nan
-    if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(
-            f"{RATE_LIMITS_SETTING} is {value!r}: use {PUBLISHED}, {OFF}, "
-            "or a positive number of times Klaviyo's published limits"
-        )
-    return scale
-
-
-def pacer(limit: Limit, scale: float = 1.0) -> RateLimiter | Unpaced:
-    """The limiter of one endpoint group for `limit` times `scale` (none of our own when infinite)."""
-    if math.isinf(scale):
-        return Unpaced()
-    if scale == 1.0:
-        return RateLimiter(limit)
-    burst = max(1, round(limit.burst_per_second * scale))
-    return RateLimiter(Limit(burst, max(burst, round(limit.steady_per_minute * scale))))
-
+from shared.klaviyo.limits import Limit
 
 # Klaviyo counts in fixed windows on its own clock; a slightly longer sliding window here keeps
 # network jitter from pushing one request too many into a server window.
@@ -392,31 +344,3 @@ def _steady_window(headers: Mapping[str, str] | None) -> tuple[int, int, float] 
 def _first(value: str | None) -> str:
     # Accepts the IETF draft's structured form ("150, 150;w=60") as well as a plain number.
     return "" if value is None else value.split(",")[0].split(";")[0].strip()
-
-
-class Unpaced:
-    """KLAVIYO_RATE_LIMITS=off: no pace of its own, requests go as fast as callers send them; a 429's
-    Retry-After still holds every caller (the server's limits, if any, stay in charge)."""
-
-    def __init__(
-        self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
-    ) -> None:
-        self._clock, self._sleep = clock, sleep
-        self._lock = threading.Lock()
-        self._paused_until = -math.inf
-
-    def acquire(self) -> float:
-        while (delay := self._paused_until - self._clock()) > 0:
-            self._sleep(delay)
-        return self._clock()
-
-    def completed(self, sent_at: float, headers: Mapping[str, str] | None = None) -> None:
-        """Nothing to learn: there is no pace to adapt."""
-
-    def throttled(self, sent_at: float, retry_after: float) -> float:
-        self.pause(retry_after)
-        return retry_after
-
-    def pause(self, seconds: float) -> None:
-        with self._lock:
-            self._paused_until = max(self._paused_until, self._clock() + seconds)
