@@ -63,7 +63,7 @@ def test_unknown_list_is_fatal(client: KlaviyoClient):
 
 
 def test_headers_are_pinned(client: KlaviyoClient):
-    headers = client._session.headers
+    headers = client.transport.session.headers
     assert headers["revision"] == REVISION
     assert headers["accept"] == "application/vnd.api+json"
     assert headers["Authorization"] == f"Klaviyo-API-Key {API_KEY}"
