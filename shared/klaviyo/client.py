@@ -12,6 +12,7 @@ from shared.klaviyo.jobs import ImportJob
 from shared.klaviyo.limits import (
     DEFAULT_BASE_URL,
     MAX_LIST_RELATIONSHIP_IDS,
+    MAX_PAGE_SIZE,
     PUBLISHED_LIMITS,
     REVISION,
     EndpointGroup,
@@ -22,8 +23,9 @@ from shared.klaviyo.pagination import paged
 from shared.klaviyo.transport import CallStats, Transport
 
 _JOBS = "/api/profile-bulk-import-jobs"
-# The profile collections are read for their identifiers only, the largest page Klaviyo allows.
-_IDENTIFIED_PROFILES = {"page[size]": "100", "fields[profile]": "email,phone_number,external_id"}
+_FULL_PAGE = {"page[size]": str(MAX_PAGE_SIZE)}
+# The profile collections are read for their identifiers only.
+_IDENTIFIED_PROFILES = {**_FULL_PAGE, "fields[profile]": "email,phone_number,external_id"}
 
 
 class KlaviyoClient:
@@ -85,7 +87,7 @@ class KlaviyoClient:
         data = self.transport.call("GET", f"{_JOBS}/{job_id}", EndpointGroup.JOB, what=f"import job {job_id}")
         return ImportJob.from_resource(data["data"])
 
-    def recent_import_jobs(self, page_size: int = 100) -> Iterator[ImportJob]:
+    def recent_import_jobs(self, page_size: int = MAX_PAGE_SIZE) -> Iterator[ImportJob]:
         """The account's import jobs, newest first, a page (one call) at a time."""
         params = {"sort": "-created_at", "page[size]": str(page_size)}
         jobs = paged(self.transport, _JOBS, EndpointGroup.JOBS, params=params, what="import jobs")
@@ -94,7 +96,7 @@ class KlaviyoClient:
     def import_errors(self, job_id: str) -> Iterator[dict[str, Any]]:
         """The profiles a finished job failed to import, with Klaviyo's reason and payload."""
         path, what = f"{_JOBS}/{job_id}/import-errors", f"import errors of job {job_id}"
-        errors = paged(self.transport, path, EndpointGroup.JOB_ERRORS, params={"page[size]": "100"}, what=what)
+        errors = paged(self.transport, path, EndpointGroup.JOB_ERRORS, params=dict(_FULL_PAGE), what=what)
         return (error.get("attributes", {}) for error in errors)
 
     def import_job_profiles(self, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:

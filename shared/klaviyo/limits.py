@@ -17,6 +17,8 @@ MAX_JOB_BYTES = 5_000_000
 MAX_PROFILE_BYTES = 100_000
 # How many profiles one call that adds them to or removes them from a list may name.
 MAX_LIST_RELATIONSHIP_IDS = 1_000
+# The largest page of a collection Klaviyo serves.
+MAX_PAGE_SIZE = 100
 
 
 @dataclass(frozen=True)
