@@ -6,7 +6,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.klaviyo import DEFAULT_BASE_URL, KlaviyoClient, rate_limit_scale
+from shared.klaviyo import (
+    CONNECT_TIMEOUT_SECONDS,
+    DEFAULT_BASE_URL,
+    DEFAULT_READ_TIMEOUT_SECONDS,
+    KlaviyoClient,
+    rate_limit_scale,
+)
 from shared.secrets import DEFAULT_TTL_SECONDS
 
 RUNS_QUEUE = "export-runs"
@@ -87,7 +93,7 @@ class Settings:
     secret_cache_seconds: float = DEFAULT_TTL_SECONDS
     local_api_key: str = field(default="", repr=False)
     upload_concurrency: int = 6
-    klaviyo_read_timeout: float = 60.0
+    klaviyo_read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS
     # Seconds a run may take in one invocation before it checkpoints and goes on in the next: a little
     # under the Consumption plan's 10-minute limit.
     run_time_budget: float = 540.0
@@ -120,6 +126,6 @@ class Settings:
         return KlaviyoClient(
             api_key,
             self.klaviyo_base_url,
-            timeout=(5.0, self.klaviyo_read_timeout),
+            timeout=(CONNECT_TIMEOUT_SECONDS, self.klaviyo_read_timeout),
             rate_limit_scale=self.klaviyo_rate_limit_scale,
         )

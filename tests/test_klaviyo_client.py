@@ -10,7 +10,7 @@ import pytest
 
 from shared.engine.batching import Batch, Batcher
 from shared.klaviyo import InvalidPayload, KlaviyoClient, KlaviyoError
-from shared.klaviyo.client import REVISION
+from shared.klaviyo.limits import REVISION
 from shared.mapping.rows import serialize_profile
 from shared.settings import Settings
 from tests.conftest import API_KEY
@@ -63,7 +63,7 @@ def test_unknown_list_is_fatal(client: KlaviyoClient):
 
 
 def test_headers_are_pinned(client: KlaviyoClient):
-    headers = client._session.headers
+    headers = client.transport.session.headers
     assert headers["revision"] == REVISION
     assert headers["accept"] == "application/vnd.api+json"
     assert headers["Authorization"] == f"Klaviyo-API-Key {API_KEY}"

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from shared.klaviyo.ratelimit import BULK_IMPORT, Limit, RateLimiter
+from shared.klaviyo.limits import BULK_IMPORT, Limit
+from shared.klaviyo.ratelimit import RateLimiter
 from tools.klaviyo_sim.state import RateDecision, RateLimit
 from tools.klaviyo_sim.state import RateLimiter as AccountWindows
 

@@ -1,19 +1,15 @@
 """The Klaviyo API client: transport, retries, pagination, errors and rate limits."""
 
-from shared.klaviyo.client import (
-    DEFAULT_BASE_URL,
-    MAX_JOB_BYTES,
-    MAX_PROFILE_BYTES,
-    MAX_PROFILES_PER_JOB,
-    ImportJob,
-    InvalidPayload,
-    KlaviyoClient,
-    KlaviyoError,
-)
-from shared.klaviyo.ratelimit import rate_limit_scale
+from shared.klaviyo.client import CONNECT_TIMEOUT_SECONDS, DEFAULT_READ_TIMEOUT_SECONDS, KlaviyoClient
+from shared.klaviyo.errors import InvalidPayload, KlaviyoError
+from shared.klaviyo.jobs import ImportJob
+from shared.klaviyo.limits import DEFAULT_BASE_URL, MAX_JOB_BYTES, MAX_PROFILE_BYTES, MAX_PROFILES_PER_JOB
+from shared.klaviyo.pacing import rate_limit_scale
 
 __all__ = [
+    "CONNECT_TIMEOUT_SECONDS",
     "DEFAULT_BASE_URL",
+    "DEFAULT_READ_TIMEOUT_SECONDS",
     "ImportJob",
     "InvalidPayload",
     "KlaviyoClient",

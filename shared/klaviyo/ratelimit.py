@@ -9,69 +9,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class Limit:
-    burst_per_second: int
-    steady_per_minute: int
-
-
-# Klaviyo's published limits per endpoint group (see README "Limits").
-BULK_IMPORT = Limit(10, 150)
-JOB_READS = Limit(10, 150)
-LIST_READS = Limit(75, 750)
-LIST_WRITES = Limit(10, 150)
-
-# KLAVIYO_RATE_LIMITS: Klaviyo's published limits (the default), none of our own ("off": for the
-# simulator without limits and pipeline benchmarks), or a multiple of the published ones (an account
-# whose limits Klaviyo raised; below 1 to leave room for other tools on the account).
-RATE_LIMITS_SETTING = "KLAVIYO_RATE_LIMITS"
-PUBLISHED, OFF = "published", "off"
-
-
-def rate_limit_scale(value: str) -> float:
-    """The setting as a multiple of the published limits: 1 for `published` (or unset), infinite for
-    `off`, else the positive number given."""
-    text = value.strip().lower()
-    if text in ("", PUBLISHED):
-        return 1.0
-    if text == OFF:
-        return math.inf
-    try:
-        scale = float(text)
-    except ValueError:
-        scale = math.nan
-    if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(
-            f"{RATE_LIMITS_SETTING} is {value!r}: use {PUBLISHED}, {OFF}, "
-            "or a positive number of times Klaviyo's published limits"
-        )
-    return scale
-
-
-def pacer(limit: Limit, scale: float = 1.0) -> RateLimiter | Unpaced:
-    """The limiter of one endpoint group for `limit` times `scale` (none of our own when infinite)."""
-    if math.isinf(scale):
-        return Unpaced()
-    if scale == 1.0:
-        return RateLimiter(limit)
-    burst = max(1, round(limit.burst_per_second * scale))
-    return RateLimiter(Limit(burst, max(burst, round(limit.steady_per_minute * scale))))
-
+from shared.klaviyo.limits import Limit
+from shared.klaviyo.observer import AccountObserver, window_count
 
 # Klaviyo counts in fixed windows on its own clock; a slightly longer sliding window here keeps
 # network jitter from pushing one request too many into a server window.
 _SLACK = 1.05
-# Our share of the account's traffic is read from our answers of the last _HORIZON seconds, over
-# whole periods of at least _SPAN seconds; requests sent within _GROUP_GAP of each other left together.
-_HORIZON = 2.0
-_SPAN = 1.0
-_GROUP_GAP = 0.1
-# Requests by others within that range that make the account count as shared, and for how long after
-# the last of them it still does: longer than the period of a sender at _MIN_RATE, as a sender that
-# is held back must stay visible to those holding it back.
+# Requests by others within a measured range that make the account count as shared, and for how long
+# after the last of them it still does: longer than the period of a sender at _MIN_RATE, as a sender
+# that is held back must stay visible to those holding it back.
 _OTHERS_SHARED = 1
 _SHARED_MEMORY = 6.0
 # Sharing senders steer the account's total towards this fraction of the burst limit: the rest is
@@ -96,21 +43,6 @@ _BACKOFF = 0.5
 _MAX_EXTRA_HOLD = 5.0
 _RECOVERY = 0.15
 _MIN_RATE = 0.2
-# A window end estimated from RateLimit-Reset (whole seconds, read after the network delay) is never
-# early, and the next window's end is a minute later: any estimate in between is the same window.
-_SAME_WINDOW = 2.0
-_MINUTE = 60.0
-
-
-@dataclass
-class _Sample:
-    """One of our requests the server admitted: when it left and came back, and the account's count
-    in the steady window it was given (None when the answer carried no RateLimit headers)."""
-
-    sent: float
-    received: float
-    used: int | None
-    window: int
 
 
 class RateLimiter:
@@ -151,12 +83,7 @@ class RateLimiter:
         self._share: float | None = None  # None while alone
         self._others_seen_at = -math.inf
         self._measure_since = -math.inf
-        self._samples: deque[_Sample] = deque()
-        self._window = 0
-        self._window_end: float | None = None
-        self._window_first_sent = 0.0
-        self._window_remaining = 0
-        self._resume_jitter = 0.0
+        self._account = AccountObserver(self._burst, self._rng)
 
     # -- the callers' side ----------------------------------------------------------------------
     def acquire(self) -> float:
@@ -177,19 +104,14 @@ class RateLimiter:
         with self._lock:
             now = self._clock()
             self._forget(sent_at)
-            steady = _steady_window(headers)
-            if steady is None:
-                # Answered without the headers (e.g. a 400): the server still counted it.
-                if headers is not None and self._window_end is not None:
-                    self._samples.append(_Sample(sent_at, now, None, self._window))
+            count = window_count(headers)
+            if count is None:
+                # An answer without the headers was still counted by the server; no answer tells nothing.
+                if headers is not None:
+                    self._account.uncounted(sent_at, now)
                 return
-            used, remaining, reset = steady
             self._throttled_in_a_row = 0
-            window = self._observe_window(now, sent_at, remaining, reset)
-            self._samples.append(_Sample(sent_at, now, used if window == self._window else None, window))
-            # A slow sender keeps enough answers to span a period.
-            while len(self._samples) > 2 * self._burst and self._samples[0].received < now - 2 * _HORIZON:
-                self._samples.popleft()
+            self._account.counted(sent_at, now, count)
             self._adapt(now)
 
     def throttled(self, sent_at: float, retry_after: float) -> float:
@@ -198,7 +120,7 @@ class RateLimiter:
             now = self._clock()
             self._forget(sent_at)
             rate = self._current_rate(now)
-            if self._share is None and self._window_end is None:
+            if self._share is None and self._account.window_end is None:
                 self._share = _UNKNOWN_SHARE
                 rate = min(rate, _UNKNOWN_SHARE * _TARGET * self._burst)
             # Requests that were in flight when we last slowed down tell nothing new.
@@ -252,13 +174,14 @@ class RateLimiter:
         if len(self._sent) >= self.limit.burst_per_second:
             delays.append(self._sent[-self.limit.burst_per_second] + second - now)
         rate = self._current_rate(now)
-        if self._window_end is not None and now < self._window_end + self._resume_jitter:
-            left = self._window_remaining - len(self._pending)
+        window_end, resume_jitter = self._account.window_end, self._account.resume_jitter
+        if window_end is not None and now < window_end + resume_jitter:
+            left = self._account.remaining - len(self._pending)
             if left <= 0:
-                delays.append(self._window_end + self._resume_jitter - now)
-            elif self._share is not None and left < self._burst and now < self._window_end:
+                delays.append(window_end + resume_jitter - now)
+            elif self._share is not None and left < self._burst and now < window_end:
                 # Sharing and nearly spent: spread what is left of the minute rather than race for it.
-                rate = min(rate, max(_MIN_RATE, self._share * left / (self._window_end - now)))
+                rate = min(rate, max(_MIN_RATE, self._share * left / (window_end - now)))
         if rate < self._burst:
             # At most floor(rate) requests in any window a little over a second (or one in a longer
             # window): then no one-second window of the server's holds more than that many of ours.
@@ -278,25 +201,10 @@ class RateLimiter:
         with contextlib.suppress(ValueError):
             self._pending.remove(sent_at)
 
-    def _observe_window(self, now: float, sent_at: float, remaining: int, reset: float) -> int:
-        """Which steady window an answer belongs to; keeps the current window's end and budget."""
-        end = now + reset
-        if self._window_end is None or end > self._window_end + _SAME_WINDOW:
-            self._window += 1
-            self._window_end, self._window_remaining = end, remaining
-            self._window_first_sent = sent_at
-            self._resume_jitter = self._rng.uniform(0.05, 0.5)
-            return self._window
-        if end < self._window_end - _SAME_WINDOW:
-            return self._window - 1  # a late answer from the previous window
-        self._window_end = min(self._window_end, end)
-        self._window_first_sent = min(self._window_first_sent, sent_at)
-        self._window_remaining = min(self._window_remaining, remaining)
-        return self._window
-
     def _adapt(self, now: float) -> None:
         """Updates the share and the rate from what the answers so far tell."""
-        found = self._measure()
+        settled_before = min(self._pending, default=math.inf)
+        found = self._account.measure(settled_before, self._measure_since, self._decreased_at == -math.inf)
         if found is None:
             return
         ours, counted, span = found
@@ -325,98 +233,3 @@ class RateLimiter:
         elapsed = min(1.0, max(0.0, now - self._adjusted_at))
         rate += _GAIN * (max(share, _EQUALIZE) if gap > 0 else share) * gap * elapsed
         self._rate, self._adjusted_at = min(self._burst, max(_MIN_RATE, rate)), now
-
-    def _measure(self) -> tuple[int, int, float | None] | None:
-        """(our requests, everyone's, seconds) in a recent range of the account's count, from the
-        gaps between the counts our answers got; seconds is None for a range shorter than a period.
-
-        Only answers received before the oldest request still in flight was sent are used: any of
-        our requests counted before one of those has been answered too, so a gap is someone else's.
-        The range runs from the start of one group of our requests to the start of the latest, whole
-        periods, because within a group sent together hardly anyone else's request gets counted."""
-        settled_before = min(self._pending, default=math.inf)
-        current = [s for s in self._samples if s.window == self._window and s.sent >= self._measure_since]
-        settled = sorted((s for s in current if s.used is not None and s.received < settled_before), key=_sent)
-        if not settled:
-            return None
-        starts = [i for i, s in enumerate(settled) if i == 0 or s.sent - settled[i - 1].sent > _GROUP_GAP]
-        latest = starts[-1]
-        whole = [i for i in starts if settled[latest].sent - settled[i].sent >= _SPAN]
-        recent = [i for i in whole if settled[i].sent >= settled[latest].sent - _HORIZON]
-        first = recent[0] if recent else whole[-1] if whole else None
-        if first is not None:
-            low = min(_used(s) for s in settled[first : starts[starts.index(first) + 1]])
-            high = min(_used(s) for s in settled[latest:])
-            since, until = settled[first].sent, settled[latest].sent
-            ours = sum(1 for s in current if s.used is not None and low <= s.used < high)
-            # Our admitted requests whose answers had no headers fill gaps too.
-            ours += sum(1 for s in current if s.used is None and since <= s.sent < until)
-            return (ours, high - low, until - since) if high > low else None
-        # Not a whole period yet. If the steady window opened about when we started in it and none
-        # of ours was throttled, its count so far is everyone's requests since, ours and the others'
-        # (senders that start together see each other in their first answers). Else only the
-        # others' requests counted among our last group show.
-        group = settled[latest:]
-        high = max(_used(s) for s in group)
-        window_start = (self._window_end or 0.0) - _MINUTE
-        if window_start >= self._window_first_sent - _SPAN and self._decreased_at == -math.inf:
-            in_window = (s for s in self._samples if s.window == self._window)
-            ours = sum(1 for s in in_window if (s.sent <= group[-1].sent if s.used is None else s.used <= high))
-            return ours, high, None
-        return len(group), high - min(_used(s) for s in group) + 1, None
-
-
-def _sent(sample: _Sample) -> float:
-    return sample.sent
-
-
-def _used(sample: _Sample) -> int:
-    return sample.used or 0
-
-
-def _steady_window(headers: Mapping[str, str] | None) -> tuple[int, int, float] | None:
-    """(used, remaining, seconds to reset) of the steady window from RateLimit-* headers, if any."""
-    if headers is None:
-        return None
-    try:
-        limit = int(_first(headers.get("RateLimit-Limit")))
-        remaining = int(_first(headers.get("RateLimit-Remaining")))
-        reset = float(_first(headers.get("RateLimit-Reset")))
-    except (TypeError, ValueError):
-        return None
-    if limit <= 0 or remaining < 0 or reset < 0:
-        return None
-    return max(0, limit - remaining), remaining, reset
-
-
-def _first(value: str | None) -> str:
-    # Accepts the IETF draft's structured form ("150, 150;w=60") as well as a plain number.
-    return "" if value is None else value.split(",")[0].split(";")[0].strip()
-
-
-class Unpaced:
-    """KLAVIYO_RATE_LIMITS=off: no pace of its own, requests go as fast as callers send them; a 429's
-    Retry-After still holds every caller (the server's limits, if any, stay in charge)."""
-
-    def __init__(
-        self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
-    ) -> None:
-        self._clock, self._sleep = clock, sleep
-        self._lock = threading.Lock()
-        self._paused_until = -math.inf
-
-    def acquire(self) -> float:
-        while (delay := self._paused_until - self._clock()) > 0:
-            self._sleep(delay)
-        return self._clock()
-
-    def completed(self, sent_at: float, headers: Mapping[str, str] | None = None) -> None:
-        """Nothing to learn: there is no pace to adapt."""
-
-    def throttled(self, sent_at: float, retry_after: float) -> float:
-        self.pause(retry_after)
-        return retry_after
-
-    def pause(self, seconds: float) -> None:
-        with self._lock:
-            self._paused_until = max(self._paused_until, self._clock() + seconds)
