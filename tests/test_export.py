@@ -209,7 +209,7 @@ def test_profiles_klaviyo_refuses_are_taken_out_and_the_rest_resent(client, klav
     # Our validation keeps such profiles out; this drives the splitter directly with ones Klaviyo refuses.
     from shared.engine import ExportSpec, RejectsFile, RunReport
     from shared.engine.batching import Batch
-    from shared.engine.exporter import _Run
+    from shared.engine.exporter import ExportRun
     from shared.mapping.identifiers import identifier_key
     from shared.mapping.rows import serialize_profile
     from shared.sources import local_segment
@@ -221,9 +221,9 @@ def test_profiles_klaviyo_refuses_are_taken_out_and_the_rest_resent(client, klav
     rejects = RejectsFile()
     source = local_segment(__file__)
     report = RunReport("r", "t", list_id, "seg.csv", "", started_at="")
-    run = _Run(source, ExportSpec("t", list_id, FieldMapping()), client, report, rejects, None)
-    run._upload(batch)
-    run._wait_for_jobs()
+    run = ExportRun(source, ExportSpec("t", list_id, FieldMapping()), client, report, rejects)
+    run.uploader.upload(batch)
+    run.jobs.wait_for_all()
     rows = rejects.read_bytes().decode().splitlines()[1:]
     assert sorted(r.split(",")[1] for r in rows) == ["3", "5"]
     assert all("Klaviyo refused the profile" in r for r in rows)

@@ -1,9 +1,10 @@
 """One export run: stream, map, dedupe, batch, upload, follow the jobs, checkpoint and report."""
 
 from shared.engine.checkpoint import BlobCheckpoints, FileCheckpoints
-from shared.engine.exporter import ConfigurationError, ExportSpec, run_export
+from shared.engine.exporter import run_export
 from shared.engine.progress import ProgressBar, ProgressLog
-from shared.engine.report import Counts, RejectsFile, RunReport
+from shared.engine.report import Counts, RejectLine, RejectsFile, RunReport
+from shared.engine.spec import ConfigurationError, ExportSpec, ProgressCallback
 from shared.engine.status import TERMINAL_STATUSES, RunStatus
 
 __all__ = [
@@ -13,7 +14,9 @@ __all__ = [
     "ExportSpec",
     "FileCheckpoints",
     "ProgressBar",
+    "ProgressCallback",
     "ProgressLog",
+    "RejectLine",
     "RejectsFile",
     "RunReport",
     "RunStatus",

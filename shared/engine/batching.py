@@ -12,6 +12,8 @@ import pyarrow as pa
 from shared.klaviyo import MAX_JOB_BYTES, MAX_PROFILES_PER_JOB
 
 HEAD = b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles":{"data":['
+# A packed row is (part index << ROW_BITS) | row number: one int64 names a row of any part of the segment.
+ROW_BITS = 40
 
 
 def _tail(list_id: str) -> bytes:
@@ -28,8 +30,8 @@ class Batch:
     data: bytearray = field(default_factory=lambda: bytearray(HEAD))
     ends: array = field(default_factory=lambda: array("q"))  # where each profile ends in data (at its comma)
     keys: array = field(default_factory=lambda: array("q"))  # dedupe keys (see mapping.identifier_key)
-    rows: array = field(default_factory=lambda: array("q"))  # (part index << 40) | row number
-    # With a sync state only (empty otherwise: a pending job's batch is kept until the job is done)
+    rows: array = field(default_factory=lambda: array("q"))  # packed rows (see ROW_BITS)
+    # Filled only with a sync state, and empty otherwise: a job's batch is kept until the job is done.
     ids: array = field(default_factory=lambda: array("q"))  # identifier fingerprints
     fingerprints: array = field(default_factory=lambda: array("q"))  # profile fingerprints
 
@@ -99,6 +101,17 @@ class Batch:
     def release(self) -> None:
         """Once Klaviyo took the job, only the keys and rows are still needed (to name failed rows)."""
         self.data, self.ends = bytearray(HEAD), array("q")
+
+
+class PartNames:
+    """The segment's parts in order, by name: which part and row a packed row is."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.index = {name: i for i, name in enumerate(names)}
+
+    def row_of(self, packed: int) -> tuple[str, int]:
+        return self.names[packed >> ROW_BITS], packed & ((1 << ROW_BITS) - 1)
 
 
 class Batcher:

@@ -8,11 +8,27 @@ import tempfile
 import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Literal, NamedTuple
 
 import orjson
 
-REJECTS_COLUMNS = ["source", "row", "identifier", "outcome", "field", "reason"]
+# Why a row was not imported: rejected (never sent: invalid, too large, or refused by Klaviyo's
+# validation), duplicate (an earlier row has the same identifier), failed (inside a Klaviyo job).
+Outcome = Literal["rejected", "duplicate", "failed"]
+
+
+class RejectLine(NamedTuple):
+    """One line of the rejects file: a row that was not imported, and why."""
+
+    source: str  # the segment part the row came from ("" when Klaviyo names a profile no row matches)
+    row: int  # the row's number in that part (0 when there is no row)
+    identifier: str  # the row's identifiers, masked
+    outcome: Outcome
+    field: str  # the mapped field that made the row invalid, when one field did
+    reason: str
+
+
+REJECTS_COLUMNS = list(RejectLine._fields)
 MAX_REASONS = 20  # distinct reasons the report names per outcome; the rest are summed
 OTHER_REASONS = "(other reasons)"
 
@@ -114,18 +130,17 @@ class RejectsFile:
         self.count = 0
         self._reasons: Counter[tuple[str, str]] = Counter()
 
-    def add(self, source: str, row: int, identifier: str, outcome: str, field_name: str, reason: str) -> None:
+    def add(self, line: RejectLine) -> None:
         with self._lock:
-            self._writer.writerow([source, row, identifier, outcome, field_name, reason])
+            self._writer.writerow(line)
             self.count += 1
-            self._reasons[outcome, reason] += 1
+            self._reasons[line.outcome, line.reason] += 1
 
-    def add_many(self, lines: list[list[Any]]) -> None:
-        """Rows given as add() takes them: source, row, identifier, outcome, field, reason."""
+    def add_many(self, lines: list[RejectLine]) -> None:
         with self._lock:
             self._writer.writerows(lines)
             self.count += len(lines)
-            self._reasons.update((line[3], line[5]) for line in lines)
+            self._reasons.update((line.outcome, line.reason) for line in lines)
 
     def reasons(self) -> dict[str, dict[str, int]]:
         """How many rows each reason holds, by outcome, most frequent first."""

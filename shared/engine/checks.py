@@ -1,0 +1,40 @@
+"""The checks made before anything is sent: each part's header has the mapped columns, and the key
+can import into the list."""
+
+from __future__ import annotations
+
+from shared.engine.spec import ConfigurationError, ExportSpec
+from shared.klaviyo import KlaviyoClient, KlaviyoError
+from shared.sources import SegmentError, SegmentSource, SegmentUnavailable, looks_like_data
+
+
+def check_before_sending(source: SegmentSource, spec: ExportSpec, client: KlaviyoClient | None) -> None:
+    """Raises ConfigurationError for what would make the run fail whatever it sent; a segment that
+    cannot be read now (SegmentUnavailable) or a Klaviyo error that may pass is raised as it is."""
+    try:
+        headers = source.headers()
+    except SegmentUnavailable:
+        raise
+    except SegmentError as exc:
+        raise ConfigurationError(str(exc)) from None
+    for part, header in headers.items():
+        missing = spec.mapping.missing_columns(header)
+        if missing:
+            found = (
+                "the first row looks like data, not column names: is the header row missing?"
+                if looks_like_data(header)
+                else f"the header has: {', '.join(header[:30])}"
+            )
+            raise ConfigurationError(
+                f"{part}: mapped column(s) missing from the header: {', '.join(missing)} ({found})"
+            )
+    if spec.dry_run:
+        return
+    if client is None:
+        raise ConfigurationError("no Klaviyo client: give an API key, or use a dry run")
+    try:
+        client.check_import_access(spec.list_id)
+    except KlaviyoError as exc:
+        if exc.fatal:
+            raise ConfigurationError(str(exc)) from None
+        raise

@@ -1,0 +1,51 @@
+"""What an export run is asked to do (ExportSpec), and the error for a request that cannot work."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import InitVar, dataclass, field
+
+from shared.engine.report import Counts
+from shared.mapping import FieldMapping
+from shared.sync import DEFAULT_MAX_REMOVAL_SHARE, SyncMode, SyncOptions, SyncOptionsError
+
+# Called with the run's counts as they change (after each chunk, and while waiting for the jobs).
+ProgressCallback = Callable[[Counts], None]
+
+
+class ConfigurationError(Exception):
+    """Found before anything was sent: a missing column, a bad mapping, a key or list that won't work."""
+
+
+@dataclass
+class ExportSpec:
+    """One export run's request: the list, the segment's mapping, and how the run is to go."""
+
+    export_name: str
+    list_id: str
+    mapping: FieldMapping
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    dry_run: bool = False
+    max_in_flight: int = 6  # upload threads (Klaviyo's rate limit, not this number, sets the pace)
+    poll_interval: float = 0.5  # the longest pause between looks at the jobs once everything is sent
+    job_timeout: float = 3600.0  # how long the jobs may take to finish once everything is sent
+    # Run first in each thread the run starts, e.g. to carry the Functions invocation id into its logs.
+    thread_initializer: Callable[[], None] | None = None
+    deadline: float | None = None  # the time.monotonic() after which the run checkpoints and stops
+    # The sync options, given one by one and checked once into `sync` (read them there: as init-only
+    # fields, spec.mode and the others always read their defaults).
+    mode: InitVar[str] = SyncMode.ADD
+    full: InitVar[bool] = False
+    confirm_removals: InitVar[bool] = False
+    max_removal_share: InitVar[float] = DEFAULT_MAX_REMOVAL_SHARE
+    reconcile: InitVar[bool] = False
+    sync: SyncOptions = field(init=False)
+
+    def __post_init__(
+        self, mode: str, full: bool, confirm_removals: bool, max_removal_share: float, reconcile: bool
+    ) -> None:
+        try:
+            self.sync = SyncOptions.of(mode, full, confirm_removals, max_removal_share, reconcile)
+        except SyncOptionsError as exc:
+            raise ConfigurationError(str(exc)) from None
