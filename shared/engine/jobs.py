@@ -14,7 +14,7 @@ from shared.engine.checkpoint import BatchRecord, FinishedJob, RunCheckpoint
 from shared.engine.report import RejectLine, RejectsFile
 from shared.engine.spec import ExportSpec
 from shared.engine.tally import RunTally
-from shared.klaviyo import ImportJob, KlaviyoClient, KlaviyoError
+from shared.klaviyo import MAX_PAGE_SIZE, ImportJob, KlaviyoClient, KlaviyoError
 from shared.mapping import identifier_text, text_fingerprints
 from shared.privacy import mask_attributes, redact
 from shared.sync import SyncRun
@@ -29,7 +29,6 @@ _JOBS_KEPT = 16
 # spec's poll_interval. The last jobs are often done within moments of their upload, and each look
 # is one request of the job-read rate limit.
 _FIRST_POLL_SECONDS = 0.05
-_LISTING_PAGE = 100  # jobs in one page (one call) of the account's job listing, newest first
 _ASKED_DIRECTLY = 10  # jobs missing from the listing that one look asks for one by one
 
 
@@ -119,20 +118,21 @@ class JobTracker:
         return len(pending) - len(finished)
 
     def _poll(self, pending: set[str], pages: int | None, direct: int) -> list[ImportJob]:
-        """The finished jobs among `pending`: one call of the listing covers up to 100 jobs."""
+        """The finished jobs among `pending`: one call of the listing (newest first) covers up to
+        MAX_PAGE_SIZE jobs."""
         assert self.client is not None
         finished: list[ImportJob] = []
         if not pending:
             return finished
         unseen = set(pending)
-        for seen, job in enumerate(self.client.recent_import_jobs(_LISTING_PAGE), start=1):
+        for seen, job in enumerate(self.client.recent_import_jobs(), start=1):
             if job.id in unseen:
                 unseen.discard(job.id)
                 if job.done:
                     finished.append(job)
             if not unseen or job.created_at < self.started_at[:19]:
                 break
-            if pages is not None and seen >= pages * _LISTING_PAGE:
+            if pages is not None and seen >= pages * MAX_PAGE_SIZE:
                 return finished
         # Jobs the listing did not show (other writers' jobs crowd it) are asked for directly.
         for job_id in list(unseen)[:direct]:

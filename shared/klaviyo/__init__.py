@@ -3,7 +3,13 @@
 from shared.klaviyo.client import CONNECT_TIMEOUT_SECONDS, DEFAULT_READ_TIMEOUT_SECONDS, KlaviyoClient
 from shared.klaviyo.errors import InvalidPayload, KlaviyoError
 from shared.klaviyo.jobs import ImportJob
-from shared.klaviyo.limits import DEFAULT_BASE_URL, MAX_JOB_BYTES, MAX_PROFILE_BYTES, MAX_PROFILES_PER_JOB
+from shared.klaviyo.limits import (
+    DEFAULT_BASE_URL,
+    MAX_JOB_BYTES,
+    MAX_PAGE_SIZE,
+    MAX_PROFILE_BYTES,
+    MAX_PROFILES_PER_JOB,
+)
 from shared.klaviyo.pacing import rate_limit_scale
 
 __all__ = [
@@ -15,6 +21,7 @@ __all__ = [
     "KlaviyoClient",
     "KlaviyoError",
     "MAX_JOB_BYTES",
+    "MAX_PAGE_SIZE",
     "MAX_PROFILES_PER_JOB",
     "MAX_PROFILE_BYTES",
     "rate_limit_scale",
