@@ -32,7 +32,7 @@ demo: deps
 host: deps
 	$(PY) -m tools.functions_host --port 7071
 
-test: deps check-infra
+test: deps check-infra lint
 	$(PY) -m pytest
 
 # checkov on every Bicep file, offline. Findings left unfixed carry a checkov:skip comment with the reason
