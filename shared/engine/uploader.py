@@ -5,6 +5,7 @@ were sent, and stops sending after a fatal answer."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -49,6 +50,10 @@ class Uploader:
         self.stopping = False  # set by an upload thread on a fatal answer: batches not yet sent are not sent
         self.sent_new = False  # whether this invocation has sent a batch itself (not just replayed one)
         self._pool: ThreadPoolExecutor | None = None
+        # Upload threads whose jobs Klaviyo refuses at once (a deleted list refuses them all) look at
+        # the list one at a time; the first fatal answer is kept and the others stop with it.
+        self._refusals = threading.Lock()
+        self._fatal: KlaviyoError | None = None
         self._in_flight: set[Future[None]] = set()
 
     @contextmanager
@@ -151,10 +156,25 @@ class Uploader:
 
     def _refused_job(self, exc: InvalidPayload) -> None:
         """Klaviyo refused the job itself, not a profile in it (e.g. the list is gone): no part of
-        any batch would go through, so the run stops."""
+        any batch would go through, so the run stops. Only the first upload refused asks why."""
+        with self._refusals:
+            if self._fatal is None:
+                self._fatal = self._why_refused(exc)
+                self.stopping = True
+            first = self._fatal
+        raise KlaviyoError(str(first), first.status, first.code, fatal=True)
+
+    def _why_refused(self, exc: InvalidPayload) -> KlaviyoError:
+        """The fatal error a refused job stands for: the list's own (a 404 once it is deleted), else the
+        refusal itself. A passing failure to look at the list is raised as it is."""
         assert self.client is not None
-        self.client.get_list(self.spec.list_id)  # a fatal 404 if the list was deleted
-        raise KlaviyoError(f"Klaviyo refused the import job itself: {exc}", exc.status, exc.code, fatal=True)
+        try:
+            self.client.get_list(self.spec.list_id)
+        except KlaviyoError as answer:
+            if not answer.fatal:
+                raise
+            return answer
+        return KlaviyoError(f"Klaviyo refused the import job itself: {exc}", exc.status, exc.code, fatal=True)
 
     def _reject_sent(self, batch: Batch, index: int, reason: str, record: BatchRecord) -> None:
         part, number = self.parts.row_of(batch.rows[index])
