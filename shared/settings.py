@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from shared.engine import DEFAULT_UPLOAD_THREADS
 from shared.klaviyo import (
     CONNECT_TIMEOUT_SECONDS,
     DEFAULT_BASE_URL,
@@ -92,7 +93,7 @@ class Settings:
     key_vault_url: str = ""
     secret_cache_seconds: float = DEFAULT_TTL_SECONDS
     local_api_key: str = field(default="", repr=False)
-    upload_concurrency: int = 6
+    upload_concurrency: int = DEFAULT_UPLOAD_THREADS
     klaviyo_read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS
     # Seconds a run may take in one invocation before it checkpoints and goes on in the next: a little
     # under the Consumption plan's 10-minute limit.

@@ -4,13 +4,14 @@ from shared.engine.checkpoint import BlobCheckpoints, FileCheckpoints
 from shared.engine.exporter import run_export
 from shared.engine.progress import ProgressBar, ProgressLog
 from shared.engine.report import Counts, RejectLine, RejectsFile, RunReport
-from shared.engine.spec import ConfigurationError, ExportSpec, ProgressCallback
+from shared.engine.spec import DEFAULT_UPLOAD_THREADS, ConfigurationError, ExportSpec, ProgressCallback
 from shared.engine.status import TERMINAL_STATUSES, RunStatus
 
 __all__ = [
     "BlobCheckpoints",
     "ConfigurationError",
     "Counts",
+    "DEFAULT_UPLOAD_THREADS",
     "ExportSpec",
     "FileCheckpoints",
     "ProgressBar",

@@ -10,6 +10,10 @@ from shared.engine.report import Counts
 from shared.mapping import FieldMapping
 from shared.sync import DEFAULT_MAX_REMOVAL_SHARE, SyncMode, SyncOptions, SyncOptionsError
 
+# Upload threads: enough to keep Klaviyo's import rate busy while each job's body is sent; the rate
+# limiter, not this number, sets the pace.
+DEFAULT_UPLOAD_THREADS = 6
+
 # Called with the run's counts as they change (after each chunk, and while waiting for the jobs).
 ProgressCallback = Callable[[Counts], None]
 
@@ -27,7 +31,7 @@ class ExportSpec:
     mapping: FieldMapping
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     dry_run: bool = False
-    max_in_flight: int = 6  # upload threads (Klaviyo's rate limit, not this number, sets the pace)
+    max_in_flight: int = DEFAULT_UPLOAD_THREADS
     poll_interval: float = 0.5  # the longest pause between looks at the jobs once everything is sent
     job_timeout: float = 3600.0  # how long the jobs may take to finish once everything is sent
     # Run first in each thread the run starts, e.g. to carry the Functions invocation id into its logs.
