@@ -11,8 +11,9 @@ import pytest
 from openapi_spec_validator import validate
 
 from shared.control import use_services
-from shared.control.models import RunState
+from shared.control.models import Run, RunState
 from shared.control.openapi import document
+from shared.control.triggers import Trigger
 from shared.engine import RunStatus
 from tests.api_contract import path_template
 from tools.functions_host import FUNCTIONS
@@ -86,3 +87,7 @@ def test_the_run_states_the_api_shows_are_the_engines_run_statuses():
     # The API spells each state out (so the document keeps its schemas inline); they must not drift.
     # INCOMPLETE is the engine's word for a run that goes back on the queue: the API shows it queued.
     assert set(get_args(RunState)) == {status.value for status in RunStatus} - {RunStatus.INCOMPLETE}
+
+
+def test_the_triggers_the_api_shows_are_the_ones_that_start_runs():
+    assert set(get_args(Run.model_fields["trigger"].annotation)) == {trigger.value for trigger in Trigger}

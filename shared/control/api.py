@@ -23,7 +23,7 @@ from shared.control.models import (
 )
 from shared.control.services import Services
 from shared.control.store import utc_now
-from shared.control.triggers import start_run
+from shared.control.triggers import Trigger, start_run
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def export_runs(services: Services, request: ApiRequest, caller: Caller) -> ApiR
     if request.method == "POST":
         # The body is optional: none, or JSON null, is a run with the export's own options.
         options = _validated(RunIn, request, "run") if request.body.strip() not in (b"", b"null") else RunIn()
-        run = start_run(services, name, "http", caller.name, options=options.model_dump(exclude_defaults=True))
+        run = start_run(services, name, Trigger.HTTP, caller.name, options=options.model_dump(exclude_defaults=True))
         location = f"{request.base_url.rstrip('/')}/api/runs/{run['run_id']}"
         return ApiResponse(202, _public_run(run), {"Location": location})
     if request.method != "GET":

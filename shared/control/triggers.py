@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import posixpath
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -18,6 +19,15 @@ from shared.telemetry import run_finished
 
 log = logging.getLogger(__name__)
 
+
+class Trigger(StrEnum):
+    """What started a run (a run record's `trigger`, and an attribute of the run metrics)."""
+
+    HTTP = "http"
+    TIMER = "timer"
+    BLOB = "blob"
+
+
 # The options a caller may set for one run, on top of the export's own.
 RUN_OPTIONS = ("full", "confirm_removals", "reconcile")
 
@@ -25,7 +35,7 @@ RUN_OPTIONS = ("full", "confirm_removals", "reconcile")
 def start_run(
     services: Services,
     export_name: str,
-    trigger: str,
+    trigger: Trigger,
     requested_by: str,
     segment_hint: str | None = None,
     options: Mapping[str, bool] | None = None,
@@ -56,7 +66,7 @@ def enqueue_run(services: Services, run: Mapping[str, Any]) -> None:
     services.queue.send_message(orjson.dumps({"run_id": run["run_id"], "export_name": run["export_name"]}).decode())
 
 
-def record_skipped(services: Services, export_name: str, trigger: str, reason: str) -> dict[str, Any]:
+def record_skipped(services: Services, export_name: str, trigger: Trigger, reason: str) -> dict[str, Any]:
     """Records a run that a trigger decided not to start, with the reason, so the run history shows it."""
     now = utc_now()
     run = {
@@ -77,28 +87,33 @@ def record_skipped(services: Services, export_name: str, trigger: str, reason: s
 
 
 def plan_scheduled_runs(services: Services) -> list[dict[str, Any]]:
-    """Timer: a run for each enabled export whose segment changed since its last successful run."""
+    """Timer: a run for each enabled export whose segment changed since its last successful run; the
+    others are recorded as skipped, with the reason."""
     planned = []
     active = {r["export_name"] for r in services.store.active_runs()}
     for export in services.store.list_exports():
-        name = export["name"]
         if not export.get("enabled", True):
             continue
-        if name in active:
-            planned.append(record_skipped(services, name, "timer", "a run of this export is already queued or running"))
-            continue
-        try:
-            version = export_segment(services, export).version
-        except SegmentError as exc:
-            planned.append(record_skipped(services, name, "timer", f"segment not available: {exc}"))
-            continue
-        if not export.get("run_always") and version and version == export.get("last_success_version"):
-            planned.append(
-                record_skipped(services, name, "timer", f"segment unchanged since run {export.get('last_success_run')}")
-            )
-            continue
-        planned.append(start_run(services, name, "timer", "timer"))
+        name = export["name"]
+        reason = _reason_to_skip(services, export, active)
+        if reason is None:
+            planned.append(start_run(services, name, Trigger.TIMER, "timer"))
+        else:
+            planned.append(record_skipped(services, name, Trigger.TIMER, reason))
     return planned
+
+
+def _reason_to_skip(services: Services, export: dict[str, Any], active: set[str]) -> str | None:
+    """Why the timer leaves this export alone now, or None to run it."""
+    if export["name"] in active:
+        return "a run of this export is already queued or running"
+    try:
+        version = export_segment(services, export).version
+    except SegmentError as exc:
+        return f"segment not available: {exc}"
+    if not export.get("run_always") and version and version == export.get("last_success_version"):
+        return f"segment unchanged since run {export.get('last_success_run')}"
+    return None
 
 
 def on_segment_blob(services: Services, container: str, blob_name: str) -> list[dict[str, Any]]:
@@ -120,7 +135,7 @@ def on_segment_blob(services: Services, container: str, blob_name: str) -> list[
         if not services.store.first_sighting(export["name"], version):
             log.info("export %s: segment version already seen; the repeated trigger is ignored", export["name"])
             continue
-        runs.append(start_run(services, export["name"], "blob", "blob-trigger", hint))
+        runs.append(start_run(services, export["name"], Trigger.BLOB, "blob-trigger", hint))
     if not runs:
         log.info("blob %s/%s matches no enabled export, or was seen already; ignored", container, blob_name)
     return runs
