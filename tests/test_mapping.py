@@ -1,4 +1,4 @@
-"""Unit tests for shared.mapping.rows: field mapping, email / phone validation, masking and dedupe keys."""
+"""Unit tests for shared.mapping: field mapping, email / phone validation, masking and dedupe keys."""
 
 from __future__ import annotations
 
