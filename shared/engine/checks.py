@@ -1,10 +1,11 @@
-"""The checks made before anything is sent: each part's header has the mapped columns, and the key
-can import into the list."""
+"""The checks made before anything is sent: each part's header has the mapped columns (of types the
+mapping takes), and the key can import into the list."""
 
 from __future__ import annotations
 
 from shared.engine.spec import ConfigurationError, ExportSpec
 from shared.klaviyo import KlaviyoClient, KlaviyoError
+from shared.mapping import column_type_problem
 from shared.sources import SegmentError, SegmentSource, SegmentUnavailable, looks_like_data
 
 
@@ -28,6 +29,10 @@ def check_before_sending(source: SegmentSource, spec: ExportSpec, client: Klaviy
             raise ConfigurationError(
                 f"{part}: mapped column(s) missing from the header: {', '.join(missing)} ({found})"
             )
+    for part, kinds in source.column_kinds().items():  # typed parts (Parquet): a column the mapping cannot take
+        problem = column_type_problem(spec.mapping, part, kinds)
+        if problem is not None:
+            raise ConfigurationError(problem)
     if spec.dry_run:
         return
     if client is None:

@@ -1,6 +1,6 @@
 """The field mapping and turning rows into Klaviyo profiles: normalisation, row-wise and column-wise."""
 
-from shared.mapping.columnar import ColumnarMapper, ColumnsMapped
+from shared.mapping.columnar import ColumnarMapper, ColumnsMapped, column_type_problem
 from shared.mapping.config import DEFAULT_REGION, STANDARD_FIELDS, FieldMapping, MappingError
 from shared.mapping.fingerprints import fingerprints, text_fingerprints
 from shared.mapping.identifiers import identifier_text
@@ -15,6 +15,7 @@ __all__ = [
     "MappingError",
     "ProfileMapper",
     "STANDARD_FIELDS",
+    "column_type_problem",
     "fingerprints",
     "identifier_text",
     "text_fingerprints",

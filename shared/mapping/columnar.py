@@ -1,5 +1,6 @@
 """Column-wise mapping of plain CSV rows (an Arrow table): the profiles ProfileMapper makes row by
-row, byte for byte, for a fraction of the time.
+row, byte for byte, for a fraction of the time. A typed table (Parquet) may also hold int64, float64
+and boolean columns: custom properties from them are JSON numbers and booleans, text fields their text.
 
 A row takes the column-wise path when each identifier it has passes the mapper's own fast checks
 (the everyday email, E.164 phone, external id within its length; see columnar_checks). Every other
@@ -7,7 +8,7 @@ row is mapped by ProfileMapper itself, so each outcome and reason is the row-by-
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shared.mapping.columnar_checks import fast_e164, fast_email
-from shared.mapping.config import MAX_EXTERNAL_ID
+from shared.mapping.config import IDENTIFIERS, MAX_EXTERNAL_ID, FieldMapping
 from shared.mapping.fingerprints import fingerprints
 from shared.mapping.identifiers import identifier_text
 from shared.mapping.rows import MappedRows, Profile, ProfileMapper, Rejection, serialize_profile
@@ -44,6 +45,7 @@ class ColumnsMapped(NamedTuple):
     slow_values: list[pa.Array]
     bodies: pa.Array
     identifier: pa.Array
+    raw_values: tuple[int, ...] = ()  # positions in slow_values holding JSON text (typed properties)
 
 
 class ColumnarMapper:
@@ -59,6 +61,7 @@ class ColumnarMapper:
     def map_columns(self, table: pa.Table, numbers: np.ndarray) -> ColumnsMapped:
         """The column-wise part: every fast row mapped, the others only found (see complete)."""
         rows = table.num_rows
+        table, typed = _as_text(table, self.mapper.columns)
         trimmed: dict[str, pa.Array] = {}
 
         def text(column: str) -> pa.Array:
@@ -94,10 +97,13 @@ class ColumnarMapper:
 
         selected = pa.array(fast)
         identifier = pc.coalesce(*identifiers).filter(selected)
-        bodies = self._bodies(table, text, lowered).filter(selected)
+        bodies = self._bodies(table, text, lowered, typed).filter(selected)
         slow_rows = np.flatnonzero(~fast)
-        slow_values = [table.column(c).take(slow_rows) for c in self.mapper.columns] if len(slow_rows) else []
-        return ColumnsMapped(numbers, np.flatnonzero(fast), slow_rows, slow_values, bodies, identifier)
+        columns = self.mapper.columns
+        slow_values = [table.column(c).take(slow_rows) for c in columns] if len(slow_rows) else []
+        first_property = len(columns) - len(self.mapper.property_fields)
+        raw = tuple(at for at in range(first_property, len(columns)) if columns[at] in typed)
+        return ColumnsMapped(numbers, np.flatnonzero(fast), slow_rows, slow_values, bodies, identifier, raw)
 
     def complete(self, part: ColumnsMapped) -> MappedRows:
         """The rows the fast checks left out, mapped row by row and put in their places. A second
@@ -108,6 +114,8 @@ class ColumnarMapper:
         if len(slow_rows):
             more_rows, more_bodies, more_idents = [], [], []
             picked = [values.to_pylist() for values in part.slow_values]
+            for at in part.raw_values:  # typed properties: their JSON text as it is, as the fast rows have it
+                picked[at] = [orjson.Fragment(value) if value else "" for value in picked[at]]
             for row, values in zip(slow_rows.tolist(), zip(*picked, strict=True), strict=True):
                 mapped = self.mapper.apply_values(values)
                 if isinstance(mapped, Profile):
@@ -131,8 +139,11 @@ class ColumnarMapper:
             identifier,
         )
 
-    def _bodies(self, table: pa.Table, text: Callable[[str], pa.Array], email: pa.Array | None) -> pa.Array:
-        """Every row serialized as ProfileMapper and orjson would (right for the fast rows only)."""
+    def _bodies(
+        self, table: pa.Table, text: Callable[[str], pa.Array], email: pa.Array | None, typed: frozenset[str]
+    ) -> pa.Array:
+        """Every row serialized as ProfileMapper and orjson would (right for the fast rows only); the
+        properties from `typed` columns unquoted (their text is JSON already)."""
         mapper = self.mapper
         # One join of constant and column pieces; a field that is empty in some rows is one piece
         # that is empty there. Each field starts with a comma: the first one's is dropped.
@@ -142,7 +153,8 @@ class ColumnarMapper:
         for group, fields in (("location", mapper.location_fields), ("properties", mapper.property_fields)):
             trim = group == "location"  # custom properties keep their spaces
             values = [
-                (name, text(column) if trim else table.column(column).combine_chunks()) for name, column in fields
+                (name, text(column) if trim else table.column(column).combine_chunks(), column in typed)
+                for name, column in fields
             ]
             if values:
                 pieces += _group(group, values)
@@ -197,21 +209,21 @@ def _escaped(values: pa.Array) -> pa.Array:
     return values
 
 
-def _field(name: str, values: pa.Array) -> list[pa.Array | pa.Scalar]:
-    """Join pieces for `,"name":"value"`: the key, the value and a quote when no row is empty, else
-    one piece that is empty in the rows where the value is."""
-    key = _s(f",{orjson.dumps(name).decode()}:" + '"')
-    escaped = _escaped(values)
+def _field(name: str, values: pa.Array, raw: bool = False) -> list[pa.Array | pa.Scalar]:
+    """Join pieces for `,"name":"value"` (`,"name":value` when `raw`: JSON text): the key, the value
+    and a quote when no row is empty, else one piece that is empty in the rows where the value is."""
+    key = _s(f",{orjson.dumps(name).decode()}:" + ("" if raw else '"'))
+    escaped, close = (values, _EMPTY) if raw else (_escaped(values), _QUOTE)
     empty = pc.equal(pc.binary_length(values), _ZERO)
     if not pc.any(empty).as_py():
-        return [key, escaped, _QUOTE]
-    return [pc.if_else(empty, _EMPTY, pc.binary_join_element_wise(key, escaped, _QUOTE, _EMPTY))]
+        return [key, escaped, close] if not raw else [key, escaped]
+    return [pc.if_else(empty, _EMPTY, pc.binary_join_element_wise(key, escaped, close, _EMPTY))]
 
 
-def _group(name: str, fields: list[tuple[str, pa.Array]]) -> list[pa.Array | pa.Scalar]:
+def _group(name: str, fields: list[tuple[str, pa.Array, bool]]) -> list[pa.Array | pa.Scalar]:
     """Join pieces for `,"name":{...}` holding the group's non-empty fields, or for nothing in rows
     where all are empty."""
-    parts = [_field(field, values) for field, values in fields]
+    parts = [_field(field, values, raw) for field, values, raw in fields]
     first_key = _without_comma(parts[0][0])
     if first_key is not None:  # its first field is in every row, so the group is: its pieces join the body's
         parts[0][0] = first_key
@@ -219,3 +231,38 @@ def _group(name: str, fields: list[tuple[str, pa.Array]]) -> list[pa.Array | pa.
     inner = pc.binary_join_element_wise(*_merged([piece for part in parts for piece in part]), _EMPTY)
     group = pc.binary_join_element_wise(_s(f',"{name}":' + "{"), pc.utf8_slice_codeunits(inner, 1), _s("}"), _EMPTY)
     return [pc.if_else(pc.equal(pc.binary_length(inner), _ZERO), _EMPTY, group)]
+
+
+def _as_text(table: pa.Table, columns: list[str]) -> tuple[pa.Table, frozenset[str]]:
+    """The table with its mapped number and boolean columns as their JSON text ("" for null), and
+    those columns' names. A table of strings (CSV, JSON Lines) is returned as it is."""
+    typed = [c for c in dict.fromkeys(columns) if not pa.types.is_string(table.schema.field(c).type)]
+    for column in typed:
+        values = table.column(column).cast(pa.string())
+        table = table.set_column(table.schema.get_field_index(column), column, values.fill_null(_EMPTY))
+    return table, frozenset(typed)
+
+
+_MAPPABLE_KINDS = ("text", "number", "boolean", "date")
+
+
+def column_type_problem(mapping: FieldMapping, part: str, kinds: Mapping[str, str]) -> str | None:
+    """Why the mapped columns of a typed part (kinds as the reader names them, or the column's type
+    where it cannot be mapped) cannot be mapped, or None: identifiers must be text; lists, maps,
+    structs and binary map to nothing."""
+    for name, column in mapping.fields.items():
+        kind = kinds.get(column)
+        if kind is None:
+            continue  # a missing column is reported with the header check
+        if name in IDENTIFIERS and kind != "text":
+            return f"{part}: column {column!r} is {kind}, not text: {name} must be a string column"
+        if kind not in _MAPPABLE_KINDS:
+            return f"{part}: column {column!r} is {kind}: {name} takes text, numbers, booleans or dates"
+    for column, prop in mapping.properties.items():
+        kind = kinds.get(column)
+        if kind is not None and kind not in _MAPPABLE_KINDS:
+            return (
+                f"{part}: column {column!r} is {kind}: custom property {prop!r} takes text, numbers, "
+                "booleans or dates (map a field of a struct by its dotted path)"
+            )
+    return None

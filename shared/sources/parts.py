@@ -12,7 +12,7 @@ from shared.sources.streams import ByteStream, ChunkStream
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
 
-Format = Literal["csv", "jsonl"]
+Format = Literal["csv", "jsonl", "parquet"]
 # The file whose arrival says a folder segment is complete, unless the segment names another.
 DEFAULT_FOLDER_MARKER = "model.json"
 # Files a CDP writes next to the data parts of a folder segment.
@@ -24,6 +24,7 @@ _SUFFIXES: dict[str, Format] = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
     ".json": "jsonl",
+    ".parquet": "parquet",
 }
 
 
@@ -83,12 +84,12 @@ class BlobPart:
 
 
 def detect_format(name: str) -> Format:
-    """The format from a file name: .csv, .tsv, .jsonl, .ndjson, optionally ending in .gz."""
+    """The format from a file name: .csv, .tsv, .jsonl, .ndjson, optionally ending in .gz; .parquet."""
     lowered = name.lower().removesuffix(".gz")
     for suffix, fmt in _SUFFIXES.items():
         if lowered.endswith(suffix):
             return fmt
-    raise SegmentError(f"{name}: cannot tell the format from the name; give it (csv or jsonl)")
+    raise SegmentError(f"{name}: cannot tell the format from the name; give it (csv, jsonl or parquet)")
 
 
 def is_data_name(name: str) -> bool:

@@ -14,7 +14,9 @@ from shared.sources.chunks import RowChunk, SegmentRow, TableChunk, as_row_chunk
 from shared.sources.csv_reader import csv_chunks, part_header
 from shared.sources.errors import SegmentError
 from shared.sources.jsonl_reader import jsonl_rows, jsonl_tables
+from shared.sources.parquet_reader import ParquetPart
 from shared.sources.parts import BlobPart, Format, LocalPart, SegmentPart, detect_format, is_data_name
+from shared.sources.ranged import random_access
 from shared.sources.streams import BUFFER_BYTES, ByteStream, decompressed
 
 if TYPE_CHECKING:
@@ -36,11 +38,16 @@ class SegmentSource:
     # True: blocks of plain rows are parsed by Arrow (see csv_blocks and jsonl_blocks); False: every
     # row is read by the csv module or orjson.
     fast: bool = True
+    # A table read at one version of its log (Delta): names that version instead of the parts' etags.
+    table_version: str | None = None
     _headers: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _kinds: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
 
     @property
     def version(self) -> str:
-        """One string naming the exact versions read (etags of every part)."""
+        """One string naming the exact versions read (a table's version, else etags of every part)."""
+        if self.table_version is not None:
+            return self.table_version
         return ",".join(f"{p.version}" for p in self.parts if p.version) or ""
 
     def format_of(self, part: SegmentPart) -> Format:
@@ -48,13 +55,28 @@ class SegmentSource:
 
     def headers(self) -> dict[str, list[str]]:
         """The CSV header of every part, read before any row is sent (a missing column is a
-        run-level error). JSON Lines parts have no header and are left out."""
+        run-level error). JSON Lines parts have no header and are left out; a Parquet part's header is
+        its column paths."""
         if not self._headers:
             for part in self.parts:
                 if self.format_of(part) == "csv":
                     with self._buffered(part, text_lines=True) as stream:
                         self._headers[part.name] = part_header(part.name, stream, self.delimiter)
+                elif self.format_of(part) == "parquet":
+                    self._headers[part.name] = list(self.column_kinds()[part.name])
         return self._headers
+
+    def column_kinds(self) -> dict[str, dict[str, str]]:
+        """Each typed (Parquet) part's columns and their kinds (see parquet_reader.column_kind), read
+        from the footers before any row is sent: a truncated file fails here."""
+        if not self._kinds:
+            for part in self.parts:
+                if self.format_of(part) == "parquet":
+                    with random_access(part) as file:
+                        parquet = ParquetPart(part.name, file, part.size)
+                        self._kinds[part.name] = parquet.kinds()
+                        parquet.close()
+        return self._kinds
 
     def rows(self) -> Iterator[SegmentRow]:
         """Every row of every part, in order, each with its source and number."""
@@ -74,6 +96,11 @@ class SegmentSource:
             if self.format_of(part) == "csv":
                 with self._buffered(part, text_lines=True) as stream:
                     yield from csv_chunks(part.name, stream, self.delimiter, size, self.fast)
+            elif self.format_of(part) == "parquet":
+                with random_access(part) as file:
+                    parquet = ParquetPart(part.name, file, part.size)
+                    yield from parquet.tables(columns)
+                    parquet.close()
             elif self.fast and columns:
                 with CheckedStream(self._binary(part), part.name, MAX_LINE_BYTES) as checked:
                     yield from jsonl_tables(part.name, checked, columns, size)
