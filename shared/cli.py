@@ -29,7 +29,16 @@ from shared.klaviyo import KlaviyoError
 from shared.mapping import DEFAULT_REGION, STANDARD_FIELDS, FieldMapping, MappingError
 from shared.secrets import KeyVaultSecrets, SecretError
 from shared.settings import Settings, StorageConnection
-from shared.sources import SegmentError, blob_segment, local_segment
+from shared.sources import (
+    SegmentError,
+    SegmentSource,
+    blob_delta_segment,
+    blob_segment,
+    has_delta_log,
+    is_local_delta,
+    local_delta_segment,
+    local_segment,
+)
 from shared.storage import blob_service, save_report, split_blob_path
 from shared.sync import DEFAULT_MAX_REMOVAL_SHARE, BlobSyncState, FolderSyncState, SyncStateStore
 
@@ -63,7 +72,12 @@ def _add_input_options(run: argparse.ArgumentParser) -> None:
         "or to a custom property as properties.NAME=COLUMN; repeatable",
     )
     run.add_argument("--default-region", default=DEFAULT_REGION, help="region for phone numbers without +country code")
-    run.add_argument("--format", choices=["csv", "jsonl"], help="input format (default: from the file name)")
+    run.add_argument(
+        "--format",
+        choices=["csv", "jsonl", "parquet", "delta"],
+        help="input format (default: from the file name; a folder holding _delta_log/ is a Delta table)",
+    )
+    run.add_argument("--version", type=int, help="Delta table: the version to read (default: the latest)")
     run.add_argument("--delimiter", help="CSV delimiter (default: sniffed among , ; TAB |)")
 
 
@@ -181,11 +195,7 @@ def _run(args: argparse.Namespace) -> int:
     mapping = parse_mapping(args)
     storage = _BlobStorage(_storage_connection(args, settings))
     in_blob_storage = not Path(args.segment).exists()
-    if in_blob_storage:
-        container, path = split_blob_path(args.segment)
-        source = blob_segment(storage.service().get_container_client(container), path, args.format, args.delimiter)
-    else:
-        source = local_segment(args.segment, args.format, args.delimiter)
+    source = _segment(args, storage)
     client = None if args.dry_run else settings.klaviyo_client(_api_key(args))
     _check_options(args)
     checkpoints = FileCheckpoints(args.checkpoint) if args.checkpoint else None
@@ -226,6 +236,24 @@ def _storage_connection(args: argparse.Namespace, settings: Settings) -> Storage
     if args.connection_string:
         return StorageConnection.from_string(args.connection_string, "--connection-string")
     return settings.storage
+
+
+def _segment(args: argparse.Namespace, storage: _BlobStorage) -> SegmentSource:
+    """The segment SEGMENT names: a local file or folder, else a blob path; a Delta table when the
+    format says so, or (format not given) when the folder holds _delta_log/."""
+    if args.version is not None and args.format not in (None, "delta"):
+        raise ConfigurationError("--version is for a Delta table (--format delta)")
+    fmt = None if args.format == "delta" else args.format
+    if Path(args.segment).exists():
+        path = Path(args.segment)
+        if args.format == "delta" or (args.format is None and is_local_delta(path)):
+            return local_delta_segment(path, args.version)
+        return local_segment(path, fmt, args.delimiter)
+    container_name, path_in = split_blob_path(args.segment)
+    container = storage.service().get_container_client(container_name)
+    if args.format == "delta" or (args.format is None and has_delta_log(container, path_in)):
+        return blob_delta_segment(container, path_in, args.version)
+    return blob_segment(container, path_in, fmt, args.delimiter)
 
 
 def _check_options(args: argparse.Namespace) -> None:

@@ -183,6 +183,7 @@ _EXPORT_FIELDS = (
     "segment",
     "format",
     "delimiter",
+    "version",
     "mapping",
     "enabled",
     "run_always",

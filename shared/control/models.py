@@ -33,7 +33,7 @@ UsableBy = Literal["admins", "contributors"]
 # RunStatus's values as the API shows them (a Literal keeps each schema inline in the OpenAPI document;
 # tests/test_openapi.py checks the two agree).
 RunState = Literal["queued", "running", "succeeded", "completed_with_rejects", "failed", "skipped"]
-SegmentFormat = Literal["auto", "csv", "jsonl"]
+SegmentFormat = Literal["auto", "csv", "jsonl", "parquet", "delta"]
 SyncMode = Literal["add", "mirror"]
 RemovalShare = Annotated[float, Field(ge=0.0, le=1.0)]
 _SYNC_MODE = (
@@ -48,6 +48,10 @@ _RECONCILE = (
 )
 _CONFIRM = "mirror: remove even when the safety stop would hold the removals back (empty segment, share passed)"
 Delimiter = Literal[",", ";", "\t", "|"]
+_VERSION = (
+    "delta: the table version to read on every run (default: the latest, or the version whose commit fired the "
+    "blob trigger)"
+)
 
 
 def is_valid_name(name: str) -> bool:
@@ -115,6 +119,7 @@ class ExportIn(_Strict):
     segment: SegmentLocation
     format: SegmentFormat = "auto"
     delimiter: Delimiter | None = None
+    version: int | None = Field(None, ge=0, description=_VERSION)
     mapping: dict[str, Any] = Field(default_factory=lambda: {"email": "email"})
     enabled: bool = True
     run_always: bool = Field(False, description="timer runs it even when the segment has not changed")
@@ -131,6 +136,12 @@ class ExportIn(_Strict):
             return FieldMapping.from_dict(value).to_dict()
         except MappingError as exc:
             raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _version_of_a_table(self) -> ExportIn:
+        if self.version is not None and (self.segment.mode != "folder" or self.format not in ("auto", "delta")):
+            raise ValueError("'version' is for a Delta table: a segment in mode 'folder' with format 'delta' or 'auto'")
+        return self
 
 
 # -- what the API returns (the OpenAPI document's response schemas; the handlers pick these fields) -----
@@ -167,6 +178,7 @@ class Export(_Response):
     segment: SegmentLocation
     format: SegmentFormat
     delimiter: Delimiter | None
+    version: int | None = Field(None, description=_VERSION)
     mapping: dict[str, Any]
     enabled: bool
     run_always: bool

@@ -14,7 +14,7 @@ import orjson
 from shared.control.services import Services
 from shared.control.store import new_run_id, utc_now
 from shared.engine import RunStatus
-from shared.sources import SegmentError, SegmentLocator, SegmentSource, is_data_name, locate_segment
+from shared.sources import SegmentError, SegmentLocator, SegmentSource, commit_version, is_data_name, locate_segment
 from shared.telemetry import run_finished
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,8 @@ def _reason_to_skip(services: Services, export: dict[str, Any], active: set[str]
 
 def on_segment_blob(services: Services, container: str, blob_name: str) -> list[dict[str, Any]]:
     """Blob trigger: a run for each enabled export whose segment is this blob (or whose folder this
-    completion marker closes), once per segment version however often the trigger fires."""
+    completion marker closes, or whose Delta table this commit gives a new version), once per segment
+    version however often the trigger fires."""
     runs = []
     for export in services.store.list_exports():
         if not export.get("enabled", True) or export["segment"]["container"] != container:
@@ -143,14 +144,17 @@ def on_segment_blob(services: Services, container: str, blob_name: str) -> list[
 
 def _matching_hint(locator: SegmentLocator, blob_name: str) -> str | None:
     """What a dropped blob tells the run about its export's segment: the blob itself when it is the
-    segment (or, in newest mode, a data blob under the prefix), its folder when it is a folder's marker;
-    None when the blob is not about this segment."""
+    segment (or, in newest mode, a data blob under the prefix), its folder when it is a folder's marker,
+    the commit when it is one of the folder's Delta table; None when the blob is not about this segment."""
     if locator.mode == "blob":
         return blob_name if blob_name == locator.blob else None
     if not blob_name.startswith(str(locator.prefix)):
         return None
     if locator.mode == "newest":
         return blob_name if is_data_name(blob_name) else None
+    commit = commit_version(blob_name)
+    if commit is not None:  # a new version of a Delta table: the run reads that version
+        return blob_name if commit[0] == locator.prefix and locator.format in (None, "delta") else None
     if posixpath.basename(blob_name) == locator.marker:
         return posixpath.dirname(blob_name) + "/"
     return None
@@ -163,7 +167,11 @@ def segment_locator(export: Mapping[str, Any]) -> SegmentLocator:
     where = {name: segment[name] for name in ("mode", "blob", "prefix", "marker") if name in segment}
     fmt = export.get("format", "auto")
     return SegmentLocator(
-        segment["container"], **where, format=None if fmt == "auto" else fmt, delimiter=export.get("delimiter")
+        segment["container"],
+        **where,
+        format=None if fmt == "auto" else fmt,
+        delimiter=export.get("delimiter"),
+        version=export.get("version"),
     )
 
 

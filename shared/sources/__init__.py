@@ -1,7 +1,15 @@
-"""Reading segments: blob and local files, byte streams, CSV and JSON Lines readers and their fast paths."""
+"""Reading segments: blob and local files, byte streams, CSV and JSON Lines readers and their fast paths,
+Parquet files and Delta tables."""
 
 from shared.sources.chunks import RowChunk, TableChunk
 from shared.sources.csv_header import looks_like_data
+from shared.sources.delta import (
+    blob_delta_segment,
+    commit_version,
+    has_delta_log,
+    is_local_delta,
+    local_delta_segment,
+)
 from shared.sources.errors import SegmentError, SegmentUnavailable
 from shared.sources.locate import LocateMode, SegmentLocator, locate_segment
 from shared.sources.parts import DEFAULT_FOLDER_MARKER, BlobPart, is_data_name
@@ -17,7 +25,12 @@ __all__ = [
     "SegmentSource",
     "SegmentUnavailable",
     "TableChunk",
+    "blob_delta_segment",
     "blob_segment",
+    "commit_version",
+    "has_delta_log",
+    "is_local_delta",
+    "local_delta_segment",
     "is_data_name",
     "local_segment",
     "locate_segment",

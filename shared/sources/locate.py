@@ -7,6 +7,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from shared.sources.delta import blob_delta_segment, commit_version, has_delta_log
 from shared.sources.errors import SegmentUnavailable
 from shared.sources.parts import DEFAULT_FOLDER_MARKER, BlobPart, Format, is_data_name
 from shared.sources.segments import SegmentSource, blob_segment
@@ -28,8 +29,14 @@ class SegmentLocator:
     blob: str | None = None  # mode "blob" only
     prefix: str | None = None  # modes "newest" and "folder" (ends with "/")
     marker: str = DEFAULT_FOLDER_MARKER  # mode "folder" only
-    format: Format | None = None  # None: from each file's name
+    format: Format | Literal["delta"] | None = None  # None: from each file's name (folder mode: a Delta table if so)
     delimiter: str | None = None  # None: sniffed
+    version: int | None = None  # a Delta table's version to read (None: the latest, or the commit that fired)
+
+    @property
+    def file_format(self) -> Format | None:
+        """The format of each file (a Delta table's are Parquet, read as such)."""
+        return None if self.format == "delta" else self.format
 
     @property
     def location(self) -> str:
@@ -39,7 +46,8 @@ class SegmentLocator:
 
 def locate_segment(service: BlobServiceClient, locator: SegmentLocator, hint: str | None = None) -> SegmentSource:
     """The segment's current blobs, each pinned to its etag. In folder mode `hint` names the folder to read
-    (a blob trigger has just seen its marker); without it the newest complete folder is read. The other
+    (a blob trigger has just seen its marker); without it the newest complete folder is read. A folder
+    holding a Delta table is read at the version of the commit the hint names, else the latest. The other
     modes ignore the hint and read what is there now."""
     from azure.core.exceptions import ResourceNotFoundError
 
@@ -49,17 +57,27 @@ def locate_segment(service: BlobServiceClient, locator: SegmentLocator, hint: st
             return _named_blob(container, locator)
         if locator.mode == "newest":
             return _newest_blob(container, locator)
+        if locator.format == "delta" or (locator.format is None and has_delta_log(container, str(locator.prefix))):
+            return _delta_table(container, locator, hint)
         folder = hint or _newest_complete_folder(container, locator)
-        return blob_segment(container, folder, locator.format, locator.delimiter)
+        return blob_segment(container, folder, locator.file_format, locator.delimiter)
     except ResourceNotFoundError:
         raise SegmentUnavailable(f"{locator.location}: not found") from None
+
+
+def _delta_table(container: ContainerClient, locator: SegmentLocator, hint: str | None) -> SegmentSource:
+    """The Delta table at the prefix, at the export's version, else the version whose commit fired the
+    trigger, else the latest."""
+    commit = commit_version(hint) if hint else None
+    version = locator.version if locator.version is not None else commit[1] if commit else None
+    return blob_delta_segment(container, str(locator.prefix), version)
 
 
 def _named_blob(container: ContainerClient, locator: SegmentLocator) -> SegmentSource:
     name = str(locator.blob)
     props = container.get_blob_client(name).get_blob_properties()
     part = BlobPart(container, name, props.size, props.etag)
-    return SegmentSource(locator.location, [part], locator.format, locator.delimiter)
+    return SegmentSource(locator.location, [part], locator.file_format, locator.delimiter)
 
 
 def _newest_blob(container: ContainerClient, locator: SegmentLocator) -> SegmentSource:
@@ -68,7 +86,7 @@ def _newest_blob(container: ContainerClient, locator: SegmentLocator) -> Segment
         raise SegmentUnavailable(f"{locator.location}: no data blobs under the prefix")
     newest = max(blobs, key=lambda b: (b.last_modified, b.name))
     part = BlobPart(container, newest.name, newest.size, newest.etag)
-    return SegmentSource(f"{locator.container}/{newest.name}", [part], locator.format, locator.delimiter)
+    return SegmentSource(f"{locator.container}/{newest.name}", [part], locator.file_format, locator.delimiter)
 
 
 def _newest_complete_folder(container: ContainerClient, locator: SegmentLocator) -> str:

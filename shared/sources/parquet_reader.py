@@ -5,8 +5,9 @@ timestamps and dates become ISO 8601 text. Rows are numbered from 1 within each 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
-from typing import IO, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 
 from shared.sources.chunks import TableChunk
 from shared.sources.errors import SegmentError, SegmentUnavailable
+from shared.sources.streams import ByteStream
 
 # Rows per table handed to the mapping: Parquet row groups are often far larger (Spark's are 128 MB),
 # and a row group is read (its mapped columns only) then cut into batches of this many rows.
@@ -50,7 +52,7 @@ def _paths(fields: list[pa.Field], prefix: str = "") -> Iterator[tuple[str, pa.D
 class ParquetPart:
     """One Parquet file of a segment, opened for random access (its footer is read at once)."""
 
-    def __init__(self, name: str, file: IO[bytes], size: int) -> None:
+    def __init__(self, name: str, file: ByteStream, size: int) -> None:
         self.name, self.size = name, size
         try:
             self._file = pq.ParquetFile(file)
@@ -135,8 +137,6 @@ def _iso_timestamps(values: pa.Array) -> pa.Array:
     zone = "Z" if kind.tz else ""
     if kind.tz:
         values = values.cast(pa.timestamp(kind.unit, "UTC"))
-    try:
-        values = values.cast(pa.timestamp("s", kind.tz and "UTC"))  # safe: fails when a fraction would be lost
-    except pa.ArrowInvalid:
-        pass
+    with contextlib.suppress(pa.ArrowInvalid):  # a safe cast: it fails when a fraction would be lost
+        values = values.cast(pa.timestamp("s", kind.tz and "UTC"))
     return pc.strftime(values, format=f"%Y-%m-%dT%H:%M:%S{zone}")

@@ -40,6 +40,8 @@ class SegmentSource:
     fast: bool = True
     # A table read at one version of its log (Delta): names that version instead of the parts' etags.
     table_version: str | None = None
+    # Columns of the table that its files do not hold (a Delta table's partition columns), with what they are.
+    absent_columns: dict[str, str] = field(default_factory=dict)
     _headers: dict[str, list[str]] = field(default_factory=dict, repr=False)
     _kinds: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
 
@@ -74,7 +76,7 @@ class SegmentSource:
                 if self.format_of(part) == "parquet":
                     with random_access(part) as file:
                         parquet = ParquetPart(part.name, file, part.size)
-                        self._kinds[part.name] = parquet.kinds()
+                        self._kinds[part.name] = {**self.absent_columns, **parquet.kinds()}
                         parquet.close()
         return self._kinds
 
