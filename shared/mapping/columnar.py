@@ -199,14 +199,24 @@ def _empty(values: pa.Array) -> np.ndarray:
 
 
 def _escaped(values: pa.Array) -> pa.Array:
-    """JSON string escaping as orjson does it. Plain blocks hold no control character but TAB
-    (inside quotes, in a tab-separated file)."""
+    """JSON string escaping as orjson does it. Plain CSV and JSON Lines blocks hold no control
+    character but TAB (inside quotes, in a tab-separated file); Parquet strings may hold any."""
     data = values.buffers()[2]
     raw = data.to_pybytes() if data is not None else b""
     for char, escape in (("\\", "\\\\"), ('"', '\\"'), ("\t", "\\t")):
         if raw.find(char.encode()) >= 0:
             values = pc.replace_substring(values, char, escape)
+    octets = np.frombuffer(raw, dtype=np.uint8)
+    controls = octets < 0x20
+    if np.count_nonzero(controls) > raw.count(b"\t"):  # one pass; the rest only when some are there
+        for code in np.unique(octets[controls]).tolist():
+            if code != 9:
+                values = pc.replace_substring(values, chr(code), _CONTROL_ESCAPES.get(code, f"\\u{code:04x}"))
     return values
+
+
+# The control characters orjson writes short (the others as \u00XX).
+_CONTROL_ESCAPES = {8: "\\b", 10: "\\n", 12: "\\f", 13: "\\r"}
 
 
 def _field(name: str, values: pa.Array, raw: bool = False) -> list[pa.Array | pa.Scalar]:

@@ -31,7 +31,8 @@ LOG_FOLDER = "_delta_log/"
 _COMMIT = re.compile(r"(?:^|/)_delta_log/(\d{20})\.json$")
 # Reader features whose tables read right from the data files the log lists; any other is refused.
 _PARTITION_COLUMN = "a partition column of the Delta table (its values are in folder names, not in the data files)"
-_READABLE_FEATURES = {"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck", "typeWidening", "checkConstraints"}
+# variantType: a variant column maps to nothing (the type check refuses it), the others read as they are.
+_READABLE_FEATURES = {"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck", "typeWidening", "variantType"}
 
 
 def commit_version(blob_name: str) -> tuple[str, int] | None:

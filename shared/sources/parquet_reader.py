@@ -5,7 +5,6 @@ timestamps and dates become ISO 8601 text. Rows are numbered from 1 within each 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from typing import Literal
 
@@ -131,12 +130,14 @@ def _normalized(values: pa.Array) -> pa.Array:
 
 
 def _iso_timestamps(values: pa.Array) -> pa.Array:
-    """ISO 8601: UTC with a Z when the column has a time zone, else as written; fractions of a second
-    only when some value has them."""
+    """ISO 8601: UTC with a Z when the column has a time zone, else as written; a fraction of a second
+    only on the values that have one."""
     kind: pa.TimestampType = values.type
     zone = "Z" if kind.tz else ""
     if kind.tz:
         values = values.cast(pa.timestamp(kind.unit, "UTC"))
-    with contextlib.suppress(pa.ArrowInvalid):  # a safe cast: it fails when a fraction would be lost
-        values = values.cast(pa.timestamp("s", kind.tz and "UTC"))
-    return pc.strftime(values, format=f"%Y-%m-%dT%H:%M:%S{zone}")
+    seconds = pc.floor_temporal(values, unit="second")
+    whole = pc.strftime(seconds.cast(pa.timestamp("s", kind.tz and "UTC")), format=f"%Y-%m-%dT%H:%M:%S{zone}")
+    if kind.unit == "s" or pc.all(pc.equal(seconds, values)).as_py() is not False:
+        return whole
+    return pc.if_else(pc.equal(seconds, values), whole, pc.strftime(values, format=f"%Y-%m-%dT%H:%M:%S{zone}"))
