@@ -42,7 +42,7 @@ from bench.stack import (
     wait_all,
 )
 from tools.azurite import Azurite
-from tools.segment_gen import Expected, upload_segment
+from tools.segment_gen import Expected, upload_files, upload_segment, write_delta, write_parquet
 
 RESULTS = ROOT / "bench" / "results"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -73,16 +73,21 @@ class Dataset:
     rows: int
     fmt: str
     seed: int
+    modes: tuple[str, ...] = MODES
 
     @property
     def blob(self) -> str:
-        return f"bench/{self.name}.{self.fmt}"
+        """The segment's blob (a Delta table: the folder holding `_delta_log/`)."""
+        return f"bench/{self.name}" if self.fmt == "delta" else f"bench/{self.name}.{self.fmt}"
 
 
 DATASETS = [
     Dataset("100k", "100k", 100_000, "csv", 41),
     Dataset("1m", "1m", 1_000_000, "csv", 42),
     Dataset("1m-jsonl", "1m", 1_000_000, "jsonl", 43),
+    # Issue 17: a Parquet file (row groups of 128K rows) and a Delta table (4 commits of 250K rows, delta-rs).
+    Dataset("1m-parquet", "1m", 1_000_000, "parquet", 45, ("pipeline",)),
+    Dataset("1m-delta", "1m", 1_000_000, "delta", 46, ("pipeline",)),
     Dataset("10m", "10m", 10_000_000, "csv", 44),
 ]
 
@@ -227,7 +232,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def scenario_names() -> list[str]:
-    return [f"{d.name}-{mode}" for d in DATASETS for mode in MODES] + [SHARED]
+    return [f"{d.name}-{mode}" for d in DATASETS for mode in d.modes] + [SHARED]
 
 
 def select(names: list[str], args: argparse.Namespace) -> list[str]:
@@ -240,7 +245,7 @@ def select(names: list[str], args: argparse.Namespace) -> list[str]:
         chosen = [n for n in names if n in wanted]
     if args.sizes:
         sizes = {s.strip().lower() for s in args.sizes.split(",")}
-        size_of = {f"{d.name}-{m}": d.size for d in DATASETS for m in MODES} | {SHARED: "3x300k"}
+        size_of = {f"{d.name}-{m}": d.size for d in DATASETS for m in d.modes} | {SHARED: "3x300k"}
         chosen = [n for n in chosen if size_of[n] in sizes]
     if args.modes:
         modes = {m.strip().lower() for m in args.modes.split(",")}
@@ -263,10 +268,10 @@ def run_all(selected: list[str], limits: Limits, results: list[Result]) -> None:
             env["NO_PROXY"] = env["no_proxy"] = ",".join(filter(None, ["127.0.0.1,localhost", env.get("NO_PROXY")]))
             env.pop("SegmentsStorage", None)
             for dataset in DATASETS:
-                modes = [m for m in MODES if f"{dataset.name}-{m}" in selected]
+                modes = [m for m in dataset.modes if f"{dataset.name}-{m}" in selected]
                 if not modes:
                     continue
-                expected = generate(service, dataset.blob, dataset.rows, dataset.seed)
+                expected = generate(service, dataset.blob, dataset.rows, dataset.seed, fmt=dataset.fmt, workdir=workdir)
                 for mode in modes:
                     times = limits.repeat if dataset.rows <= 1_000_000 else 1
                     tries = []
@@ -275,7 +280,9 @@ def run_all(selected: list[str], limits: Limits, results: list[Result]) -> None:
                         tries.append(result)
                         run_scenario(result, [dataset.blob], [expected], env, workdir, limits, azurite)
                     results.append(median_of(tries))
-                service.get_blob_client(CONTAINER, dataset.blob).delete_blob()
+                container = service.get_container_client(CONTAINER)
+                for blob in container.list_blobs(name_starts_with=dataset.blob):
+                    container.delete_blob(blob.name)
             if SHARED in selected:
                 blobs = [f"bench/shared-{k}.csv" for k in range(SHARED_RUNS)]
                 # Disjoint row numbers, so the three segments share no email, phone or customer id.
@@ -311,10 +318,29 @@ def median_of(tries: list[Result]) -> Result:
     return chosen
 
 
-def generate(service: BlobServiceClient, blob: str, rows: int, seed: int, start: int = 0) -> Expected:
+def generate(
+    service: BlobServiceClient,
+    blob: str,
+    rows: int,
+    seed: int,
+    start: int = 0,
+    fmt: str = "csv",
+    workdir: Path | None = None,
+) -> Expected:
     began = time.monotonic()
     print(f"generating {rows:,} rows into {CONTAINER}/{blob} ...", end=" ", flush=True)
-    expected = upload_segment(service.get_blob_client(CONTAINER, blob), rows, seed, start=start)
+    if fmt in ("parquet", "delta"):  # written to a local file or folder, then uploaded as it is
+        local = Path(tempfile.mkdtemp(prefix="segment-", dir=workdir))
+        if fmt == "parquet":
+            folder, _, name = blob.rpartition("/")
+            expected = write_parquet(local / name, rows, seed, start)
+            upload_files(service.get_container_client(CONTAINER), local, folder + "/")
+        else:
+            expected = write_delta(local / "table", rows, seed)
+            upload_files(service.get_container_client(CONTAINER), local / "table", blob + "/")
+        shutil.rmtree(local, ignore_errors=True)
+    else:
+        expected = upload_segment(service.get_blob_client(CONTAINER, blob), rows, seed, start=start)
     print(
         f"{time.monotonic() - began:.0f} s ({expected.invalid:,} invalid, {expected.duplicates:,} duplicates)",
         flush=True,

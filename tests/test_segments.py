@@ -519,13 +519,14 @@ def test_undecodable_bytes_in_the_header_are_a_segment_error(tmp_path: Path) -> 
         ("a.jsonl", "jsonl"),
         ("a.ndjson.gz", "jsonl"),
         ("a.JSON", "jsonl"),
+        ("part-00000-5a5a-c000.snappy.parquet", "parquet"),
     ],
 )
 def test_format_is_detected_from_the_name(name: str, fmt: str) -> None:
     assert detect_format(name) == fmt
 
 
-@pytest.mark.parametrize("name", ["part-00000", "a.parquet", "a.gz", "a.csv.zip"])
+@pytest.mark.parametrize("name", ["part-00000", "a.avro", "a.gz", "a.csv.zip"])
 def test_unknown_format_is_a_segment_error_naming_the_file(name: str) -> None:
     with pytest.raises(SegmentError, match="format") as excinfo:
         detect_format(name)

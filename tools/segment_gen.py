@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 from azure.core.exceptions import ResourceExistsError
-from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient
+from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, ContainerClient
 
 COLUMNS = [
     "customer_id",
@@ -297,6 +299,51 @@ def upload_segment(
             future.result()
     blob.commit_block_list([BlobBlock(block_id) for block_id in block_ids])
     return expected
+
+
+def arrow_batches(
+    count: int, seed: int, expected: Expected, start: int = 0, batch_rows: int = 100_000
+) -> Iterator[pa.Table]:
+    """The rows of `generate_values` as Arrow tables, as a lake or a CDP would type them: every column a
+    string but lifetime_value, a double."""
+    for batch in _batched(generate_values(count, seed, expected=expected, start=start), batch_rows):
+        columns = [pa.array(values, pa.string()) for values in zip(*batch, strict=True)]
+        at = COLUMNS.index("lifetime_value")
+        columns[at] = columns[at].cast(pa.float64())
+        yield pa.table(columns, names=COLUMNS)
+
+
+def write_parquet(path: Path, count: int, seed: int = 7, start: int = 0, row_group_rows: int = 128 * 1024) -> Expected:
+    """A Parquet file (snappy) of `count` generated rows, in row groups of `row_group_rows`."""
+    expected = Expected(valid_emails=None)
+    writer: pq.ParquetWriter | None = None
+    for table in arrow_batches(count, seed, expected, start):
+        writer = writer or pq.ParquetWriter(path, table.schema, compression="snappy")
+        writer.write_table(table, row_group_size=row_group_rows)
+    if writer is not None:
+        writer.close()
+    return expected
+
+
+def write_delta(folder: Path, count: int, seed: int = 7, commits: int = 4) -> Expected:
+    """A Delta table of `count` generated rows, written with delta-rs in `commits` appends (one data
+    file each)."""
+    from deltalake import write_deltalake
+
+    expected = Expected(valid_emails=None)
+    per_commit = -(-count // commits)
+    batches = arrow_batches(count, seed, expected, batch_rows=per_commit)
+    for table in batches:
+        write_deltalake(str(folder), table, mode="append")
+    return expected
+
+
+def upload_files(container: ContainerClient, folder: Path, prefix: str) -> None:
+    """Every file under `folder` to blobs under `prefix`; a Delta log last, as a writer commits it."""
+    files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: ("_delta_log" in p.parts, str(p)))
+    for path in files:
+        with path.open("rb") as data:
+            container.upload_blob(prefix + path.relative_to(folder).as_posix(), data, overwrite=True)
 
 
 def main() -> None:
