@@ -241,19 +241,23 @@ def _storage_connection(args: argparse.Namespace, settings: Settings) -> Storage
 def _segment(args: argparse.Namespace, storage: _BlobStorage) -> SegmentSource:
     """The segment SEGMENT names: a local file or folder, else a blob path; a Delta table when the
     format says so, or (format not given) when the folder holds _delta_log/."""
-    if args.version is not None and args.format not in (None, "delta"):
-        raise ConfigurationError("--version is for a Delta table (--format delta)")
-    fmt = None if args.format == "delta" else args.format
-    if Path(args.segment).exists():
-        path = Path(args.segment)
-        if args.format == "delta" or (args.format is None and is_local_delta(path)):
-            return local_delta_segment(path, args.version)
-        return local_segment(path, fmt, args.delimiter)
-    container_name, path_in = split_blob_path(args.segment)
+    local = Path(args.segment)
+    if local.exists():
+        if args.format == "delta" or (args.format is None and is_local_delta(local)):
+            return local_delta_segment(local, args.version)
+        _no_version(args)
+        return local_segment(local, args.format, args.delimiter)
+    container_name, path = split_blob_path(args.segment)
     container = storage.service().get_container_client(container_name)
-    if args.format == "delta" or (args.format is None and has_delta_log(container, path_in)):
-        return blob_delta_segment(container, path_in, args.version)
-    return blob_segment(container, path_in, fmt, args.delimiter)
+    if args.format == "delta" or (args.format is None and has_delta_log(container, path)):
+        return blob_delta_segment(container, path, args.version)
+    _no_version(args)
+    return blob_segment(container, path, args.format, args.delimiter)
+
+
+def _no_version(args: argparse.Namespace) -> None:
+    if args.version is not None:
+        raise ConfigurationError("--version is for a Delta table (a folder holding _delta_log/)")
 
 
 def _check_options(args: argparse.Namespace) -> None:

@@ -1,6 +1,6 @@
 """A Delta table as a segment: the `deltalake` package (delta-rs) reads the table's log at its latest
-version (or a given one) and names the data files of that version; those Parquet files are then read
-like any Parquet part, each blob pinned to its etag.
+version (or a given one) and names the data files of that version (delta_log, in a process of its own);
+those Parquet files are then read like any Parquet part, each blob pinned to its etag.
 
 In blob storage the log is downloaded (every blob under `_delta_log/`, pinned to its etag) into a
 temporary folder and delta-rs reads it there: the storage account is reached through the app's own
@@ -11,12 +11,15 @@ land while it runs."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import pyarrow as pa
 
 from shared.sources.errors import SegmentError, SegmentUnavailable, storage_failure
 from shared.sources.parts import BlobPart, LocalPart, SegmentPart
@@ -24,15 +27,13 @@ from shared.sources.segments import SegmentSource
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
-    from deltalake import DeltaTable
 
 LOG_FOLDER = "_delta_log/"
 # A commit of the log: 20 digits, the version (https://github.com/delta-io/delta/blob/master/PROTOCOL.md#delta-log-entries).
 _COMMIT = re.compile(r"(?:^|/)_delta_log/(\d{20})\.json$")
-# Reader features whose tables read right from the data files the log lists; any other is refused.
 _PARTITION_COLUMN = "a partition column of the Delta table (its values are in folder names, not in the data files)"
-# variantType: a variant column maps to nothing (the type check refuses it), the others read as they are.
-_READABLE_FEATURES = {"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck", "typeWidening", "variantType"}
+# Reading a log takes well under a second; a hung reader must not hold the run.
+_LOG_SECONDS = 300
 
 
 def commit_version(blob_name: str) -> tuple[str, int] | None:
@@ -54,13 +55,12 @@ def has_delta_log(container: ContainerClient, folder: str) -> bool:
 
 def local_delta_segment(path: Path, version: int | None = None) -> SegmentSource:
     """A Delta table in a local folder, at `version` (None: the latest)."""
-    table = _open_table(str(path), str(path), version)
-    files = _data_files(table, str(path))
+    table = _table_files(str(path), str(path), version)
     parts: list[SegmentPart] = []
-    for name in files:
+    for name in table.files:
         file = path / name
         if not file.is_file():
-            raise SegmentUnavailable(f"{path}: data file {name} of version {table.version()} is missing (vacuumed?)")
+            raise SegmentUnavailable(f"{path}: data file {name} of version {table.version} is missing (vacuumed?)")
         parts.append(LocalPart(file, str(file), file.stat().st_size))
     return _segment(str(path), parts, table, None)
 
@@ -85,60 +85,49 @@ def blob_delta_segment(container: ContainerClient, folder: str, version: int | N
             target = Path(copy, blob.name[len(prefix) :])
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(_download(container, blob.name, blob.etag))
-        table = _open_table(copy, location, version)
-        files = _data_files(table, location)
-        commit = next((b for b in log if b.name == f"{prefix}{LOG_FOLDER}{table.version():020d}.json"), None)
+        table = _table_files(copy, location, version)
+    commit = next((b for b in log if b.name == f"{prefix}{LOG_FOLDER}{table.version:020d}.json"), None)
     parts: list[SegmentPart] = []
-    for name in files:
+    for name in table.files:
         data = blobs.get(prefix + name)
         if data is None:
-            raise SegmentUnavailable(f"{location}: data file {name} of version {table.version()} is missing")
+            raise SegmentUnavailable(f"{location}: data file {name} of version {table.version} is missing")
         parts.append(BlobPart(container, data.name, data.size, data.etag))
     return _segment(location, parts, table, commit.etag if commit is not None else None)
 
 
-def _segment(location: str, parts: list[SegmentPart], table: DeltaTable, commit: str | None) -> SegmentSource:
+def _segment(location: str, parts: list[SegmentPart], table: TableFiles, commit: str | None) -> SegmentSource:
     """The segment of the table's data files, named by its version (and its commit's etag in storage,
     so a table written again from scratch is not taken for the one read before)."""
-    version = f"delta v{table.version()}" + (f" ({commit})" if commit else "")
+    version = f"delta v{table.version}" + (f" ({commit})" if commit else "")
     # A partition column's values are in the files' folder names, not in the files (not read yet).
-    absent = {column: _PARTITION_COLUMN for column in table.metadata().partition_columns}
+    absent = dict.fromkeys(table.partition_columns, _PARTITION_COLUMN)
     return SegmentSource(location, parts, "parquet", table_version=version, absent_columns=absent)
 
 
-def _open_table(uri: str, location: str, version: int | None) -> DeltaTable:
-    """The table at the version, refused when reading its data files alone would not give its rows."""
-    from deltalake import DeltaTable
-    from deltalake.exceptions import DeltaError
+@dataclass(frozen=True)
+class TableFiles:
+    """A version of a Delta table: its number, its data files (relative to its folder) and partition columns."""
 
+    version: int
+    files: list[str]
+    partition_columns: list[str]
+
+
+def _table_files(uri: str, location: str, version: int | None) -> TableFiles:
+    """The table's version and files, read by delta_log in a process of its own (see there why)."""
+    command = [sys.executable, "-m", "shared.sources.delta_log", uri, "" if version is None else str(version)]
+    root = str(Path(__file__).resolve().parents[2])  # the folder holding the `shared` package
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(command, capture_output=True, env=env, timeout=_LOG_SECONDS, check=False)  # noqa: S603
     try:
-        table = DeltaTable(uri, version=version)
-    except (DeltaError, OSError, ValueError) as exc:
-        at = f"version {version}" if version is not None else "its latest version"
-        raise SegmentError(f"{location}: the Delta table cannot be read at {at}: {exc}") from None
-    protocol = table.protocol()
-    unknown = sorted(set(protocol.reader_features or ()) - _READABLE_FEATURES - {"columnMapping", "deletionVectors"})
-    if unknown:
-        raise SegmentError(f"{location}: the Delta table uses reader feature(s) {', '.join(unknown)}, not supported")
-    mode = table.metadata().configuration.get("delta.columnMapping.mode", "none")
-    if mode != "none":
-        raise SegmentError(
-            f"{location}: the Delta table uses column mapping (mode {mode}): its files' column names are not "
-            "the table's; not supported"
-        )
-    return table
-
-
-def _data_files(table: DeltaTable, location: str) -> list[str]:
-    """The data files of the table's version, relative to its folder, in name order."""
-    actions = pa.table(table.get_add_actions(flatten=True))
-    vectors = [name for name in actions.column_names if name.startswith("deletionVector")]
-    if any(actions.column(name).null_count < actions.num_rows for name in vectors):
-        raise SegmentError(
-            f"{location}: version {table.version()} has deletion vectors (rows deleted without rewriting "
-            "their files); not supported: run OPTIMIZE/REORG ... APPLY (PURGE) or turn them off"
-        )
-    return sorted(actions.column("path").to_pylist())
+        found = json.loads(done.stdout)
+    except ValueError:
+        last = (done.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        raise SegmentError(f"{location}: the Delta log could not be read: {last}") from None
+    if "error" in found:
+        raise SegmentError(f"{location}: {found['error']}")
+    return TableFiles(int(found["version"]), list(found["files"]), list(found["partition_columns"]))
 
 
 def _download(container: ContainerClient, name: str, etag: str | None) -> bytes:
