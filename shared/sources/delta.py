@@ -116,9 +116,11 @@ class TableFiles:
 
 def _table_files(uri: str, location: str, version: int | None) -> TableFiles:
     """The table's version and files, read by delta_log in a process of its own (see there why)."""
-    command = [sys.executable, "-m", "shared.sources.delta_log", uri, "" if version is None else str(version)]
-    root = str(Path(__file__).resolve().parents[2])  # the folder holding the `shared` package
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    # Run as a script, not a module of the package: the child needs deltalake only, not all of `shared`.
+    script = str(Path(__file__).with_name("delta_log.py"))
+    command = [sys.executable, script, uri, "" if version is None else str(version)]
+    # The child imports as this process does (the Functions worker adds the app's packages to sys.path itself).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
     done = subprocess.run(command, capture_output=True, env=env, timeout=_LOG_SECONDS, check=False)  # noqa: S603
     try:
         found = json.loads(done.stdout)

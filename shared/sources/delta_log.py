@@ -3,7 +3,7 @@ version read and its data files, or why the table cannot be read from its data f
 takes some 50 MB (its library and its runtime) that the exporting process would keep to its end; here
 it is given back as soon as the file list is known.
 
-    python -m shared.sources.delta_log <folder> [<version>]
+    python shared/sources/delta_log.py <folder> [<version>]
 """
 
 from __future__ import annotations
