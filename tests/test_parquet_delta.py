@@ -215,3 +215,12 @@ def _mapping(args: list[str]) -> dict[str, Any]:
         else:
             mapping[field] = column
     return mapping
+
+
+def test_an_export_names_a_delta_version_only_for_a_table_folder(app: App, klaviyo: KlaviyoSimulator):
+    list_id = klaviyo.create_list("Pinned")
+    app.put_connection()
+    status, body, _ = app.put_export("csv", list_id, {"blob": "a.csv"}, version=3)
+    assert status == 400 and "'version' is for a Delta table" in orjson.dumps(body).decode()
+    status, body, _ = app.put_export("lake", list_id, {"prefix": "Tables/customers", "mode": "folder"}, version=3)
+    assert status == 201 and body["version"] == 3 and body["format"] == "auto"
