@@ -29,7 +29,7 @@ from shared.klaviyo import KlaviyoError
 from shared.mapping import DEFAULT_REGION, STANDARD_FIELDS, FieldMapping, MappingError
 from shared.secrets import KeyVaultSecrets, SecretError
 from shared.settings import Settings, StorageConnection
-from shared.sources import SegmentError, blob_segment, local_segment
+from shared.sources import CsvDialect, SegmentError, blob_segment, local_segment
 from shared.storage import blob_service, save_report, split_blob_path
 from shared.sync import DEFAULT_MAX_REMOVAL_SHARE, BlobSyncState, FolderSyncState, SyncStateStore
 
@@ -65,6 +65,10 @@ def _add_input_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--default-region", default=DEFAULT_REGION, help="region for phone numbers without +country code")
     run.add_argument("--format", choices=["csv", "jsonl"], help="input format (default: from the file name)")
     run.add_argument("--delimiter", help="CSV delimiter (default: sniffed among , ; TAB |)")
+    run.add_argument("--no-header", action="store_true", help="CSV files have no header row (name the --columns)")
+    run.add_argument("--columns", metavar="A,B,C", help="with --no-header: the column names, in order")
+    run.add_argument("--escape", help="CSV escape character, e.g. '\\' (Spark's and Data Factory's default)")
+    run.add_argument("--quote", default='"', help='CSV quote character (default ")')
 
 
 def _add_delivery_options(run: argparse.ArgumentParser) -> None:
@@ -162,6 +166,17 @@ def parse_mapping(args: argparse.Namespace) -> FieldMapping:
     return FieldMapping(fields, properties, args.default_region)
 
 
+def _dialect(args: argparse.Namespace) -> CsvDialect:
+    """The CSV dialect of --no-header, --columns, --escape, --quote and --delimiter."""
+    columns = tuple(c.strip() for c in args.columns.split(",")) if args.columns is not None else None
+    if columns is not None and not args.no_header:
+        raise ConfigurationError("--columns names the columns of files without a header row: add --no-header")
+    try:
+        return CsvDialect(not args.no_header, columns, args.escape or None, args.quote, args.delimiter)
+    except ValueError as exc:
+        raise ConfigurationError(f"CSV options: {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -183,9 +198,9 @@ def _run(args: argparse.Namespace) -> int:
     in_blob_storage = not Path(args.segment).exists()
     if in_blob_storage:
         container, path = split_blob_path(args.segment)
-        source = blob_segment(storage.service().get_container_client(container), path, args.format, args.delimiter)
+        source = blob_segment(storage.service().get_container_client(container), path, args.format, _dialect(args))
     else:
-        source = local_segment(args.segment, args.format, args.delimiter)
+        source = local_segment(args.segment, args.format, _dialect(args))
     client = None if args.dry_run else settings.klaviyo_client(_api_key(args))
     _check_options(args)
     checkpoints = FileCheckpoints(args.checkpoint) if args.checkpoint else None

@@ -183,6 +183,7 @@ _EXPORT_FIELDS = (
     "segment",
     "format",
     "delimiter",
+    "csv",
     "mapping",
     "enabled",
     "run_always",

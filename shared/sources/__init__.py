@@ -1,6 +1,7 @@
 """Reading segments: blob and local files, byte streams, CSV and JSON Lines readers and their fast paths."""
 
 from shared.sources.chunks import RowChunk, TableChunk
+from shared.sources.csv_dialect import CsvDialect
 from shared.sources.csv_header import looks_like_data
 from shared.sources.errors import SegmentError, SegmentUnavailable
 from shared.sources.locate import LocateMode, SegmentLocator, locate_segment
@@ -9,6 +10,7 @@ from shared.sources.segments import SegmentSource, blob_segment, local_segment
 
 __all__ = [
     "BlobPart",
+    "CsvDialect",
     "DEFAULT_FOLDER_MARKER",
     "LocateMode",
     "RowChunk",

@@ -4,9 +4,10 @@ newest folder of parts that a marker file declares complete."""
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from shared.sources.csv_dialect import CsvDialect
 from shared.sources.errors import SegmentUnavailable
 from shared.sources.parts import DEFAULT_FOLDER_MARKER, BlobPart, Format, is_data_name
 from shared.sources.segments import SegmentSource, blob_segment
@@ -29,7 +30,7 @@ class SegmentLocator:
     prefix: str | None = None  # modes "newest" and "folder" (ends with "/")
     marker: str = DEFAULT_FOLDER_MARKER  # mode "folder" only
     format: Format | None = None  # None: from each file's name
-    delimiter: str | None = None  # None: sniffed
+    dialect: CsvDialect = field(default_factory=CsvDialect)
 
     @property
     def location(self) -> str:
@@ -50,7 +51,7 @@ def locate_segment(service: BlobServiceClient, locator: SegmentLocator, hint: st
         if locator.mode == "newest":
             return _newest_blob(container, locator)
         folder = hint or _newest_complete_folder(container, locator)
-        return blob_segment(container, folder, locator.format, locator.delimiter)
+        return blob_segment(container, folder, locator.format, locator.dialect)
     except ResourceNotFoundError:
         raise SegmentUnavailable(f"{locator.location}: not found") from None
 
@@ -59,7 +60,7 @@ def _named_blob(container: ContainerClient, locator: SegmentLocator) -> SegmentS
     name = str(locator.blob)
     props = container.get_blob_client(name).get_blob_properties()
     part = BlobPart(container, name, props.size, props.etag)
-    return SegmentSource(locator.location, [part], locator.format, locator.delimiter)
+    return SegmentSource(locator.location, [part], locator.format, locator.dialect)
 
 
 def _newest_blob(container: ContainerClient, locator: SegmentLocator) -> SegmentSource:
@@ -68,7 +69,7 @@ def _newest_blob(container: ContainerClient, locator: SegmentLocator) -> Segment
         raise SegmentUnavailable(f"{locator.location}: no data blobs under the prefix")
     newest = max(blobs, key=lambda b: (b.last_modified, b.name))
     part = BlobPart(container, newest.name, newest.size, newest.etag)
-    return SegmentSource(f"{locator.container}/{newest.name}", [part], locator.format, locator.delimiter)
+    return SegmentSource(f"{locator.container}/{newest.name}", [part], locator.format, locator.dialect)
 
 
 def _newest_complete_folder(container: ContainerClient, locator: SegmentLocator) -> str:

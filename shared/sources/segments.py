@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from shared.sources.checked_stream import MAX_LINE_BYTES, CheckedStream
 from shared.sources.chunks import RowChunk, SegmentRow, TableChunk, as_row_chunk
+from shared.sources.csv_dialect import CsvDialect
 from shared.sources.csv_reader import csv_chunks, part_header
 from shared.sources.errors import SegmentError
 from shared.sources.jsonl_reader import jsonl_rows, jsonl_tables
@@ -31,7 +32,7 @@ class SegmentSource:
     location: str
     parts: list[SegmentPart]
     format: Format | None = None
-    delimiter: str | None = None
+    dialect: CsvDialect = field(default_factory=CsvDialect)
     max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES
     # True: blocks of plain rows are parsed by Arrow (see csv_blocks and jsonl_blocks); False: every
     # row is read by the csv module or orjson.
@@ -53,7 +54,7 @@ class SegmentSource:
             for part in self.parts:
                 if self.format_of(part) == "csv":
                     with self._buffered(part, text_lines=True) as stream:
-                        self._headers[part.name] = part_header(part.name, stream, self.delimiter)
+                        self._headers[part.name] = part_header(part.name, stream, self.dialect)
         return self._headers
 
     def rows(self) -> Iterator[SegmentRow]:
@@ -73,7 +74,7 @@ class SegmentSource:
         for part in self.parts:
             if self.format_of(part) == "csv":
                 with self._buffered(part, text_lines=True) as stream:
-                    yield from csv_chunks(part.name, stream, self.delimiter, size, self.fast)
+                    yield from csv_chunks(part.name, stream, self.dialect, size, self.fast)
             elif self.fast and columns:
                 with CheckedStream(self._binary(part), part.name, MAX_LINE_BYTES) as checked:
                     yield from jsonl_tables(part.name, checked, columns, size)
@@ -89,7 +90,7 @@ class SegmentSource:
         return io.BufferedReader(raw, buffer_size=BUFFER_BYTES)
 
 
-def local_segment(path: str | Path, fmt: Format | None = None, delimiter: str | None = None) -> SegmentSource:
+def local_segment(path: str | Path, fmt: Format | None = None, dialect: CsvDialect | None = None) -> SegmentSource:
     """A local file, or a directory whose data files are read in name order."""
     root = Path(path)
     if root.is_dir():
@@ -101,11 +102,11 @@ def local_segment(path: str | Path, fmt: Format | None = None, delimiter: str | 
         parts = [LocalPart(root, str(root), root.stat().st_size)]
     else:
         raise SegmentError(f"{root}: no such file or folder")
-    return SegmentSource(str(root), parts, fmt, delimiter)
+    return SegmentSource(str(root), parts, fmt, dialect or CsvDialect())
 
 
 def blob_segment(
-    container: ContainerClient, path: str, fmt: Format | None = None, delimiter: str | None = None
+    container: ContainerClient, path: str, fmt: Format | None = None, dialect: CsvDialect | None = None
 ) -> SegmentSource:
     """A blob, or every data blob under a prefix (a folder segment), each pinned to its etag."""
     from azure.core.exceptions import ResourceNotFoundError
@@ -117,7 +118,8 @@ def blob_segment(
         except ResourceNotFoundError:
             props = None
         if props is not None:
-            return SegmentSource(location, [BlobPart(container, path, props.size, props.etag)], fmt, delimiter)
+            part = BlobPart(container, path, props.size, props.etag)
+            return SegmentSource(location, [part], fmt, dialect or CsvDialect())
     prefix = path.rstrip("/") + "/" if path else ""
     try:
         blobs = sorted(
@@ -129,4 +131,4 @@ def blob_segment(
     if not blobs:
         raise SegmentError(f"{location}: no such blob, and no data blobs under that prefix")
     parts: list[SegmentPart] = [BlobPart(container, b.name, b.size, b.etag) for b in blobs]
-    return SegmentSource(location, parts, fmt, delimiter)
+    return SegmentSource(location, parts, fmt, dialect or CsvDialect())
