@@ -5,7 +5,7 @@ from shared.sources.csv_dialect import CsvDialect
 from shared.sources.csv_header import looks_like_data
 from shared.sources.errors import SegmentError, SegmentUnavailable
 from shared.sources.locate import LocateMode, SegmentLocator, locate_segment
-from shared.sources.parts import DEFAULT_FOLDER_MARKER, BlobPart, is_data_name
+from shared.sources.parts import DEFAULT_FOLDER_MARKER, BlobPart, is_data_name, is_data_part
 from shared.sources.segments import SegmentSource, blob_segment, local_segment
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "TableChunk",
     "blob_segment",
     "is_data_name",
+    "is_data_part",
     "local_segment",
     "locate_segment",
     "looks_like_data",

@@ -1,5 +1,5 @@
-"""Finding a segment's current blobs in storage: one named blob, the newest data blob under a prefix, or the
-newest folder of parts that a marker file declares complete."""
+"""Finding a segment's current blobs in storage: one named blob, the newest set of data blobs under a prefix
+(every part of the newest folder), or the newest folder of parts that a marker file declares complete."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Literal
 
 from shared.sources.csv_dialect import CsvDialect
 from shared.sources.errors import SegmentUnavailable
-from shared.sources.parts import DEFAULT_FOLDER_MARKER, BlobPart, Format, is_data_name
+from shared.sources.parts import DEFAULT_FOLDER_MARKER, BlobPart, Format, SegmentPart, is_data_part
 from shared.sources.segments import SegmentSource, blob_segment
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient, ContainerClient
 
-# blob: one named blob; newest: the newest data blob under a prefix; folder: every data blob of the newest
-# folder under a prefix that holds the marker file.
+# blob: one named blob; newest: the newest set of data blobs under a prefix (every part of the newest
+# folder); folder: every data blob of the newest folder under a prefix that holds the marker file.
 LocateMode = Literal["blob", "newest", "folder"]
 
 
@@ -49,7 +49,7 @@ def locate_segment(service: BlobServiceClient, locator: SegmentLocator, hint: st
         if locator.mode == "blob":
             return _named_blob(container, locator)
         if locator.mode == "newest":
-            return _newest_blob(container, locator)
+            return _newest_set(container, locator)
         folder = hint or _newest_complete_folder(container, locator)
         return blob_segment(container, folder, locator.format, locator.dialect)
     except ResourceNotFoundError:
@@ -63,13 +63,22 @@ def _named_blob(container: ContainerClient, locator: SegmentLocator) -> SegmentS
     return SegmentSource(locator.location, [part], locator.format, locator.dialect)
 
 
-def _newest_blob(container: ContainerClient, locator: SegmentLocator) -> SegmentSource:
-    blobs = [b for b in container.list_blobs(name_starts_with=locator.prefix) if is_data_name(b.name)]
+def _newest_set(container: ContainerClient, locator: SegmentLocator) -> SegmentSource:
+    """The newest complete set under the prefix: every data blob of the folder that holds the newest data
+    blob (a run written as several parts), or that blob alone when it lies right under the prefix (a
+    producer writing one file a run next to earlier runs' files)."""
+    prefix = str(locator.prefix)
+    blobs = [b for b in container.list_blobs(name_starts_with=prefix) if is_data_part(b.name, b.size)]
     if not blobs:
         raise SegmentUnavailable(f"{locator.location}: no data blobs under the prefix")
     newest = max(blobs, key=lambda b: (b.last_modified, b.name))
-    part = BlobPart(container, newest.name, newest.size, newest.etag)
-    return SegmentSource(f"{locator.container}/{newest.name}", [part], locator.format, locator.dialect)
+    folder = posixpath.dirname(newest.name) + "/"
+    if not folder.startswith(prefix) or folder == prefix:
+        chosen, location = [newest], newest.name
+    else:
+        chosen, location = sorted((b for b in blobs if b.name.startswith(folder)), key=lambda b: b.name), folder
+    parts: list[SegmentPart] = [BlobPart(container, b.name, b.size, b.etag) for b in chosen]
+    return SegmentSource(f"{locator.container}/{location}", parts, locator.format, locator.dialect)
 
 
 def _newest_complete_folder(container: ContainerClient, locator: SegmentLocator) -> str:

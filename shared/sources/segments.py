@@ -15,7 +15,7 @@ from shared.sources.csv_dialect import CsvDialect
 from shared.sources.csv_reader import csv_chunks, part_header
 from shared.sources.errors import SegmentError
 from shared.sources.jsonl_reader import jsonl_rows, jsonl_tables
-from shared.sources.parts import BlobPart, Format, LocalPart, SegmentPart, detect_format, is_data_name
+from shared.sources.parts import BlobPart, Format, LocalPart, SegmentPart, detect_format, is_data_part
 from shared.sources.streams import BUFFER_BYTES, ByteStream, decompressed
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def local_segment(path: str | Path, fmt: Format | None = None, dialect: CsvDiale
     """A local file, or a directory whose data files are read in name order."""
     root = Path(path)
     if root.is_dir():
-        files = sorted(p for p in root.iterdir() if p.is_file() and is_data_name(p.name))
+        files = sorted(p for p in root.iterdir() if p.is_file() and is_data_part(p.name, p.stat().st_size))
         if not files:
             raise SegmentError(f"{root}: the folder holds no data files")
         parts: list[SegmentPart] = [LocalPart(p, str(p), p.stat().st_size) for p in files]
@@ -123,7 +123,7 @@ def blob_segment(
     prefix = path.rstrip("/") + "/" if path else ""
     try:
         blobs = sorted(
-            (b for b in container.list_blobs(name_starts_with=prefix) if is_data_name(b.name)),
+            (b for b in container.list_blobs(name_starts_with=prefix) if is_data_part(b.name, b.size)),
             key=lambda b: b.name,
         )
     except ResourceNotFoundError:
