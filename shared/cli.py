@@ -29,7 +29,17 @@ from shared.klaviyo import KlaviyoError
 from shared.mapping import DEFAULT_REGION, STANDARD_FIELDS, FieldMapping, MappingError
 from shared.secrets import KeyVaultSecrets, SecretError
 from shared.settings import Settings, StorageConnection
-from shared.sources import CsvDialect, SegmentError, blob_segment, local_segment
+from shared.sources import (
+    CsvDialect,
+    SegmentError,
+    SegmentSource,
+    blob_segment,
+    cdm_blob_segment,
+    cdm_local_segment,
+    governs_blobs,
+    governs_local,
+    local_segment,
+)
 from shared.storage import blob_service, save_report, split_blob_path
 from shared.sync import DEFAULT_MAX_REMOVAL_SHARE, BlobSyncState, FolderSyncState, SyncStateStore
 
@@ -63,7 +73,12 @@ def _add_input_options(run: argparse.ArgumentParser) -> None:
         "or to a custom property as properties.NAME=COLUMN; repeatable",
     )
     run.add_argument("--default-region", default=DEFAULT_REGION, help="region for phone numbers without +country code")
-    run.add_argument("--format", choices=["csv", "jsonl"], help="input format (default: from the file name)")
+    run.add_argument(
+        "--format",
+        choices=["csv", "jsonl", "cdm"],
+        help="input format (default: from the file name; cdm for a folder whose model.json lists entities)",
+    )
+    run.add_argument("--entity", help="--format cdm: the entity of model.json to export (default: its only one)")
     run.add_argument("--delimiter", help="CSV delimiter (default: sniffed among , ; TAB |)")
     run.add_argument("--no-header", action="store_true", help="CSV files have no header row (name the --columns)")
     run.add_argument("--columns", metavar="A,B,C", help="with --no-header: the column names, in order")
@@ -196,11 +211,7 @@ def _run(args: argparse.Namespace) -> int:
     mapping = parse_mapping(args)
     storage = _BlobStorage(_storage_connection(args, settings))
     in_blob_storage = not Path(args.segment).exists()
-    if in_blob_storage:
-        container, path = split_blob_path(args.segment)
-        source = blob_segment(storage.service().get_container_client(container), path, args.format, _dialect(args))
-    else:
-        source = local_segment(args.segment, args.format, _dialect(args))
+    source = _segment(args, storage, in_blob_storage)
     client = None if args.dry_run else settings.klaviyo_client(_api_key(args))
     _check_options(args)
     checkpoints = FileCheckpoints(args.checkpoint) if args.checkpoint else None
@@ -221,6 +232,24 @@ def _run(args: argparse.Namespace) -> int:
         _write_report_file(args.report, report, rejects)
     rejects.discard()
     return _outcome(report, checkpoints)
+
+
+def _segment(args: argparse.Namespace, storage: _BlobStorage, in_blob_storage: bool) -> SegmentSource:
+    """The segment SEGMENT names: a file, a folder of parts, or a CDM folder (model.json lists entities)."""
+    dialect = _dialect(args)
+    if args.entity and args.format not in ("cdm", None):
+        raise ConfigurationError("--entity names an entity of a CDM folder's model.json: use --format cdm")
+    if in_blob_storage:
+        container_name, path = split_blob_path(args.segment)
+        container = storage.service().get_container_client(container_name)
+        if args.format == "cdm" or (args.format is None and governs_blobs(container, path)):
+            return cdm_blob_segment(container, path, args.entity)
+        fmt = None if args.format == "cdm" else args.format
+        return blob_segment(container, path, fmt, dialect)
+    folder = Path(args.segment)
+    if args.format == "cdm" or (args.format is None and folder.is_dir() and governs_local(folder)):
+        return cdm_local_segment(folder, args.entity)
+    return local_segment(folder, args.format, dialect)
 
 
 class _BlobStorage:

@@ -184,6 +184,7 @@ _EXPORT_FIELDS = (
     "format",
     "delimiter",
     "csv",
+    "entity",
     "mapping",
     "enabled",
     "run_always",

@@ -34,7 +34,8 @@ UsableBy = Literal["admins", "contributors"]
 # RunStatus's values as the API shows them (a Literal keeps each schema inline in the OpenAPI document;
 # tests/test_openapi.py checks the two agree).
 RunState = Literal["queued", "running", "succeeded", "completed_with_rejects", "failed", "skipped"]
-SegmentFormat = Literal["auto", "csv", "jsonl"]
+SegmentFormat = Literal["auto", "csv", "jsonl", "cdm"]
+EntityName = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\"]+$")]
 SyncMode = Literal["add", "mirror"]
 RemovalShare = Annotated[float, Field(ge=0.0, le=1.0)]
 _SYNC_MODE = (
@@ -49,6 +50,7 @@ _RECONCILE = (
 )
 _CONFIRM = "mirror: remove even when the safety stop would hold the removals back (empty segment, share passed)"
 Delimiter = Literal[",", ";", "\t", "|"]
+_ENTITY = "format cdm: the entity of model.json to export (may be left out when model.json lists one entity)"
 
 
 def csv_dialect(options: Mapping[str, Any] | None, delimiter: str | None = None) -> CsvDialect:
@@ -150,6 +152,7 @@ class ExportIn(_Strict):
     format: SegmentFormat = "auto"
     delimiter: Delimiter | None = None
     csv: CsvOptions | None = Field(None, description="the CSV dialect: header row or column names, escape, quote")
+    entity: EntityName | None = Field(None, description=_ENTITY)
     mapping: dict[str, Any] = Field(default_factory=lambda: {"email": "email"})
     enabled: bool = True
     run_always: bool = Field(False, description="timer runs it even when the segment has not changed")
@@ -163,6 +166,21 @@ class ExportIn(_Strict):
     def _one_delimiter(self) -> ExportIn:
         if self.csv and self.csv.delimiter and self.delimiter and self.csv.delimiter != self.delimiter:
             raise ValueError("'delimiter' and 'csv.delimiter' differ: give one")
+        return self
+
+    @model_validator(mode="after")
+    def _cdm_folder(self) -> ExportIn:
+        if self.format != "cdm":
+            return self
+        segment = self.segment
+        if not (segment.mode == "folder" and segment.marker == DEFAULT_FOLDER_MARKER) and not (
+            segment.mode == "blob" and str(segment.blob).endswith("/" + DEFAULT_FOLDER_MARKER)
+        ):
+            raise ValueError(
+                "format 'cdm' reads a folder in mode 'folder' (marker model.json), or names its model.json"
+            )
+        if self.csv:
+            raise ValueError("format 'cdm' takes the CSV dialect from model.json: leave out 'csv'")
         return self
 
     @field_validator("mapping")
@@ -209,6 +227,7 @@ class Export(_Response):
     format: SegmentFormat
     delimiter: Delimiter | None
     csv: CsvOptions | None
+    entity: str | None
     mapping: dict[str, Any]
     enabled: bool
     run_always: bool

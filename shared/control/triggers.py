@@ -164,7 +164,10 @@ def segment_locator(export: Mapping[str, Any]) -> SegmentLocator:
     where = {name: segment[name] for name in ("mode", "blob", "prefix", "marker") if name in segment}
     fmt = export.get("format", "auto")
     dialect = csv_dialect(export.get("csv"), export.get("delimiter"))
-    return SegmentLocator(segment["container"], **where, format=None if fmt == "auto" else fmt, dialect=dialect)
+    entity = export.get("entity")
+    return SegmentLocator(
+        segment["container"], **where, format=None if fmt == "auto" else fmt, dialect=dialect, entity=entity
+    )
 
 
 def export_segment(services: Services, export: Mapping[str, Any], hint: str | None = None) -> SegmentSource:

@@ -1,5 +1,6 @@
 """Reading segments: blob and local files, byte streams, CSV and JSON Lines readers and their fast paths."""
 
+from shared.sources.cdm import cdm_blob_segment, cdm_local_segment, governs_blobs, governs_local
 from shared.sources.chunks import RowChunk, TableChunk
 from shared.sources.csv_dialect import CsvDialect
 from shared.sources.csv_header import looks_like_data
@@ -20,6 +21,10 @@ __all__ = [
     "SegmentUnavailable",
     "TableChunk",
     "blob_segment",
+    "cdm_blob_segment",
+    "cdm_local_segment",
+    "governs_blobs",
+    "governs_local",
     "is_data_name",
     "is_data_part",
     "local_segment",

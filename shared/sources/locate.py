@@ -7,8 +7,9 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from shared.sources.cdm import MODEL_FILE, cdm_blob_segment, governs_blobs, model_folder
 from shared.sources.csv_dialect import CsvDialect
-from shared.sources.errors import SegmentUnavailable
+from shared.sources.errors import SegmentError, SegmentUnavailable
 from shared.sources.parts import DEFAULT_FOLDER_MARKER, BlobPart, Format, SegmentPart, is_data_part
 from shared.sources.segments import SegmentSource, blob_segment
 
@@ -29,7 +30,8 @@ class SegmentLocator:
     blob: str | None = None  # mode "blob" only
     prefix: str | None = None  # modes "newest" and "folder" (ends with "/")
     marker: str = DEFAULT_FOLDER_MARKER  # mode "folder" only
-    format: Format | None = None  # None: from each file's name
+    format: Format | Literal["cdm"] | None = None  # None: from each file's name (cdm: where model.json says)
+    entity: str | None = None  # format cdm: the entity of model.json to read (None: its only one)
     dialect: CsvDialect = field(default_factory=CsvDialect)
 
     @property
@@ -47,20 +49,36 @@ def locate_segment(service: BlobServiceClient, locator: SegmentLocator, hint: st
     container = service.get_container_client(locator.container)
     try:
         if locator.mode == "blob":
+            if locator.format == "cdm":
+                return cdm_blob_segment(container, model_folder(str(locator.blob)), locator.entity)
             return _named_blob(container, locator)
         if locator.mode == "newest":
             return _newest_set(container, locator)
         folder = hint or _newest_complete_folder(container, locator)
+        if locator.format == "cdm" or (locator.format is None and _governed(container, locator, folder)):
+            return cdm_blob_segment(container, folder, locator.entity)
         return blob_segment(container, folder, locator.format, locator.dialect)
     except ResourceNotFoundError:
         raise SegmentUnavailable(f"{locator.location}: not found") from None
+
+
+def _governed(container: ContainerClient, locator: SegmentLocator, folder: str) -> bool:
+    """Whether a folder whose marker is model.json is a CDM folder (its model.json lists entities), read
+    as its model.json says rather than as every data blob under it."""
+    return locator.marker == MODEL_FILE and governs_blobs(container, folder)
+
+
+def _part_format(locator: SegmentLocator) -> Format | None:
+    if locator.format == "cdm":
+        raise SegmentError(f"{locator.location}: a CDM folder is read in folder mode (or name its model.json)")
+    return locator.format
 
 
 def _named_blob(container: ContainerClient, locator: SegmentLocator) -> SegmentSource:
     name = str(locator.blob)
     props = container.get_blob_client(name).get_blob_properties()
     part = BlobPart(container, name, props.size, props.etag)
-    return SegmentSource(locator.location, [part], locator.format, locator.dialect)
+    return SegmentSource(locator.location, [part], _part_format(locator), locator.dialect)
 
 
 def _newest_set(container: ContainerClient, locator: SegmentLocator) -> SegmentSource:
@@ -78,7 +96,7 @@ def _newest_set(container: ContainerClient, locator: SegmentLocator) -> SegmentS
     else:
         chosen, location = sorted((b for b in blobs if b.name.startswith(folder)), key=lambda b: b.name), folder
     parts: list[SegmentPart] = [BlobPart(container, b.name, b.size, b.etag) for b in chosen]
-    return SegmentSource(f"{locator.container}/{location}", parts, locator.format, locator.dialect)
+    return SegmentSource(f"{locator.container}/{location}", parts, _part_format(locator), locator.dialect)
 
 
 def _newest_complete_folder(container: ContainerClient, locator: SegmentLocator) -> str:

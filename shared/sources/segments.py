@@ -33,6 +33,8 @@ class SegmentSource:
     parts: list[SegmentPart]
     format: Format | None = None
     dialect: CsvDialect = field(default_factory=CsvDialect)
+    # The metadata file that lists the parts (a CDM folder's model.json), with its version.
+    metadata: str | None = None
     max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES
     # True: blocks of plain rows are parsed by Arrow (see csv_blocks and jsonl_blocks); False: every
     # row is read by the csv module or orjson.
