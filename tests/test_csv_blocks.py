@@ -168,3 +168,18 @@ def test_backslash_escaped_quotes_without_an_escape_say_to_set_it(tmp_path: Path
         (3, "looks backslash-escaped: set escape"),
     ]
     assert [r.number for r in rows if not r.error] == [4]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "line",
+    ['1,"a"b,c', '1,a"b,c', '1,"a""b",c', '1,"",""', '"1","a,b","c"', '1,"a"",b",c', '1,"""a",c', '1,b,"c'],
+)
+@pytest.mark.parametrize("dialect", DIALECTS.values(), ids=DIALECTS.keys())
+def test_quotes_in_every_place_read_alike(line: str, dialect: CsvDialect, monkeypatch_block: None) -> None:
+    # Plain rows around one line whose quotes open, close or double in every place a field allows.
+    rows = [f"{i},u{i}@x.io,+1206555{i:04d}" for i in range(40)]
+    for ending in ("\n", "\r\n"):
+        # In the middle, and last with no line end after it.
+        for data in (ending.join([*rows[:20], line, *rows[20:]]) + ending, ending.join([*rows, line])):
+            fast, slow = both_readers(with_header(dialect, data.encode()), dialect=dialect)
+            assert fast == slow

@@ -598,6 +598,9 @@ class Pieces(io.RawIOBase):
         if not self._pieces:
             return 0
         piece = self._pieces.pop(0)
+        if len(piece) > len(target):  # a read hands out at most what fits; the rest comes next
+            piece, rest = piece[: len(target)], piece[len(target) :]
+            self._pieces.insert(0, rest)
         target[: len(piece)] = piece
         return len(piece)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterator
 from typing import NamedTuple, Protocol
 
@@ -73,13 +72,6 @@ class _ArrowRows(NamedTuple):
         return b""
 
 
-def _quoted_field(delimiter: bytes, quote: bytes) -> re.Pattern[bytes]:
-    d, q = re.escape(delimiter), re.escape(quote)
-    # A quoted field that starts a line or follows a delimiter, and ends one or precedes a delimiter.
-    field = q + rb"(?:[^" + q + rb"]|" + q + q + rb")*" + q
-    return re.compile(rb"(?:(?<=[\n" + d + rb"])|^)" + field + rb"(?=[\r\n" + d + rb"]|$)")
-
-
 class BlockReader:
     """Reads the data rows of one CSV part (after its header) from a binary stream."""
 
@@ -89,7 +81,6 @@ class BlockReader:
         self._quote = str(dialect.quotechar).encode()
         self._escape = dialect.escapechar
         self._python_rows = python_rows
-        self._quoted = _quoted_field(self._delimiter, self._quote)
         self._parse = pa_csv.ParseOptions(
             delimiter=dialect.delimiter,
             quote_char=dialect.quotechar,
@@ -150,7 +141,7 @@ class BlockReader:
             return end + 1
         codes = np.frombuffer(buffer, dtype=np.uint8, count=end + 1)
         newlines = np.flatnonzero(codes == _NEWLINE)
-        quotes_before = np.cumsum(codes == self._quote[0], dtype=np.int64)[newlines]
+        quotes_before = np.searchsorted(np.flatnonzero(codes == self._quote[0]), newlines)
         even = newlines[quotes_before % 2 == 0]
         return int(even[-1]) + 1 if len(even) and even[-1] >= floor else None
 
@@ -192,12 +183,28 @@ class BlockReader:
             if returns[0] == 0 or (codes[returns - 1] == _NEWLINE).any():
                 return None  # a blank line ending in CRLF
         if self._quote in block:
-            if self._quote in self._quoted.sub(b"", block):
+            quotes = np.flatnonzero(codes == self._quote[0])
+            if not self._whole_quoted_fields(codes, quotes):
                 return None  # a quote that is not a whole quoted field: the csv module's rules apply
-            quotes_before = np.cumsum(codes == self._quote[0], dtype=np.int64)[newlines]
-            if (quotes_before % 2).any():
-                return None  # a quoted line break: rows are not lines
+            if (np.searchsorted(quotes, newlines) % 2).any():
+                return None  # a quoted line break (an odd count of quotes before a line end): rows are not lines
         return len(newlines) + (0 if block.endswith(b"\n") else 1)
+
+    def _whole_quoted_fields(self, codes: np.ndarray, quotes: np.ndarray) -> bool:
+        """Whether every quote belongs to a whole quoted field: one that starts a line or follows a
+        delimiter, ends one or precedes a delimiter, and doubles the quotes inside it. Counting quotes
+        from the start, a quote that makes the count odd opens a field (or is the second of a doubled
+        pair); one that makes it even closes the field (or is the first of a pair). Checked with
+        arrays, not a regular expression: a file quoting every value has millions of fields."""
+        quote, delimiter = self._quote[0], self._delimiter[0]
+        if len(quotes) % 2:
+            return False  # a field left open at the end
+        opening, closing = quotes[0::2], quotes[1::2]
+        before = codes[np.maximum(opening - 1, 0)]
+        opens = (opening == 0) | (before == delimiter) | (before == _NEWLINE) | (before == quote)
+        after = codes[np.minimum(closing + 1, len(codes) - 1)]
+        ends = (closing == len(codes) - 1) | (after == delimiter) | (after == _NEWLINE) | (after == _RETURN)
+        return bool(opens.all() and (ends | (after == quote)).all())
 
 
 def _longest_field(table: pa.Table) -> int:
