@@ -243,13 +243,21 @@ def _segment(args: argparse.Namespace, storage: _BlobStorage, in_blob_storage: b
         container_name, path = split_blob_path(args.segment)
         container = storage.service().get_container_client(container_name)
         if args.format == "cdm" or (args.format is None and governs_blobs(container, path)):
-            return cdm_blob_segment(container, path, args.entity)
-        fmt = None if args.format == "cdm" else args.format
-        return blob_segment(container, path, fmt, dialect)
+            return cdm_blob_segment(container, path, _no_csv_options(args, dialect))
+        return blob_segment(container, path, args.format, dialect)
     folder = Path(args.segment)
     if args.format == "cdm" or (args.format is None and folder.is_dir() and governs_local(folder)):
-        return cdm_local_segment(folder, args.entity)
+        return cdm_local_segment(folder, _no_csv_options(args, dialect))
     return local_segment(folder, args.format, dialect)
+
+
+def _no_csv_options(args: argparse.Namespace, dialect: CsvDialect) -> str | None:
+    """The entity of a CDM folder, whose model.json gives the CSV dialect: CSV options are refused."""
+    if dialect != CsvDialect():
+        raise ConfigurationError(
+            f"{args.segment}: a CDM folder's model.json gives the CSV dialect; leave out the CSV options"
+        )
+    return args.entity
 
 
 class _BlobStorage:

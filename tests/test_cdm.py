@@ -244,3 +244,10 @@ def test_cdm_exports_are_validated(app: App, klaviyo):
     app.put_connection()
     status, body, _ = app.put_export("bad", list_id, {"prefix": ROOT, "mode": "newest"}, format="cdm")
     assert status == 400 and "format 'cdm' reads a folder" in body["problems"][0]["reason"]
+
+
+def test_csv_options_are_refused_for_a_cdm_folder(env, tmp_path, klaviyo, list_id, capsys):
+    write_runs(local_put(tmp_path), "segments")
+    assert cli(str(tmp_path / ROOT), list_id, "--entity", "ChurnProneCustomers", "--escape", "\\") == EXIT_USAGE
+    assert "model.json gives the CSV dialect; leave out the CSV options" in capsys.readouterr().err
+    assert klaviyo.stats["jobs_created"] == 0
