@@ -183,3 +183,15 @@ def test_quotes_in_every_place_read_alike(line: str, dialect: CsvDialect, monkey
         for data in (ending.join([*rows[:20], line, *rows[20:]]) + ending, ending.join([*rows, line])):
             fast, slow = both_readers(with_header(dialect, data.encode()), dialect=dialect)
             assert fast == slow
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
+def test_a_ragged_row_without_a_header_names_the_columns_count(tmp_path: Path, fast: bool) -> None:
+    path = tmp_path / "part-00000.csv"
+    path.write_text("1,a@x.io,+12065550100\n2,b@x.io\n", encoding="utf-8")
+    rows, error = read(path, fast, DIALECTS["no-header"])
+    assert error is None
+    assert [(r.number, r.error) for r in rows] == [  # type: ignore[attr-defined]
+        (1, None),
+        (2, "row has 2 fields but 3 columns are named"),
+    ]

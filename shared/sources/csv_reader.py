@@ -72,7 +72,9 @@ def csv_chunks(
     else:
         columns, end = None, header_end(start.head, dialect)
     if not fast or end is None:
-        yield from PythonCsv(name, Prepended(start.head, stream), start.dialect, columns, 1, size).chunks()
+        headless = PythonCsv(name, Prepended(start.head, stream), start.dialect, columns, 1, size)
+        headless.headerless = not dialect.header
+        yield from headless.chunks()
         return
     if columns is None:
         header_text = start.head[:end].decode("utf-8", errors="surrogateescape")
@@ -81,7 +83,9 @@ def csv_chunks(
     named = columns
 
     def python_rows(data: ByteStream, line: int, final: bool) -> PythonCsv:
-        return PythonCsv(name, data, start.dialect, named, line, size, final)
+        rows = PythonCsv(name, data, start.dialect, named, line, size, final)
+        rows.headerless = not dialect.header
+        return rows
 
     reader = BlockReader(name, named, start.dialect, python_rows)
     yield from reader.chunks(stream, start.head[end:], 1 if end == 0 else 2)
@@ -104,6 +108,7 @@ class PythonCsv:
         final: bool = True,
     ) -> None:
         self._name, self._dialect, self._columns, self._size, self._final = name, dialect, columns, size, final
+        self.headerless = False  # the columns were named, not read from a header row (the reasons say so)
         self._watch = CheckedStream(data, name)
         self._text = io.TextIOWrapper(
             io.BufferedReader(self._watch, buffer_size=BUFFER_BYTES),
@@ -157,13 +162,14 @@ class PythonCsv:
                         if len(records) >= limit:
                             break
                     elif line > start:
-                        reason = self._broken(_ragged(values, width))
+                        reason = self._broken(_ragged(values, width, self.headerless))
                         errors.append((start, _broken_record(reason, start, line, memory)))
                         broken = True
                         break
                     else:
                         if values and (values != [""] or width == 1):  # else a blank line, not a row
-                            errors.append((start, _cut_reason(memory) or self._broken(_ragged(values, width))))
+                            ragged = _ragged(values, width, self.headerless)
+                            errors.append((start, _cut_reason(memory) or self._broken(ragged)))
                         forget()
                 else:
                     limit = 0  # the reader is exhausted: this is the last chunk
@@ -216,7 +222,9 @@ def _remembered(text: Iterator[str], memory: list[str], again: list[str]) -> Ite
         yield line
 
 
-def _ragged(values: list[str], width: int) -> str:
+def _ragged(values: list[str], width: int, headerless: bool = False) -> str:
+    if headerless:
+        return f"row has {len(values)} fields but {width} columns are named"
     return f"row has {len(values)} fields but the header has {width}"
 
 
