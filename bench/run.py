@@ -42,7 +42,7 @@ from bench.stack import (
     wait_all,
 )
 from tools.azurite import Azurite
-from tools.segment_gen import Expected, upload_files, upload_segment, write_delta, write_parquet
+from tools.segment_gen import COLUMNS, Expected, upload_files, upload_segment, write_delta, write_parquet
 
 RESULTS = ROOT / "bench" / "results"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -58,6 +58,9 @@ MAPPING = [
 ]  # email: the default `email` column
 MODES = ("real", "pipeline")
 SHARED = "shared-3x300k"
+# A Customer Insights export (CDM folder): 4 headerless partitions quoting every field, CRLF, and model.json.
+CDM = "1m-cdm-pipeline"
+CDM_FOLDER, CDM_ENTITY, CDM_ROWS, CDM_PARTITIONS = "bench/cdm/", "Segment", 1_000_000, 4
 SHARED_ROWS, SHARED_RUNS = 300_000, 3
 
 # Issue 4's floors.
@@ -232,7 +235,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def scenario_names() -> list[str]:
-    return [f"{d.name}-{mode}" for d in DATASETS for mode in d.modes] + [SHARED]
+    return [f"{d.name}-{mode}" for d in DATASETS for mode in d.modes] + [SHARED, CDM]
 
 
 def select(names: list[str], args: argparse.Namespace) -> list[str]:
@@ -245,7 +248,7 @@ def select(names: list[str], args: argparse.Namespace) -> list[str]:
         chosen = [n for n in names if n in wanted]
     if args.sizes:
         sizes = {s.strip().lower() for s in args.sizes.split(",")}
-        size_of = {f"{d.name}-{m}": d.size for d in DATASETS for m in d.modes} | {SHARED: "3x300k"}
+        size_of = {f"{d.name}-{m}": d.size for d in DATASETS for m in d.modes} | {SHARED: "3x300k", CDM: "1m"}
         chosen = [n for n in chosen if size_of[n] in sizes]
     if args.modes:
         modes = {m.strip().lower() for m in args.modes.split(",")}
@@ -292,6 +295,13 @@ def run_all(selected: list[str], limits: Limits, results: list[Result]) -> None:
                 result = Result(SHARED, "real", SHARED_ROWS * SHARED_RUNS, "csv")
                 results.append(result)
                 run_scenario(result, blobs, expected_each, env, workdir, limits, azurite)
+            if CDM in selected:
+                expected = generate_cdm(service, azurite)
+                tries = []
+                for _ in range(max(1, limits.repeat)):
+                    tries.append(Result(CDM, "pipeline", CDM_ROWS, "cdm"))
+                    run_scenario(tries[-1], [CDM_FOLDER], [expected], env, workdir, limits, azurite)
+                results.append(median_of(tries))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -346,6 +356,31 @@ def generate(
         flush=True,
     )
     return expected
+
+
+def generate_cdm(service: BlobServiceClient, azurite: Azurite) -> Expected:
+    """CDM_PARTITIONS partitions of disjoint rows as Customer Insights writes them, then model.json listing
+    them by absolute URL (https://learn.microsoft.com/common-data-model/model-json)."""
+    each = CDM_ROWS // CDM_PARTITIONS
+    total = Expected(valid_emails=None)
+    partitions = []
+    for k in range(CDM_PARTITIONS):
+        name = f"{CDM_FOLDER}{CDM_ENTITY}/2026/12/07/0930/{CDM_ENTITY}_{k + 1}.csv"
+        print(f"generating {each:,} rows into {CONTAINER}/{name} ...", flush=True)
+        part = upload_segment(service.get_blob_client(CONTAINER, name), each, 60 + k, start=k * each, cdm=True)
+        total.rows, total.invalid, total.duplicates = (
+            total.rows + part.rows,
+            total.invalid + part.invalid,
+            total.duplicates + part.duplicates,
+        )
+        location = f"https://{service.account_name}.blob.core.windows.net/{CONTAINER}/{name}"
+        settings = {"$type": "CsvFormatSettings", "columnHeaders": False, "csvStyle": "CsvStyle.QuoteAlways"}
+        partitions.append({"name": f"{CDM_ENTITY}_{k + 1}", "location": location, "fileFormatSettings": settings})
+    attributes = [{"name": c, "dataType": "string"} for c in COLUMNS]
+    entity = {"$type": "LocalEntity", "name": CDM_ENTITY, "attributes": attributes, "partitions": partitions}
+    model = {"name": "bench", "version": "1.0", "entities": [entity]}
+    service.get_blob_client(CONTAINER, f"{CDM_FOLDER}model.json").upload_blob(orjson.dumps(model), overwrite=True)
+    return total
 
 
 def run_scenario(
@@ -404,6 +439,8 @@ def run_scenario(
 def export_args(blob: str, list_id: str, report: Path) -> list[str]:
     args = ["run", f"{CONTAINER}/{blob}", "--list-id", list_id, "--no-progress", "--report", str(report)]
     args += ["--export-name", "bench"]
+    if blob == CDM_FOLDER:
+        args += ["--format", "cdm", "--entity", CDM_ENTITY]
     for item in MAPPING:
         args += ["--map", item]
     return args

@@ -30,10 +30,15 @@ from shared.mapping import DEFAULT_REGION, STANDARD_FIELDS, FieldMapping, Mappin
 from shared.secrets import KeyVaultSecrets, SecretError
 from shared.settings import Settings, StorageConnection
 from shared.sources import (
+    CsvDialect,
     SegmentError,
     SegmentSource,
     blob_delta_segment,
     blob_segment,
+    cdm_blob_segment,
+    cdm_local_segment,
+    governs_blobs,
+    governs_local,
     has_delta_log,
     is_local_delta,
     local_delta_segment,
@@ -74,11 +79,17 @@ def _add_input_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--default-region", default=DEFAULT_REGION, help="region for phone numbers without +country code")
     run.add_argument(
         "--format",
-        choices=["csv", "jsonl", "parquet", "delta"],
-        help="input format (default: from the file name; a folder holding _delta_log/ is a Delta table)",
+        choices=["csv", "jsonl", "cdm", "parquet", "delta"],
+        help="input format (default: from the file name; cdm for a folder whose model.json lists entities, delta "
+        "for a folder holding _delta_log/)",
     )
+    run.add_argument("--entity", help="--format cdm: the entity of model.json to export (default: its only one)")
     run.add_argument("--version", type=int, help="Delta table: the version to read (default: the latest)")
     run.add_argument("--delimiter", help="CSV delimiter (default: sniffed among , ; TAB |)")
+    run.add_argument("--no-header", action="store_true", help="CSV files have no header row (name the --columns)")
+    run.add_argument("--columns", metavar="A,B,C", help="with --no-header: the column names, in order")
+    run.add_argument("--escape", help="CSV escape character, e.g. '\\' (Spark's and Data Factory's default)")
+    run.add_argument("--quote", default='"', help='CSV quote character (default ")')
 
 
 def _add_delivery_options(run: argparse.ArgumentParser) -> None:
@@ -176,6 +187,17 @@ def parse_mapping(args: argparse.Namespace) -> FieldMapping:
     return FieldMapping(fields, properties, args.default_region)
 
 
+def _dialect(args: argparse.Namespace) -> CsvDialect:
+    """The CSV dialect of --no-header, --columns, --escape, --quote and --delimiter."""
+    columns = tuple(c.strip() for c in args.columns.split(",")) if args.columns is not None else None
+    if columns is not None and not args.no_header:
+        raise ConfigurationError("--columns names the columns of files without a header row: add --no-header")
+    try:
+        return CsvDialect(not args.no_header, columns, args.escape or None, args.quote, args.delimiter)
+    except ValueError as exc:
+        raise ConfigurationError(f"CSV options: {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -195,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
     mapping = parse_mapping(args)
     storage = _BlobStorage(_storage_connection(args, settings))
     in_blob_storage = not Path(args.segment).exists()
-    source = _segment(args, storage)
+    source = _segment(args, storage, in_blob_storage)
     client = None if args.dry_run else settings.klaviyo_client(_api_key(args))
     _check_options(args)
     checkpoints = FileCheckpoints(args.checkpoint) if args.checkpoint else None
@@ -218,6 +240,39 @@ def _run(args: argparse.Namespace) -> int:
     return _outcome(report, checkpoints)
 
 
+def _segment(args: argparse.Namespace, storage: _BlobStorage, in_blob_storage: bool) -> SegmentSource:
+    """The segment SEGMENT names: a file, a folder of parts, a Delta table (a folder holding _delta_log/)
+    or a CDM folder (its model.json lists entities)."""
+    dialect = _dialect(args)
+    if args.entity and args.format not in ("cdm", None):
+        raise ConfigurationError("--entity names an entity of a CDM folder's model.json: use --format cdm")
+    if in_blob_storage:
+        container_name, path = split_blob_path(args.segment)
+        container = storage.service().get_container_client(container_name)
+        if args.format == "delta" or (args.format is None and has_delta_log(container, path)):
+            return blob_delta_segment(container, path, args.version)
+        _no_version(args)
+        if args.format == "cdm" or (args.format is None and governs_blobs(container, path)):
+            return cdm_blob_segment(container, path, _no_csv_options(args, dialect))
+        return blob_segment(container, path, args.format, dialect)
+    folder = Path(args.segment)
+    if args.format == "delta" or (args.format is None and is_local_delta(folder)):
+        return local_delta_segment(folder, args.version)
+    _no_version(args)
+    if args.format == "cdm" or (args.format is None and folder.is_dir() and governs_local(folder)):
+        return cdm_local_segment(folder, _no_csv_options(args, dialect))
+    return local_segment(folder, args.format, dialect)
+
+
+def _no_csv_options(args: argparse.Namespace, dialect: CsvDialect) -> str | None:
+    """The entity of a CDM folder, whose model.json gives the CSV dialect: CSV options are refused."""
+    if dialect != CsvDialect():
+        raise ConfigurationError(
+            f"{args.segment}: a CDM folder's model.json gives the CSV dialect; leave out the CSV options"
+        )
+    return args.entity
+
+
 class _BlobStorage:
     """The blob service of --connection-string (else of the app's storage setting), created when first
     needed: a local segment without a sync state in blob storage never connects."""
@@ -236,23 +291,6 @@ def _storage_connection(args: argparse.Namespace, settings: Settings) -> Storage
     if args.connection_string:
         return StorageConnection.from_string(args.connection_string, "--connection-string")
     return settings.storage
-
-
-def _segment(args: argparse.Namespace, storage: _BlobStorage) -> SegmentSource:
-    """The segment SEGMENT names: a local file or folder, else a blob path; a Delta table when the
-    format says so, or (format not given) when the folder holds _delta_log/."""
-    local = Path(args.segment)
-    if local.exists():
-        if args.format == "delta" or (args.format is None and is_local_delta(local)):
-            return local_delta_segment(local, args.version)
-        _no_version(args)
-        return local_segment(local, args.format, args.delimiter)
-    container_name, path = split_blob_path(args.segment)
-    container = storage.service().get_container_client(container_name)
-    if args.format == "delta" or (args.format is None and has_delta_log(container, path)):
-        return blob_delta_segment(container, path, args.version)
-    _no_version(args)
-    return blob_segment(container, path, args.format, args.delimiter)
 
 
 def _no_version(args: argparse.Namespace) -> None:

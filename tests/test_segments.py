@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.sources import SegmentError, SegmentSource, local_segment
+from shared.sources import CsvDialect, SegmentError, SegmentSource, local_segment
 from shared.sources.checked_stream import CheckedStream
 from shared.sources.chunks import SegmentRow
 from shared.sources.jsonl_reader import MAX_FIELD_CHARS
@@ -166,17 +166,17 @@ def test_single_column_file_reads_with_the_comma_default(tmp_path: Path) -> None
 )
 def test_explicit_delimiter_overrides_sniffing(tmp_path: Path, delimiter: str, expected: dict[str, str]) -> None:
     path = write(tmp_path, "d.csv", b"a;b,c\n1;2,3\n")
-    assert good(read(path, delimiter=delimiter)) == [(2, expected)]
+    assert good(read(path, dialect=CsvDialect(delimiter=delimiter))) == [(2, expected)]
 
 
 @pytest.mark.parametrize("delimiter", ["\\t", "ab", '"', "\n"], ids=["escaped-tab", "two-chars", "quote", "newline"])
 def test_unusable_explicit_delimiter_is_a_segment_error(tmp_path: Path, delimiter: str) -> None:
     path = write(tmp_path, "d.csv", b"a\tb\n1\t2\n")
     with pytest.raises(SegmentError, match="delimiter") as excinfo:
-        read(path, delimiter=delimiter)
+        read(path, dialect=CsvDialect(delimiter=delimiter))
     assert str(path) in str(excinfo.value)
     with pytest.raises(SegmentError, match="delimiter"):
-        local_segment(path, delimiter=delimiter).headers()
+        local_segment(path, dialect=CsvDialect(delimiter=delimiter)).headers()
 
 
 # --------------------------------------------------------------------------------------------- JSON Lines
@@ -574,7 +574,7 @@ def test_reading_any_bytes_raises_only_segment_error_and_every_row_has_fields_or
     payload = gzip.compress(data) if compress and name.endswith(".gz") else data
     path = write(tmp_path_factory.mktemp("fuzz"), name, payload)
     try:
-        source = local_segment(path, delimiter=delimiter)
+        source = local_segment(path, dialect=CsvDialect(delimiter=delimiter))
         source.headers()
         for row in source.rows():
             assert (row.fields is None) != (row.error is None), row
@@ -599,6 +599,9 @@ class Pieces(io.RawIOBase):
         if not self._pieces:
             return 0
         piece = self._pieces.pop(0)
+        if len(piece) > len(target):  # a read hands out at most what fits; the rest comes next
+            piece, rest = piece[: len(target)], piece[len(target) :]
+            self._pieces.insert(0, rest)
         target[: len(piece)] = piece
         return len(piece)
 

@@ -208,13 +208,17 @@ def _ascii(name: str) -> str:
 
 
 def encode(
-    rows: Iterable[dict[str, str]] | Iterable[tuple[str, ...]], fmt: str = "csv", chunk_rows: int = 20_000
+    rows: Iterable[dict[str, str]] | Iterable[tuple[str, ...]],
+    fmt: str = "csv",
+    chunk_rows: int = 20_000,
+    cdm: bool = False,
 ) -> Iterator[bytes]:
     """The rows (dicts, or tuples in COLUMNS order) as CSV (with header) or JSON Lines, in byte chunks of
-    `chunk_rows` rows. CSV fields are quoted only when they must be (a comma, a quote or a line break)."""
+    `chunk_rows` rows. CSV fields are quoted only when they must be (a comma, a quote or a line break);
+    `cdm`: as Customer Insights writes a CDM partition, no header and every field quoted."""
     sink = io.StringIO()
-    writer = csv.writer(sink, lineterminator="\r\n")
-    if fmt == "csv":
+    writer = csv.writer(sink, lineterminator="\r\n", quoting=csv.QUOTE_ALL if cdm else csv.QUOTE_MINIMAL)
+    if fmt == "csv" and not cdm:
         writer.writerow(COLUMNS)
     dumps = orjson.dumps
     for batch in _batched(rows, chunk_rows):
@@ -250,11 +254,11 @@ def gzipped(chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 
 def segment_chunks(
-    name: str, count: int, seed: int, expected: Expected, start: int = 0, **rates: float
+    name: str, count: int, seed: int, expected: Expected, start: int = 0, *, cdm: bool = False, **rates: float
 ) -> Iterator[bytes]:
     """The encoded segment for a file or blob `name` (.csv or .jsonl, optionally .gz)."""
     fmt = "jsonl" if ".jsonl" in name else "csv"
-    chunks = encode(generate_values(count, seed, expected=expected, start=start, **rates), fmt)
+    chunks = encode(generate_values(count, seed, expected=expected, start=start, **rates), fmt, cdm=cdm)
     return gzipped(chunks) if name.endswith(".gz") else chunks
 
 
@@ -263,13 +267,20 @@ def write_segment(
 ) -> Expected:
     expected = Expected(valid_emails=set() if track else None)
     with path.open("wb") as f:
-        for chunk in segment_chunks(path.name, count, seed, expected, start, **rates):
+        for chunk in segment_chunks(path.name, count, seed, expected, start, cdm=False, **rates):
             f.write(chunk)
     return expected
 
 
 def upload_segment(
-    blob: BlobClient, count: int, seed: int = 7, track: bool = False, start: int = 0, **rates: float
+    blob: BlobClient,
+    count: int,
+    seed: int = 7,
+    track: bool = False,
+    start: int = 0,
+    *,
+    cdm: bool = False,
+    **rates: float,
 ) -> Expected:
     """Generates a segment straight into a block blob (format from its name), in blocks of about 8 MB
     staged while the next ones are generated, so no file and no whole segment is ever held."""
@@ -287,7 +298,7 @@ def upload_segment(
             while len(staged) > 4:  # bounded memory: at most a few blocks in flight
                 staged.pop(0).result()
 
-        for chunk in segment_chunks(blob.blob_name, count, seed, expected, start, **rates):
+        for chunk in segment_chunks(blob.blob_name, count, seed, expected, start, cdm=cdm, **rates):
             pending.append(chunk)
             size += len(chunk)
             if size >= 8 << 20:

@@ -183,6 +183,8 @@ _EXPORT_FIELDS = (
     "segment",
     "format",
     "delimiter",
+    "csv",
+    "entity",
     "version",
     "mapping",
     "enabled",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -18,7 +19,7 @@ from pydantic import (
 
 from shared.engine import Counts, RunReport
 from shared.mapping import FieldMapping, MappingError
-from shared.sources import DEFAULT_FOLDER_MARKER, LocateMode
+from shared.sources import DEFAULT_FOLDER_MARKER, CsvDialect, LocateMode
 from shared.sync import DEFAULT_MAX_REMOVAL_SHARE
 
 # Lowercase letters, digits and single dashes: safe in URLs, table keys and blob paths.
@@ -33,7 +34,8 @@ UsableBy = Literal["admins", "contributors"]
 # RunStatus's values as the API shows them (a Literal keeps each schema inline in the OpenAPI document;
 # tests/test_openapi.py checks the two agree).
 RunState = Literal["queued", "running", "succeeded", "completed_with_rejects", "failed", "skipped"]
-SegmentFormat = Literal["auto", "csv", "jsonl", "parquet", "delta"]
+SegmentFormat = Literal["auto", "csv", "jsonl", "cdm", "parquet", "delta"]
+EntityName = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\"]+$")]
 SyncMode = Literal["add", "mirror"]
 RemovalShare = Annotated[float, Field(ge=0.0, le=1.0)]
 _SYNC_MODE = (
@@ -52,6 +54,20 @@ _VERSION = (
     "delta: the table version to read on every run (default: the latest, or the version whose commit fired the "
     "blob trigger)"
 )
+_ENTITY = "format cdm: the entity of model.json to export (may be left out when model.json lists one entity)"
+
+
+def csv_dialect(options: Mapping[str, Any] | None, delimiter: str | None = None) -> CsvDialect:
+    """The dialect of an export's `csv` options (stored or submitted); `delimiter` is the export's own field."""
+    options = options or {}
+    columns = options.get("columns")
+    return CsvDialect(
+        bool(options.get("header", True)),
+        tuple(columns) if columns is not None else None,
+        options.get("escape"),
+        options.get("quote") or '"',
+        options.get("delimiter") or delimiter,
+    )
 
 
 def is_valid_name(name: str) -> bool:
@@ -111,6 +127,26 @@ class SegmentLocation(_Strict):
         return self
 
 
+class CsvOptions(_Strict):
+    """How the segment's CSV files are written: Spark and Data Factory write no header and escape quotes
+    with a backslash by default (`{"header": false, "columns": [...], "escape": "\\\\"}`)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    header: bool = Field(True, description="the first row names the columns")
+    columns: list[Annotated[str, StringConstraints(min_length=1, max_length=255)]] | None = Field(
+        None, max_length=1000, description="the column names, in order, when there is no header row"
+    )
+    escape: str | None = Field(None, description="the character escaping a quote inside a quoted value, e.g. \\")
+    quote: str = '"'
+    delimiter: Delimiter | None = Field(None, description="default: sniffed among , ; TAB |")
+
+    @model_validator(mode="after")
+    def _readable(self) -> CsvOptions:
+        csv_dialect(self.model_dump())  # raises ValueError naming the problem
+        return self
+
+
 class ExportIn(_Strict):
     """PUT /api/exports/{name}. Saving an export never runs it."""
 
@@ -119,6 +155,8 @@ class ExportIn(_Strict):
     segment: SegmentLocation
     format: SegmentFormat = "auto"
     delimiter: Delimiter | None = None
+    csv: CsvOptions | None = Field(None, description="the CSV dialect: header row or column names, escape, quote")
+    entity: EntityName | None = Field(None, description=_ENTITY)
     version: int | None = Field(None, ge=0, description=_VERSION)
     mapping: dict[str, Any] = Field(default_factory=lambda: {"email": "email"})
     enabled: bool = True
@@ -128,6 +166,27 @@ class ExportIn(_Strict):
     max_removal_share: RemovalShare = Field(DEFAULT_MAX_REMOVAL_SHARE, description=_MAX_REMOVAL_SHARE)
     confirm_removals: bool = Field(False, description=_CONFIRM + " on every run; prefer the per-run option")
     reconcile: bool = Field(False, description=_RECONCILE + " on every run")
+
+    @model_validator(mode="after")
+    def _one_delimiter(self) -> ExportIn:
+        if self.csv and self.csv.delimiter and self.delimiter and self.csv.delimiter != self.delimiter:
+            raise ValueError("'delimiter' and 'csv.delimiter' differ: give one")
+        return self
+
+    @model_validator(mode="after")
+    def _cdm_folder(self) -> ExportIn:
+        if self.format != "cdm":
+            return self
+        segment = self.segment
+        if not (segment.mode == "folder" and segment.marker == DEFAULT_FOLDER_MARKER) and not (
+            segment.mode == "blob" and str(segment.blob).endswith("/" + DEFAULT_FOLDER_MARKER)
+        ):
+            raise ValueError(
+                "format 'cdm' reads a folder in mode 'folder' (marker model.json), or names its model.json"
+            )
+        if self.csv:
+            raise ValueError("format 'cdm' takes the CSV dialect from model.json: leave out 'csv'")
+        return self
 
     @field_validator("mapping")
     @classmethod
@@ -178,6 +237,8 @@ class Export(_Response):
     segment: SegmentLocation
     format: SegmentFormat
     delimiter: Delimiter | None
+    csv: CsvOptions | None
+    entity: str | None
     version: int | None = Field(None, description=_VERSION)
     mapping: dict[str, Any]
     enabled: bool

@@ -17,7 +17,7 @@ from azure.data.tables import TableServiceClient, UpdateMode
 from shared.engine import RunStatus
 
 CONNECTIONS, EXPORTS, RUNS, TRIGGERS = "connections", "exports", "runs", "triggerseen"
-_JSON_FIELDS = ("mapping", "segment", "counts", "consent")
+_JSON_FIELDS = ("mapping", "segment", "csv", "counts", "consent")
 _INTERNAL = ("PartitionKey", "RowKey")
 
 

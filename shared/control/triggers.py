@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from shared.control.models import csv_dialect
 from shared.control.services import Services
 from shared.control.store import new_run_id, utc_now
 from shared.engine import RunStatus
@@ -166,11 +167,14 @@ def segment_locator(export: Mapping[str, Any]) -> SegmentLocator:
     segment = export["segment"]
     where = {name: segment[name] for name in ("mode", "blob", "prefix", "marker") if name in segment}
     fmt = export.get("format", "auto")
+    dialect = csv_dialect(export.get("csv"), export.get("delimiter"))
+    entity = export.get("entity")
     return SegmentLocator(
         segment["container"],
         **where,
         format=None if fmt == "auto" else fmt,
-        delimiter=export.get("delimiter"),
+        dialect=dialect,
+        entity=entity,
         version=export.get("version"),
     )
 

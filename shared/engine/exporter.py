@@ -58,6 +58,8 @@ def run_export(
         dry_run=spec.dry_run,
         mode=spec.sync.mode.value,
         sync_state=sync_state.location if sync_state is not None else None,
+        metadata=source.metadata,
+        parts=[part.name for part in source.parts],
     )
     tune_allocator()
     run = ExportRun(source, spec, client, report, rejects or RejectsFile(), progress, checkpoints, sync_state)

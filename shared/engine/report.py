@@ -75,6 +75,8 @@ class RunReport:
     mode: str = "add"  # add | mirror
     sync_state: str | None = None  # where the sync state lives (delta runs); None: every profile is sent
     list_members: int | None = None  # reconcile: members the list had when the run read it
+    metadata: str | None = None  # the file that listed the parts read (a CDM model.json) and its etag
+    parts: list[str] = field(default_factory=list)  # the files read, in order
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)

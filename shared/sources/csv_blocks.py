@@ -9,8 +9,8 @@ the same way whichever reader took it."""
 
 from __future__ import annotations
 
+import csv
 import io
-import re
 from collections.abc import Iterator
 from typing import NamedTuple, Protocol
 
@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from shared.sources.chunks import RowChunk, TableChunk
+from shared.sources.csv_dialect import unescaped
 from shared.sources.streams import ByteStream, Prepended
 from shared.sources.utf8 import unmarked_utf8
 
@@ -28,7 +29,7 @@ BLOCK_BYTES = 1024 * 1024
 MAX_PLAIN_FIELD = 100_000
 # Past this many bytes without a line end outside quotes, the rest of the part goes to the csv module.
 MAX_PENDING_BYTES = 64 * 1024 * 1024
-_TAB, _NEWLINE, _RETURN, _QUOTE = 9, 10, 13, 34
+_TAB, _NEWLINE, _RETURN = 9, 10, 13
 
 
 class BlockRows(Protocol):
@@ -71,25 +72,20 @@ class _ArrowRows(NamedTuple):
         return b""
 
 
-def _quoted_field(delimiter: bytes) -> re.Pattern[bytes]:
-    d = re.escape(delimiter)
-    # A quoted field that starts a line or follows a delimiter, and ends one or precedes a delimiter.
-    return re.compile(rb"(?:(?<=[\n" + d + rb'])|^)"(?:[^"]|"")*"(?=[\r\n' + d + rb"]|$)")
-
-
 class BlockReader:
     """Reads the data rows of one CSV part (after its header) from a binary stream."""
 
-    def __init__(self, name: str, columns: list[str], delimiter: str, python_rows: PythonRows) -> None:
+    def __init__(self, name: str, columns: list[str], dialect: type[csv.Dialect], python_rows: PythonRows) -> None:
         self.name, self.columns = name, columns
-        self._delimiter = delimiter.encode()
+        self._delimiter = dialect.delimiter.encode()
+        self._quote = str(dialect.quotechar).encode()
+        self._escape = dialect.escapechar
         self._python_rows = python_rows
-        self._quoted = _quoted_field(self._delimiter)
         self._parse = pa_csv.ParseOptions(
-            delimiter=delimiter,
-            quote_char='"',
+            delimiter=dialect.delimiter,
+            quote_char=dialect.quotechar,
             double_quote=True,
-            escape_char=False,
+            escape_char=dialect.escapechar or False,
             newlines_in_values=False,
             ignore_empty_lines=False,
             invalid_row_handler=self._note_invalid,
@@ -136,14 +132,16 @@ class BlockReader:
 
     def _safe_cut(self, buffer: bytes, within: int, floor: int = 0) -> int | None:
         """Just past the last line end in the first `within` bytes that is outside quotes (and past `floor`)."""
+        if self._escape is not None:
+            buffer = unescaped(buffer[:within], self._escape)  # escaped quotes and line ends do not count
         end = buffer.rfind(b"\n", floor, within)
         if end < 0:
             return None
-        if buffer.find(b'"', 0, end + 1) < 0:
+        if buffer.find(self._quote, 0, end + 1) < 0:
             return end + 1
         codes = np.frombuffer(buffer, dtype=np.uint8, count=end + 1)
         newlines = np.flatnonzero(codes == _NEWLINE)
-        quotes_before = np.cumsum(codes == _QUOTE, dtype=np.int64)[newlines]
+        quotes_before = np.searchsorted(np.flatnonzero(codes == self._quote[0]), newlines)
         even = newlines[quotes_before % 2 == 0]
         return int(even[-1]) + 1 if len(even) and even[-1] >= floor else None
 
@@ -165,6 +163,10 @@ class BlockReader:
         """How many rows (lines) a plain block holds; None when it is not plain."""
         if not unmarked_utf8(block):
             return None
+        if self._escape is not None:
+            block = unescaped(block, self._escape)
+            if self._escape.encode() in block:
+                return None  # an escape before a control character or at the end
         codes = np.frombuffer(block, dtype=np.uint8)
         controls = np.flatnonzero(codes < 32)  # one pass: line ends, carriage returns, anything else
         kinds = codes[controls]
@@ -180,13 +182,29 @@ class BlockReader:
                 return None  # a lone carriage return
             if returns[0] == 0 or (codes[returns - 1] == _NEWLINE).any():
                 return None  # a blank line ending in CRLF
-        if b'"' in block:
-            if b'"' in self._quoted.sub(b"", block):
+        if self._quote in block:
+            quotes = np.flatnonzero(codes == self._quote[0])
+            if not self._whole_quoted_fields(codes, quotes):
                 return None  # a quote that is not a whole quoted field: the csv module's rules apply
-            quotes_before = np.cumsum(codes == _QUOTE, dtype=np.int64)[newlines]
-            if (quotes_before % 2).any():
-                return None  # a quoted line break: rows are not lines
+            if (np.searchsorted(quotes, newlines) % 2).any():
+                return None  # a quoted line break (an odd count of quotes before a line end): rows are not lines
         return len(newlines) + (0 if block.endswith(b"\n") else 1)
+
+    def _whole_quoted_fields(self, codes: np.ndarray, quotes: np.ndarray) -> bool:
+        """Whether every quote belongs to a whole quoted field: one that starts a line or follows a
+        delimiter, ends one or precedes a delimiter, and doubles the quotes inside it. Counting quotes
+        from the start, a quote that makes the count odd opens a field (or is the second of a doubled
+        pair); one that makes it even closes the field (or is the first of a pair). Checked with
+        arrays, not a regular expression: a file quoting every value has millions of fields."""
+        quote, delimiter = self._quote[0], self._delimiter[0]
+        if len(quotes) % 2:
+            return False  # a field left open at the end
+        opening, closing = quotes[0::2], quotes[1::2]
+        before = codes[np.maximum(opening - 1, 0)]
+        opens = (opening == 0) | (before == delimiter) | (before == _NEWLINE) | (before == quote)
+        after = codes[np.minimum(closing + 1, len(codes) - 1)]
+        ends = (closing == len(codes) - 1) | (after == delimiter) | (after == _NEWLINE) | (after == _RETURN)
+        return bool(opens.all() and (ends | (after == quote)).all())
 
 
 def _longest_field(table: pa.Table) -> int:

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from shared.sources.checked_stream import CUT_TEXT, MAX_LINE_BYTES
+from shared.sources.csv_dialect import CsvDialect, unescaped
 from shared.sources.errors import SegmentError
 from shared.sources.utf8 import UNDECODABLE
 
@@ -16,42 +17,48 @@ DELIMITERS = ",;\t|"
 _LONG_NUMBER = re.compile(r"\d[\d ()./-]{5,}\d")
 
 
-def sniff_delimiter(data: bytes) -> str:
-    """Picks the delimiter among , ; TAB | by counting them in the header line (outside quotes)."""
-    head = data[: 64 * 1024].decode("utf-8", errors="replace").lstrip("\ufeff")
-    first_line = next((line for line in re.split(r"\r\n|\r|\n", _strip_quoted(head)) if line), "")
-    counts = {d: first_line.count(d) for d in DELIMITERS}
+def sniff_delimiter(data: bytes, dialect: CsvDialect) -> str:
+    """Picks the delimiter among , ; TAB | by counting them in the first line (outside quotes)."""
+    head = unescaped(data[: 64 * 1024], dialect.escape).decode("utf-8", errors="replace").lstrip("\ufeff")
+    first_line = next((line for line in re.split(r"\r\n|\r|\n", _strip_quoted(head, dialect.quote)) if line), "")
+    counts = {d: first_line.count(d) for d in DELIMITERS if d != dialect.quote}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] else ","
 
 
-def _strip_quoted(text: str) -> str:
-    return re.sub(r'"(?:[^"]|"")*"', "", text)
+def _strip_quoted(text: str, quote: str) -> str:
+    q = re.escape(quote)
+    return re.sub(f"{q}(?:[^{q}]|{q}{q})*{q}", "", text)
 
 
-def csv_dialect(name: str, delimiter: str) -> type[csv.Dialect]:
-    """The dialect of the part `name` for a delimiter, which must be one character other than a
-    quote or a line break."""
-    if len(delimiter) != 1 or delimiter in '"\r\n':
+def csv_dialect(name: str, delimiter: str, dialect: CsvDialect) -> type[csv.Dialect]:
+    """The csv module's dialect of the part `name` for a delimiter, which must be one character other
+    than a quote, the escape or a line break."""
+    if len(delimiter) != 1 or delimiter in ("\r", "\n", dialect.quote, dialect.escape):
         raise SegmentError(
-            f"{name}: the delimiter must be one character other than a quote or newline, not {delimiter!r}"
+            f"{name}: the delimiter must be one character other than a quote, the escape or newline, not {delimiter!r}"
         )
 
     class Dialect(csv.excel):
         pass
 
     Dialect.delimiter = delimiter
+    Dialect.quotechar = dialect.quote
+    Dialect.escapechar = dialect.escape
     # Strict: a quote that never closes, or text after a closing quote, is an error (its row is
     # rejected and the lines it ran over are read again) instead of swallowing the following rows.
     Dialect.strict = True
     return Dialect
 
 
-def header_end(head: bytes) -> int | None:
+def header_end(head: bytes, dialect: CsvDialect) -> int | None:
     """Just past the header line when it is one plain line (else the csv module reads the part)."""
-    end = head.find(b"\n")
-    if end < 0 or head.count(b'"', 0, end) % 2 or b"\r" in head[: max(end - 1, 0)] or head[:1] in b"\r\n":
+    head = unescaped(head, dialect.escape)
+    end, quote = head.find(b"\n"), dialect.quote.encode()
+    if end < 0 or head.count(quote, 0, end) % 2 or b"\r" in head[: max(end - 1, 0)] or head[:1] in b"\r\n":
         return None  # also blank lines before the header: the csv module skips them
+    if dialect.escape and dialect.escape.encode() in head[:end]:
+        return None  # an escape before a control character
     return end + 1
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from shared.sources.checked_stream import CUT_TEXT, MAX_LINE_BYTES, CheckedStream
 from shared.sources.chunks import RowChunk, TableChunk
 from shared.sources.csv_blocks import BLOCK_BYTES, BlockReader
+from shared.sources.csv_dialect import CsvDialect
 from shared.sources.csv_header import (
     clean_header,
     csv_dialect,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 # A row whose text holds one of these is rejected: bytes that were not UTF-8 (kept as surrogates, the
 # cut mark among them) or a NUL.
 _UNREADABLE = re.compile("[\x00\udc80-\udcff]")
+BACKSLASHED = "looks backslash-escaped: set escape"
 _LINE_CUT = f"the line is longer than {MAX_LINE_BYTES:,} bytes; the rest of it was skipped"
 
 
@@ -40,39 +42,53 @@ class CsvStart(NamedTuple):
     dialect: type[csv.Dialect]
 
 
-def read_start(name: str, stream: ByteStream, delimiter: str | None) -> CsvStart:
+def read_start(name: str, stream: ByteStream, dialect: CsvDialect) -> CsvStart:
     """The first block of the part `name` and its dialect, the delimiter sniffed unless given."""
     head = stream.read(BLOCK_BYTES)
     if head.startswith(BOM):
         head = head[len(BOM) :]
-    return CsvStart(head, csv_dialect(name, sniff_delimiter(head) if delimiter is None else delimiter))
+    delimiter = sniff_delimiter(head, dialect) if dialect.delimiter is None else dialect.delimiter
+    return CsvStart(head, csv_dialect(name, delimiter, dialect))
 
 
-def part_header(name: str, stream: ByteStream, delimiter: str | None) -> list[str]:
-    """The checked header row of a CSV part, read from the start of its stream."""
-    start = read_start(name, stream, delimiter)
+def part_header(name: str, stream: ByteStream, dialect: CsvDialect) -> list[str]:
+    """The checked header row of a CSV part read from the start of its stream, or the dialect's
+    column names when the part has no header row."""
+    start = read_start(name, stream, dialect)
+    if dialect.columns is not None:
+        return list(dialect.columns)
     return read_header(name, Prepended(start.head, stream), start.dialect)
 
 
 def csv_chunks(
-    name: str, stream: ByteStream, delimiter: str | None, size: int, fast: bool
+    name: str, stream: ByteStream, dialect: CsvDialect, size: int, fast: bool
 ) -> Iterator[RowChunk | TableChunk]:
     """The rows of a CSV part in chunks of at most `size` rows; given `fast`, its blocks of plain rows
     as Arrow tables. A header that is not one plain line leaves the whole part to the csv module."""
-    start = read_start(name, stream, delimiter)
-    end = header_end(start.head)
+    start = read_start(name, stream, dialect)
+    if dialect.columns is not None:  # no header row: the data starts at line 1
+        columns: list[str] | None = list(dialect.columns)
+        end: int | None = 0
+    else:
+        columns, end = None, header_end(start.head, dialect)
     if not fast or end is None:
-        yield from PythonCsv(name, Prepended(start.head, stream), start.dialect, None, 1, size).chunks()
+        headless = PythonCsv(name, Prepended(start.head, stream), start.dialect, columns, 1, size)
+        headless.headerless = not dialect.header
+        yield from headless.chunks()
         return
-    header_text = start.head[:end].decode("utf-8", errors="surrogateescape")
-    header = next(csv.reader(io.StringIO(header_text, newline=""), dialect=start.dialect), None)
-    columns = clean_header(name, header)
+    if columns is None:
+        header_text = start.head[:end].decode("utf-8", errors="surrogateescape")
+        header = next(csv.reader(io.StringIO(header_text, newline=""), dialect=start.dialect), None)
+        columns = clean_header(name, header)
+    named = columns
 
     def python_rows(data: ByteStream, line: int, final: bool) -> PythonCsv:
-        return PythonCsv(name, data, start.dialect, columns, line, size, final)
+        rows = PythonCsv(name, data, start.dialect, named, line, size, final)
+        rows.headerless = not dialect.header
+        return rows
 
-    reader = BlockReader(name, columns, start.dialect.delimiter, python_rows)
-    yield from reader.chunks(stream, start.head[end:], 2)
+    reader = BlockReader(name, named, start.dialect, python_rows)
+    yield from reader.chunks(stream, start.head[end:], 1 if end == 0 else 2)
 
 
 class PythonCsv:
@@ -92,6 +108,7 @@ class PythonCsv:
         final: bool = True,
     ) -> None:
         self._name, self._dialect, self._columns, self._size, self._final = name, dialect, columns, size, final
+        self.headerless = False  # the columns were named, not read from a header row (the reasons say so)
         self._watch = CheckedStream(data, name)
         self._text = io.TextIOWrapper(
             io.BufferedReader(self._watch, buffer_size=BUFFER_BYTES),
@@ -145,12 +162,14 @@ class PythonCsv:
                         if len(records) >= limit:
                             break
                     elif line > start:
-                        errors.append((start, _broken_record(_ragged(values, width), start, line, memory)))
+                        reason = self._broken(_ragged(values, width, self.headerless))
+                        errors.append((start, _broken_record(reason, start, line, memory)))
                         broken = True
                         break
                     else:
                         if values and (values != [""] or width == 1):  # else a blank line, not a row
-                            errors.append((start, _cut_reason(memory) or _ragged(values, width)))
+                            ragged = _ragged(values, width, self.headerless)
+                            errors.append((start, _cut_reason(memory) or self._broken(ragged)))
                         forget()
                 else:
                     limit = 0  # the reader is exhausted: this is the last chunk
@@ -161,7 +180,7 @@ class PythonCsv:
                 else:
                     start = line + 1
                     line = start + max(len(memory), 1) - 1
-                    errors.append((start, _broken_record(csv_reason(exc), start, line, memory)))
+                    errors.append((start, _broken_record(self._broken(csv_reason(exc)), start, line, memory)))
                     broken = True
             if broken:
                 reader = self._read_again(start)
@@ -172,6 +191,14 @@ class PythonCsv:
                 yield chunk
             if limit == 0:
                 return
+
+    def _broken(self, reason: str) -> str:
+        """Why the record being read is broken: quotes escaped with a backslash in a dialect without an
+        escape (Spark's and Data Factory's default) break records, and the fix is the setting."""
+        quote = self._dialect.quotechar or '"'
+        if self._dialect.escapechar is None and any("\\" + quote in line for line in self._memory):
+            return BACKSLASHED
+        return reason
 
     def _read_again(self, start: int) -> Reader:
         """A new reader after a broken record that began at line `start`: it reads the lines the
@@ -195,7 +222,9 @@ def _remembered(text: Iterator[str], memory: list[str], again: list[str]) -> Ite
         yield line
 
 
-def _ragged(values: list[str], width: int) -> str:
+def _ragged(values: list[str], width: int, headerless: bool = False) -> str:
+    if headerless:
+        return f"row has {len(values)} fields but {width} columns are named"
     return f"row has {len(values)} fields but the header has {width}"
 
 
@@ -206,7 +235,7 @@ def _cut_reason(lines: list[str]) -> str | None:
 
 def _broken_record(reason: str, start: int, end: int, lines: list[str]) -> str:
     reason = _cut_reason(lines) or reason
-    if end <= start:
+    if end <= start or reason == BACKSLASHED:  # kept short: the fix is the setting
         return reason
     return f"{reason}; the record ran on to line {end}, so the lines after this one are read again as rows"
 

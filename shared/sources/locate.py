@@ -1,22 +1,24 @@
-"""Finding a segment's current blobs in storage: one named blob, the newest data blob under a prefix, or the
-newest folder of parts that a marker file declares complete."""
+"""Finding a segment's current blobs in storage: one named blob, the newest set of data blobs under a prefix
+(every part of the newest folder), or the newest folder of parts that a marker file declares complete."""
 
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from shared.sources.cdm import MODEL_FILE, cdm_blob_segment, governs_blobs, model_folder
+from shared.sources.csv_dialect import CsvDialect
 from shared.sources.delta import blob_delta_segment, commit_version, has_delta_log
-from shared.sources.errors import SegmentUnavailable
-from shared.sources.parts import DEFAULT_FOLDER_MARKER, BlobPart, Format, is_data_name
+from shared.sources.errors import SegmentError, SegmentUnavailable
+from shared.sources.parts import DEFAULT_FOLDER_MARKER, BlobPart, Format, SegmentPart, is_data_part
 from shared.sources.segments import SegmentSource, blob_segment
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient, ContainerClient
 
-# blob: one named blob; newest: the newest data blob under a prefix; folder: every data blob of the newest
-# folder under a prefix that holds the marker file.
+# blob: one named blob; newest: the newest set of data blobs under a prefix (every part of the newest
+# folder); folder: every data blob of the newest folder under a prefix that holds the marker file.
 LocateMode = Literal["blob", "newest", "folder"]
 
 
@@ -29,14 +31,11 @@ class SegmentLocator:
     blob: str | None = None  # mode "blob" only
     prefix: str | None = None  # modes "newest" and "folder" (ends with "/")
     marker: str = DEFAULT_FOLDER_MARKER  # mode "folder" only
-    format: Format | Literal["delta"] | None = None  # None: from each file's name (folder mode: a Delta table if so)
-    delimiter: str | None = None  # None: sniffed
+    # None: from each file's name (folder mode: a Delta table, or a CDM folder, when the folder is one)
+    format: Format | Literal["cdm", "delta"] | None = None
+    entity: str | None = None  # format cdm: the entity of model.json to read (None: its only one)
+    dialect: CsvDialect = field(default_factory=CsvDialect)
     version: int | None = None  # a Delta table's version to read (None: the latest, or the commit that fired)
-
-    @property
-    def file_format(self) -> Format | None:
-        """The format of each file (a Delta table's are Parquet, read as such)."""
-        return None if self.format == "delta" else self.format
 
     @property
     def location(self) -> str:
@@ -54,13 +53,17 @@ def locate_segment(service: BlobServiceClient, locator: SegmentLocator, hint: st
     container = service.get_container_client(locator.container)
     try:
         if locator.mode == "blob":
+            if locator.format == "cdm":
+                return cdm_blob_segment(container, model_folder(str(locator.blob)), locator.entity)
             return _named_blob(container, locator)
         if locator.mode == "newest":
-            return _newest_blob(container, locator)
+            return _newest_set(container, locator)
         if locator.format == "delta" or (locator.format is None and has_delta_log(container, str(locator.prefix))):
             return _delta_table(container, locator, hint)
         folder = hint or _newest_complete_folder(container, locator)
-        return blob_segment(container, folder, locator.file_format, locator.delimiter)
+        if locator.format == "cdm" or (locator.format is None and _governed(container, locator, folder)):
+            return cdm_blob_segment(container, folder, locator.entity)
+        return blob_segment(container, folder, _part_format(locator), locator.dialect)
     except ResourceNotFoundError:
         raise SegmentUnavailable(f"{locator.location}: not found") from None
 
@@ -73,20 +76,44 @@ def _delta_table(container: ContainerClient, locator: SegmentLocator, hint: str 
     return blob_delta_segment(container, str(locator.prefix), version)
 
 
+def _governed(container: ContainerClient, locator: SegmentLocator, folder: str) -> bool:
+    """Whether a folder whose marker is model.json is a CDM folder (its model.json lists entities), read
+    as its model.json says rather than as every data blob under it."""
+    return locator.marker == MODEL_FILE and governs_blobs(container, folder)
+
+
+def _part_format(locator: SegmentLocator) -> Format | None:
+    """The format each file is read in. A CDM folder and a Delta table are read whole, in folder mode."""
+    if locator.format == "cdm":
+        raise SegmentError(f"{locator.location}: a CDM folder is read in folder mode (or name its model.json)")
+    if locator.format == "delta":
+        raise SegmentError(f"{locator.location}: a Delta table is read in folder mode, its prefix the table's folder")
+    return locator.format
+
+
 def _named_blob(container: ContainerClient, locator: SegmentLocator) -> SegmentSource:
     name = str(locator.blob)
     props = container.get_blob_client(name).get_blob_properties()
     part = BlobPart(container, name, props.size, props.etag)
-    return SegmentSource(locator.location, [part], locator.file_format, locator.delimiter)
+    return SegmentSource(locator.location, [part], _part_format(locator), locator.dialect)
 
 
-def _newest_blob(container: ContainerClient, locator: SegmentLocator) -> SegmentSource:
-    blobs = [b for b in container.list_blobs(name_starts_with=locator.prefix) if is_data_name(b.name)]
+def _newest_set(container: ContainerClient, locator: SegmentLocator) -> SegmentSource:
+    """The newest complete set under the prefix: every data blob of the folder that holds the newest data
+    blob (a run written as several parts), or that blob alone when it lies right under the prefix (a
+    producer writing one file a run next to earlier runs' files)."""
+    prefix = str(locator.prefix)
+    blobs = [b for b in container.list_blobs(name_starts_with=prefix) if is_data_part(b.name, b.size)]
     if not blobs:
         raise SegmentUnavailable(f"{locator.location}: no data blobs under the prefix")
     newest = max(blobs, key=lambda b: (b.last_modified, b.name))
-    part = BlobPart(container, newest.name, newest.size, newest.etag)
-    return SegmentSource(f"{locator.container}/{newest.name}", [part], locator.file_format, locator.delimiter)
+    folder = posixpath.dirname(newest.name) + "/"
+    if not folder.startswith(prefix) or folder == prefix:
+        chosen, location = [newest], newest.name
+    else:
+        chosen, location = sorted((b for b in blobs if b.name.startswith(folder)), key=lambda b: b.name), folder
+    parts: list[SegmentPart] = [BlobPart(container, b.name, b.size, b.etag) for b in chosen]
+    return SegmentSource(f"{locator.container}/{location}", parts, _part_format(locator), locator.dialect)
 
 
 def _newest_complete_folder(container: ContainerClient, locator: SegmentLocator) -> str:

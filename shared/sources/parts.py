@@ -15,8 +15,12 @@ if TYPE_CHECKING:
 Format = Literal["csv", "jsonl", "parquet"]
 # The file whose arrival says a folder segment is complete, unless the segment names another.
 DEFAULT_FOLDER_MARKER = "model.json"
-# Files a CDP writes next to the data parts of a folder segment.
-NON_DATA_NAMES = {DEFAULT_FOLDER_MARKER, "_success", "_committed", "_started"}
+# Files a CDP writes next to the data parts of a folder segment (names starting with "_" or "." are never
+# data either: Spark's _SUCCESS, _committed_*, _started_*, and Hadoop's hidden .crc checksums).
+NON_DATA_NAMES = {DEFAULT_FOLDER_MARKER}
+NON_DATA_SUFFIXES = (".cdm.json", ".crc")
+# Folders whose files are a table's metadata or a job's scratch space, never data.
+NON_DATA_FOLDERS = {"_delta_log", "_temporary"}
 _SUFFIXES: dict[str, Format] = {
     ".csv": "csv",
     ".tsv": "csv",
@@ -93,6 +97,20 @@ def detect_format(name: str) -> Format:
 
 
 def is_data_name(name: str) -> bool:
-    """Whether a file of a folder segment holds data: not hidden, not a marker or a CDP's metadata."""
-    base = name.rsplit("/", 1)[-1]
-    return bool(base) and not base.startswith((".", "_")) and base.lower() not in NON_DATA_NAMES
+    """Whether a file of a folder segment holds data: not hidden, not a marker or a producer's metadata
+    (a Delta table's _delta_log/, Common Data Model's model.json and *.cdm.json, Spark's _SUCCESS)."""
+    *folders, base = name.split("/")
+    lowered = base.lower()
+    return (
+        bool(base)
+        and not base.startswith((".", "_"))
+        and lowered not in NON_DATA_NAMES
+        and not lowered.endswith(NON_DATA_SUFFIXES)
+        and not NON_DATA_FOLDERS.intersection(folders)
+    )
+
+
+def is_data_part(name: str, size: int) -> bool:
+    """Whether a listed file is a data part of a segment: a data name and not empty (a zero-byte file
+    is a producer's marker, never a part)."""
+    return size > 0 and is_data_name(name)

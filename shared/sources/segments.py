@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 
 from shared.sources.checked_stream import MAX_LINE_BYTES, CheckedStream
 from shared.sources.chunks import RowChunk, SegmentRow, TableChunk, as_row_chunk
+from shared.sources.csv_dialect import CsvDialect
 from shared.sources.csv_reader import csv_chunks, part_header
 from shared.sources.errors import SegmentError
 from shared.sources.jsonl_reader import jsonl_rows, jsonl_tables
 from shared.sources.parquet_reader import ParquetPart
-from shared.sources.parts import BlobPart, Format, LocalPart, SegmentPart, detect_format, is_data_name
+from shared.sources.parts import BlobPart, Format, LocalPart, SegmentPart, detect_format, is_data_part
 from shared.sources.ranged import random_access
 from shared.sources.streams import BUFFER_BYTES, ByteStream, decompressed
 
@@ -33,7 +34,9 @@ class SegmentSource:
     location: str
     parts: list[SegmentPart]
     format: Format | None = None
-    delimiter: str | None = None
+    dialect: CsvDialect = field(default_factory=CsvDialect)
+    # The metadata file that lists the parts (a CDM folder's model.json), with its version.
+    metadata: str | None = None
     max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES
     # True: blocks of plain rows are parsed by Arrow (see csv_blocks and jsonl_blocks); False: every
     # row is read by the csv module or orjson.
@@ -63,7 +66,7 @@ class SegmentSource:
             for part in self.parts:
                 if self.format_of(part) == "csv":
                     with self._buffered(part, text_lines=True) as stream:
-                        self._headers[part.name] = part_header(part.name, stream, self.delimiter)
+                        self._headers[part.name] = part_header(part.name, stream, self.dialect)
                 elif self.format_of(part) == "parquet":
                     self._headers[part.name] = list(self.column_kinds()[part.name])
         return self._headers
@@ -97,7 +100,7 @@ class SegmentSource:
         for part in self.parts:
             if self.format_of(part) == "csv":
                 with self._buffered(part, text_lines=True) as stream:
-                    yield from csv_chunks(part.name, stream, self.delimiter, size, self.fast)
+                    yield from csv_chunks(part.name, stream, self.dialect, size, self.fast)
             elif self.format_of(part) == "parquet":
                 with random_access(part) as file:
                     parquet = ParquetPart(part.name, file, part.size)
@@ -118,11 +121,11 @@ class SegmentSource:
         return io.BufferedReader(raw, buffer_size=BUFFER_BYTES)
 
 
-def local_segment(path: str | Path, fmt: Format | None = None, delimiter: str | None = None) -> SegmentSource:
+def local_segment(path: str | Path, fmt: Format | None = None, dialect: CsvDialect | None = None) -> SegmentSource:
     """A local file, or a directory whose data files are read in name order."""
     root = Path(path)
     if root.is_dir():
-        files = sorted(p for p in root.iterdir() if p.is_file() and is_data_name(p.name))
+        files = sorted(p for p in root.iterdir() if p.is_file() and is_data_part(p.name, p.stat().st_size))
         if not files:
             raise SegmentError(f"{root}: the folder holds no data files")
         parts: list[SegmentPart] = [LocalPart(p, str(p), p.stat().st_size) for p in files]
@@ -130,11 +133,11 @@ def local_segment(path: str | Path, fmt: Format | None = None, delimiter: str | 
         parts = [LocalPart(root, str(root), root.stat().st_size)]
     else:
         raise SegmentError(f"{root}: no such file or folder")
-    return SegmentSource(str(root), parts, fmt, delimiter)
+    return SegmentSource(str(root), parts, fmt, dialect or CsvDialect())
 
 
 def blob_segment(
-    container: ContainerClient, path: str, fmt: Format | None = None, delimiter: str | None = None
+    container: ContainerClient, path: str, fmt: Format | None = None, dialect: CsvDialect | None = None
 ) -> SegmentSource:
     """A blob, or every data blob under a prefix (a folder segment), each pinned to its etag."""
     from azure.core.exceptions import ResourceNotFoundError
@@ -146,11 +149,12 @@ def blob_segment(
         except ResourceNotFoundError:
             props = None
         if props is not None:
-            return SegmentSource(location, [BlobPart(container, path, props.size, props.etag)], fmt, delimiter)
+            part = BlobPart(container, path, props.size, props.etag)
+            return SegmentSource(location, [part], fmt, dialect or CsvDialect())
     prefix = path.rstrip("/") + "/" if path else ""
     try:
         blobs = sorted(
-            (b for b in container.list_blobs(name_starts_with=prefix) if is_data_name(b.name)),
+            (b for b in container.list_blobs(name_starts_with=prefix) if is_data_part(b.name, b.size)),
             key=lambda b: b.name,
         )
     except ResourceNotFoundError:
@@ -158,4 +162,4 @@ def blob_segment(
     if not blobs:
         raise SegmentError(f"{location}: no such blob, and no data blobs under that prefix")
     parts: list[SegmentPart] = [BlobPart(container, b.name, b.size, b.etag) for b in blobs]
-    return SegmentSource(location, parts, fmt, delimiter)
+    return SegmentSource(location, parts, fmt, dialect or CsvDialect())
