@@ -138,10 +138,10 @@ class BlockReader:
         if end < 0:
             return None
         # Most often the last line end is outside quotes (an even count of quotes before it): counting
-        # them is one pass in C, where finding every line end and quote is several over the block.
-        if buffer.count(self._quote, 0, end + 1) % 2 == 0:
-            return end + 1
+        # them is one vectorised pass, where finding every line end and quote is several.
         codes = np.frombuffer(buffer, dtype=np.uint8, count=end + 1)
+        if np.count_nonzero(codes == self._quote[0]) % 2 == 0:
+            return end + 1
         newlines = np.flatnonzero(codes == _NEWLINE)
         quotes_before = np.searchsorted(np.flatnonzero(codes == self._quote[0]), newlines)
         even = newlines[quotes_before % 2 == 0]
@@ -198,9 +198,9 @@ class BlockReader:
         from the start, a quote that makes the count odd opens a field (or is the second of a doubled
         pair); one that makes it even closes the field (or is the first of a pair). Checked with
         arrays, not a regular expression: a file quoting every value has millions of fields."""
-        quote, delimiter = self._quote[0], self._delimiter[0]
         if len(quotes) % 2:
             return False  # a field left open at the end
+        quote, delimiter = self._quote[0], self._delimiter[0]
         opening, closing = quotes[0::2], quotes[1::2]
         before = codes[np.maximum(opening - 1, 0)]
         opens = (opening == 0) | (before == delimiter) | (before == _NEWLINE) | (before == quote)
