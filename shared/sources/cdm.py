@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 MODEL_FILE = DEFAULT_FOLDER_MARKER
 MAX_MODEL_BYTES = 64 * 1024 * 1024
+DEFAULT_MANIFEST = "default.manifest.cdm.json"
 
 
 def blob_of(location: str, container: str, folder: str, account: str | None) -> str | None:
@@ -188,7 +189,10 @@ def blob_metadata(container: ContainerClient, folder: str) -> str | None:
 
 
 def _one_manifest(where: str, names: list[str]) -> str | None:
+    """The folder's one manifest; among several, default.manifest.cdm.json (the spec's convention)."""
     manifests = sorted(n for n in names if is_manifest_name(n))
+    if DEFAULT_MANIFEST in manifests:
+        return DEFAULT_MANIFEST
     if len(manifests) > 1:
         raise SegmentError(f"{where}: several CDM manifests ({', '.join(manifests)}): name the one to read")
     return manifests[0] if manifests else None
