@@ -6,7 +6,10 @@ The layout follows "Common Data Model metadata: Introducing manifest"
 `dataPartitions`, each `location` relative to the manifest and its CSV described by the trait
 `is.partition.format.CSV` (arguments columnHeaders, delimiter, quoteStyle, csvStyle, encoding). The entity
 document follows "Entity definition" (https://learn.microsoft.com/common-data-model/creating-schemas):
-`definitions[].hasAttributes` name the columns in order. The partitions are headerless, quote every value
+`definitions[].hasAttributes` name the columns in order. A folder holding a *.manifest.cdm.json is a CDM
+folder ("Use the Common Data Model to optimize Azure Data Lake Storage Gen2",
+https://learn.microsoft.com/common-data-model/data-lake). `dataPartitionPatterns` (rootLocation and a
+globPattern or regularExpression) add the files they match. The partitions are headerless, quote every value
 (doubling quotes) and end lines with CRLF."""
 
 from __future__ import annotations
@@ -186,10 +189,17 @@ def _without_partition(root: Path) -> None:
         ),
         pytest.param(
             lambda root: (root / ROOT / MANIFEST).write_bytes(
-                manifest(Customer={"dataPartitionPatterns": [{"rootLocation": "Customer", "globPattern": "/*.csv"}]})
+                manifest(Customer={"dataPartitions": [], "dataPartitionPatterns": [{"rootLocation": "../lake"}]})
             ),
-            "entity 'Customer' declares dataPartitionPatterns, which are not read; list its dataPartitions",
-            id="partition-patterns",
+            "pattern '' has no rootLocation inside the folder",
+            id="pattern-outside",
+        ),
+        pytest.param(
+            lambda root: (root / ROOT / MANIFEST).write_bytes(
+                manifest(Customer={"dataPartitions": [], "dataPartitionPatterns": [{"rootLocation": "Customer"}]})
+            ),
+            "pattern '' has no globPattern or regularExpression",
+            id="pattern-without-glob",
         ),
     ],
 )
@@ -204,6 +214,28 @@ def test_a_bad_manifest_folder_fails_naming_the_file_before_sending(
     if "missing: " in message:
         assert str(tmp_path / parts_of()[1]) in err
     assert klaviyo.stats["jobs_created"] == 0
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ({"regularExpression": "/Customer_[1-9]\\.csv$"}, [1, 2]),
+        ({"globPattern": "/*.csv"}, [0, 1, 2]),
+        ({"globPattern": "**.csv"}, [0, 1, 2]),
+    ],
+    ids=["regular-expression", "glob", "glob-any-folder"],
+)
+def test_data_partition_patterns_read_the_matching_files_in_name_order(
+    env, container, klaviyo, list_id, tmp_path, pattern, expected
+):
+    declared = {"name": "CustomerFiles", "rootLocation": "Customer", "exhibitsTraits": [csv_trait()], **pattern}
+    changed = manifest(Customer={"dataPartitions": [], "dataPartitionPatterns": [declared]})
+    write_folder(lambda name, data: container.upload_blob(name, data, overwrite=True), changed)
+    report_path = tmp_path / "report.json"
+    assert cli(f"{container.container_name}/{ROOT}/", list_id, "--entity", "Customer", report=report_path) == EXIT_OK
+    stale = {("left@example.com", "Left", "Early")} if 0 in expected else set()
+    assert members(klaviyo, list_id) == NEWEST_MEMBERS | stale
+    assert orjson.loads(report_path.read_bytes())["parts"] == [f"{ROOT}/Customer/Customer_{n}.csv" for n in expected]
 
 
 def test_a_missing_blob_partition_fails_before_anything_is_sent(env, container, klaviyo, list_id, capsys):
@@ -262,3 +294,34 @@ def test_cdm_export_with_a_manifest_named_as_its_blob_is_accepted(app: App, klav
     app.functions["segment_dropped"](app.services.blobs.get_blob_client(app.segments, f"{ROOT}/{MANIFEST}"))
     assert app.drain_queue() == 1
     assert members(klaviyo, list_id) == NEWEST_MEMBERS
+
+
+def test_a_local_partition_pattern_reads_the_matching_files(env, tmp_path, klaviyo, list_id):
+    declared = {"rootLocation": "Customer", "globPattern": "/Customer_?.csv", "exhibitsTraits": [csv_trait()]}
+    write_folder(local_put(tmp_path), manifest(Customer={"dataPartitions": [], "dataPartitionPatterns": [declared]}))
+    report_path = tmp_path / "out" / "report.json"
+    assert cli(str(tmp_path / ROOT), list_id, "--entity", "Customer", report=report_path) == EXIT_OK
+    assert members(klaviyo, list_id) == NEWEST_MEMBERS | {("left@example.com", "Left", "Early")}
+    parts = orjson.loads(report_path.read_bytes())["parts"]
+    assert parts == [str(tmp_path / ROOT / "Customer" / f"Customer_{n}.csv") for n in (0, 1, 2)]
+
+
+def test_adapter_path_locations_resolve_from_the_container_root(env, container, klaviyo, list_id, tmp_path, capsys):
+    # A corpus path with a storage adapter's namespace
+    # (https://learn.microsoft.com/common-data-model/1.0om/api-reference/storage/storage): with the adls
+    # adapter's root at the container, the path names the blob; a path outside the folder is refused.
+    partitions = [{"location": f"adls:/{p}", "exhibitsTraits": [csv_trait()]} for p in parts_of()] + [
+        {"location": "adls:/elsewhere/Customer_9.csv", "exhibitsTraits": [csv_trait()]}
+    ]
+    write_folder(
+        lambda name, data: container.upload_blob(name, data, overwrite=True),
+        manifest(Customer={"dataPartitions": partitions[:2]}),
+    )
+    report_path = tmp_path / "report.json"
+    assert cli(f"{container.container_name}/{ROOT}/", list_id, "--entity", "Customer", report=report_path) == EXIT_OK
+    assert members(klaviyo, list_id) == NEWEST_MEMBERS
+    assert orjson.loads(report_path.read_bytes())["parts"] == parts_of()
+
+    container.upload_blob(f"{ROOT}/{MANIFEST}", manifest(Customer={"dataPartitions": partitions}), overwrite=True)
+    assert cli(f"{container.container_name}/{ROOT}/", list_id, "--entity", "Customer") == EXIT_USAGE
+    assert "partition 'Customer_9.csv' lies outside" in capsys.readouterr().err

@@ -89,7 +89,12 @@ def cdm_blob_segment(
             document = f"{container.container_name}/{folder}{relative}"
             return _download(container, folder + relative, document, f"the entity document {where} names")[0]
 
-        cdm = read_manifest_entity(where, data, entity, load)
+        def list_files(root: str) -> list[str]:
+            return [
+                b.name[len(folder) :] for b in container.list_blobs(name_starts_with=folder + (root and root + "/"))
+            ]
+
+        cdm = read_manifest_entity(where, data, entity, load, list_files)
     else:
         cdm = read_entity(where, data, entity)
     account = getattr(container, "account_name", None)
@@ -136,7 +141,11 @@ def cdm_local_segment(folder: Path, entity: str | None, metadata: str | None = N
         def load(relative: str) -> bytes:
             return _read_local(folder.joinpath(*relative.split("/")), f"the entity document {model.name} names")
 
-        cdm = read_manifest_entity(str(model), data, entity, load)
+        def list_files(root: str) -> list[str]:
+            below = folder.joinpath(*root.split("/"))
+            return [p.relative_to(folder).as_posix() for p in below.rglob("*") if p.is_file()]
+
+        cdm = read_manifest_entity(str(model), data, entity, load, list_files)
     else:
         cdm = read_entity(str(model), data, entity)
     parts: list[SegmentPart] = []

@@ -3,11 +3,13 @@
 entity by `entityPath` (`Customer.cdm.json/Customer`: the entity document, then the definition in it), whose
 `hasAttributes` name the columns in order; the declaration's `dataPartitions` list the files in order, each
 `location` relative to the manifest (or an adapter path such as `adls:/folder/file.csv`), its CSV written as
-the trait `is.partition.format.CSV` says."""
+the trait `is.partition.format.CSV` says; its `dataPartitionPatterns` add the data files below a
+`rootLocation` that a `globPattern` or `regularExpression` matches, in name order."""
 
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -15,12 +17,15 @@ import orjson
 
 from shared.sources.cdm_model import CdmEntity, CdmPartition, csv_settings_dialect
 from shared.sources.errors import SegmentError
+from shared.sources.parts import is_data_name
 
 MANIFEST_SUFFIX = ".manifest.cdm.json"
 CSV_TRAIT = "is.partition.format.CSV"
 
 # Reads a document by its path relative to the manifest's folder, raising SegmentError when it is missing.
 DocumentLoader = Callable[[str], bytes]
+# The files below a folder (a path relative to the manifest's folder), as paths relative to the manifest's folder.
+FileLister = Callable[[str], list[str]]
 
 
 def is_manifest_name(name: str) -> bool:
@@ -29,7 +34,9 @@ def is_manifest_name(name: str) -> bool:
     return base.endswith(MANIFEST_SUFFIX) and len(base) > len(MANIFEST_SUFFIX)
 
 
-def read_manifest_entity(name: str, data: bytes, entity: str | None, load: DocumentLoader) -> CdmEntity:
+def read_manifest_entity(
+    name: str, data: bytes, entity: str | None, load: DocumentLoader, list_files: FileLister
+) -> CdmEntity:
     """The entity `entity` declared by the manifest `name` (the only one when None), its attributes read
     from its entity document; a manifest that is not JSON, lacks the entity or its document is refused."""
     manifest = _json(name, data, "a manifest.cdm.json")
@@ -50,7 +57,13 @@ def read_manifest_entity(name: str, data: bytes, entity: str | None, load: Docum
         raise SegmentError(f"{name}: no entity {entity!r} (entities: {names})")
     declaration = local[entity]
     attributes = _attributes(name, entity, declaration, load)
-    return CdmEntity(entity, attributes, _partitions(name, entity, declaration, attributes))
+    partitions = _partitions(name, entity, declaration, attributes)
+    matched = _pattern_partitions(name, entity, declaration, attributes, list_files)
+    listed = {p.location for p in partitions}
+    every = partitions + tuple(p for p in matched if p.location not in listed)
+    if not every:
+        raise SegmentError(f"{name}: entity {entity!r} lists no dataPartitions and its patterns match no file")
+    return CdmEntity(entity, attributes, every)
 
 
 def _json(name: str, data: bytes, what: str) -> Any:
@@ -103,31 +116,70 @@ def _attributes(name: str, entity: str, declaration: dict[str, Any], load: Docum
 def _partitions(
     name: str, entity: str, declaration: dict[str, Any], attributes: tuple[str, ...]
 ) -> tuple[CdmPartition, ...]:
-    if declaration.get("dataPartitionPatterns"):
-        raise SegmentError(
-            f"{name}: entity {entity!r} declares dataPartitionPatterns, which are not read; list its dataPartitions"
-        )
     items = declaration.get("dataPartitions") or []
-    if not items:
-        raise SegmentError(f"{name}: entity {entity!r} lists no dataPartitions")
     partitions = []
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("location"), str):
             raise SegmentError(f"{name}: entity {entity!r} has a data partition without a location")
         label = str(item.get("name") or posixpath.basename(item["location"]))
-        settings = {"name": label, "fileFormatSettings": _csv_settings(name, label, item)}
-        partitions.append(CdmPartition(label, item["location"], csv_settings_dialect(name, settings, attributes)))
+        partitions.append(_partition(name, label, item["location"], item, attributes))
     return tuple(partitions)
 
 
-def _csv_settings(name: str, label: str, partition: dict[str, Any]) -> dict[str, Any]:
+def _partition(
+    name: str, label: str, location: str, described: dict[str, Any], attributes: tuple[str, ...]
+) -> CdmPartition:
+    settings = {"name": label, "fileFormatSettings": _csv_settings(name, label, location, described)}
+    return CdmPartition(label, location, csv_settings_dialect(name, settings, attributes))
+
+
+def _pattern_partitions(
+    name: str, entity: str, declaration: dict[str, Any], attributes: tuple[str, ...], list_files: FileLister
+) -> tuple[CdmPartition, ...]:
+    """The data files each of the entity's dataPartitionPatterns matches below its rootLocation, in name order."""
+    found = []
+    for pattern in declaration.get("dataPartitionPatterns") or []:
+        label = str(pattern.get("name", "")) if isinstance(pattern, dict) else ""
+        raw = str(pattern.get("rootLocation", "")) if isinstance(pattern, dict) else "/"
+        root = "" if raw in ("", ".") else relative_path(raw)  # "" : the manifest's own folder
+        if root is None:
+            raise SegmentError(f"{name}: entity {entity!r}: pattern {label!r} has no rootLocation inside the folder")
+        matches = _matcher(name, entity, label, pattern)
+        for path in sorted(list_files(root)):
+            if is_data_name(path) and matches("/" + path[len(root) :].lstrip("/")):
+                found.append(_partition(name, posixpath.basename(path), path, pattern, attributes))
+    return tuple(found)
+
+
+def _matcher(name: str, entity: str, label: str, pattern: dict[str, Any]) -> Callable[[str], bool]:
+    """Whether a path below the pattern's root ("/" + path) matches its regularExpression (searched, as the
+    CDM object model does) or its globPattern (`*` within a folder, `**` across folders; without a leading
+    "/" it matches in any subfolder)."""
+    try:
+        if isinstance(pattern.get("regularExpression"), str):
+            regex = re.compile(pattern["regularExpression"])
+            return lambda path: regex.search(path) is not None
+        glob = pattern.get("globPattern")
+        if isinstance(glob, str) and glob:
+            body = "".join(_GLOB.get(part, re.escape(part)) for part in re.split(r"(\*\*|\*|\?)", glob))
+            full = re.compile(body if glob.startswith("/") else "(?:/.*)?/" + body)
+            return lambda path: full.fullmatch(path) is not None
+    except re.error as exc:
+        raise SegmentError(f"{name}: entity {entity!r}: pattern {label!r} is not a valid pattern ({exc})") from None
+    raise SegmentError(f"{name}: entity {entity!r}: pattern {label!r} has no globPattern or regularExpression")
+
+
+_GLOB = {"**": ".*", "*": "[^/]*", "?": "[^/]"}
+
+
+def _csv_settings(name: str, label: str, location: str, partition: dict[str, Any]) -> dict[str, Any]:
     """The partition's `is.partition.format.CSV` arguments as model.json's CsvFormatSettings (a partition
     without format traits is a CSV file with the trait's defaults: no header, comma, UTF-8)."""
     traits = partition.get("exhibitsTraits") or []
     formats = [t for t in traits if _trait_name(t).startswith("is.partition.format.")]
     settings: dict[str, Any] = {"$type": "CsvFormatSettings"}
     if not formats:
-        if not partition["location"].lower().endswith(".csv"):
+        if not location.lower().endswith(".csv"):
             raise SegmentError(f"{name}: partition {label!r} has no is.partition.format trait; only CSV is read")
         return settings
     if _trait_name(formats[0]) != CSV_TRAIT:
