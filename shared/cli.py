@@ -80,10 +80,12 @@ def _add_input_options(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--format",
         choices=["csv", "jsonl", "cdm", "parquet", "delta"],
-        help="input format (default: from the file name; cdm for a folder whose model.json lists entities, delta "
-        "for a folder holding _delta_log/)",
+        help="input format (default: from the file name; cdm for a folder whose model.json lists entities "
+        "or that holds one *.manifest.cdm.json, delta for a folder holding _delta_log/)",
     )
-    run.add_argument("--entity", help="--format cdm: the entity of model.json to export (default: its only one)")
+    run.add_argument(
+        "--entity", help="--format cdm: the entity of model.json or the manifest to export (default: its only one)"
+    )
     run.add_argument("--version", type=int, help="Delta table: the version to read (default: the latest)")
     run.add_argument("--delimiter", help="CSV delimiter (default: sniffed among , ; TAB |)")
     run.add_argument("--no-header", action="store_true", help="CSV files have no header row (name the --columns)")
@@ -242,7 +244,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _segment(args: argparse.Namespace, storage: _BlobStorage, in_blob_storage: bool) -> SegmentSource:
     """The segment SEGMENT names: a file, a folder of parts, a Delta table (a folder holding _delta_log/)
-    or a CDM folder (its model.json lists entities)."""
+    or a CDM folder (its model.json lists entities, or it holds one *.manifest.cdm.json; SEGMENT may also
+    name that file)."""
     dialect = _dialect(args)
     if args.entity and args.format not in ("cdm", None):
         raise ConfigurationError("--entity names an entity of a CDM folder's model.json: use --format cdm")
@@ -259,7 +262,7 @@ def _segment(args: argparse.Namespace, storage: _BlobStorage, in_blob_storage: b
     if args.format == "delta" or (args.format is None and is_local_delta(folder)):
         return local_delta_segment(folder, args.version)
     _no_version(args)
-    if args.format == "cdm" or (args.format is None and folder.is_dir() and governs_local(folder)):
+    if args.format == "cdm" or (args.format is None and governs_local(folder)):
         return cdm_local_segment(folder, _no_csv_options(args, dialect))
     return local_segment(folder, args.format, dialect)
 

@@ -19,7 +19,7 @@ from pydantic import (
 
 from shared.engine import Counts, RunReport
 from shared.mapping import FieldMapping, MappingError
-from shared.sources import DEFAULT_FOLDER_MARKER, CsvDialect, LocateMode
+from shared.sources import DEFAULT_FOLDER_MARKER, CsvDialect, LocateMode, is_cdm_metadata
 from shared.sync import DEFAULT_MAX_REMOVAL_SHARE
 
 # Lowercase letters, digits and single dashes: safe in URLs, table keys and blob paths.
@@ -178,11 +178,12 @@ class ExportIn(_Strict):
         if self.format != "cdm":
             return self
         segment = self.segment
-        if not (segment.mode == "folder" and segment.marker == DEFAULT_FOLDER_MARKER) and not (
-            segment.mode == "blob" and str(segment.blob).endswith("/" + DEFAULT_FOLDER_MARKER)
+        if not (segment.mode == "folder" and is_cdm_metadata(segment.marker)) and not (
+            segment.mode == "blob" and is_cdm_metadata(str(segment.blob))
         ):
             raise ValueError(
-                "format 'cdm' reads a folder in mode 'folder' (marker model.json), or names its model.json"
+                "format 'cdm' reads a folder in mode 'folder' (marker model.json or <name>.manifest.cdm.json), "
+                "or names its model.json or manifest"
             )
         if self.csv:
             raise ValueError("format 'cdm' takes the CSV dialect from model.json: leave out 'csv'")

@@ -1,7 +1,7 @@
 """Reading segments: blob and local files, byte streams, CSV and JSON Lines readers and their fast paths,
 Parquet files and Delta tables."""
 
-from shared.sources.cdm import cdm_blob_segment, cdm_local_segment, governs_blobs, governs_local
+from shared.sources.cdm import cdm_blob_segment, cdm_local_segment, governs_blobs, governs_local, is_cdm_metadata
 from shared.sources.chunks import RowChunk, TableChunk
 from shared.sources.csv_dialect import CsvDialect
 from shared.sources.csv_header import looks_like_data
@@ -38,6 +38,7 @@ __all__ = [
     "has_delta_log",
     "is_local_delta",
     "local_delta_segment",
+    "is_cdm_metadata",
     "is_data_name",
     "is_data_part",
     "local_segment",

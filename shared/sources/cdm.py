@@ -1,23 +1,22 @@
-"""Common Data Model folders (model.json), as Dynamics 365 Customer Insights exports them to Blob Storage or
-ADLS Gen2: `<container>/CustomerInsights_<id>/<destination>/<entity>/YYYY/MM/DD/HHMM/<entity>_<n>.csv`, with
-one model.json at the destination level listing each entity's attributes (the column names) and its
-partitions (absolute URLs of the CSV files).
+"""Common Data Model folders, as Dynamics 365 Customer Insights exports them to Blob Storage or ADLS Gen2:
+`<container>/CustomerInsights_<id>/<destination>/<entity>/YYYY/MM/DD/HHMM/<entity>_<n>.csv`, with one
+model.json at the destination level listing each entity's attributes (the column names) and its partitions
+(absolute URLs of the CSV files); or a folder governed by the newer `<name>.manifest.cdm.json` (cdm_manifest).
+Either metadata file names the exact files of the segment, in order, and is never read as data.
 
-A small typed reader of model.json (https://learn.microsoft.com/common-data-model/model-json): Microsoft's
-commondatamodel-objectmodel package resolves whole CDM corpora through its own storage adapters and
-asynchronous API, far more than the flat list of attributes and partitions a segment needs."""
+Small typed readers of model.json (https://learn.microsoft.com/common-data-model/model-json) and manifests:
+Microsoft's commondatamodel-objectmodel package resolves whole CDM corpora through its own storage adapters
+and asynchronous API, far more than the flat list of attributes and partitions a segment needs."""
 
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-import orjson
-
-from shared.sources.csv_dialect import CsvDialect
+from shared.sources.cdm_manifest import is_manifest_name, read_manifest_entity, relative_path
+from shared.sources.cdm_model import entity_dialect, is_cdm_model, read_entity
 from shared.sources.errors import SegmentError
 from shared.sources.parts import DEFAULT_FOLDER_MARKER, BlobPart, LocalPart, SegmentPart
 from shared.sources.segments import SegmentSource
@@ -27,100 +26,21 @@ if TYPE_CHECKING:
 
 MODEL_FILE = DEFAULT_FOLDER_MARKER
 MAX_MODEL_BYTES = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class CdmPartition:
-    """One data file of an entity: its absolute URL and how its CSV is written."""
-
-    name: str
-    location: str
-    dialect: CsvDialect
-
-
-@dataclass(frozen=True)
-class CdmEntity:
-    """An entity of a model.json: its attribute names in column order and its partitions in order."""
-
-    name: str
-    attributes: tuple[str, ...]
-    partitions: tuple[CdmPartition, ...]
-
-
-def is_cdm_model(data: bytes) -> bool:
-    """Whether a model.json is a Common Data Model folder's (it lists entities), not some other marker."""
-    try:
-        model = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(model, dict) and isinstance(model.get("entities"), list)
-
-
-def read_entity(name: str, data: bytes, entity: str | None) -> CdmEntity:
-    """The entity `entity` of the model.json `name` (the only one when None); a file that is not a
-    model.json, or lacks the entity, is refused naming the file."""
-    try:
-        model = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise SegmentError(f"{name}: not JSON ({exc.msg} at line {exc.lineno}), so not a model.json") from None
-    entities = model.get("entities") if isinstance(model, dict) else None
-    if not isinstance(entities, list):
-        raise SegmentError(f"{name}: no 'entities' list, so not a Common Data Model model.json")
-    local = {
-        e.get("name"): e for e in entities if isinstance(e, dict) and e.get("$type", "LocalEntity") == "LocalEntity"
-    }
-    names = ", ".join(sorted(str(n) for n in local)) or "none"
-    if entity is None:
-        if len(local) != 1:
-            raise SegmentError(f"{name}: name the entity to export (entities: {names})")
-        entity = str(next(iter(local)))
-    if entity not in local:
-        raise SegmentError(f"{name}: no entity {entity!r} (entities: {names})")
-    return _entity(name, local[entity])
-
-
-def _entity(name: str, data: dict[str, Any]) -> CdmEntity:
-    entity = str(data["name"])
-    attributes = tuple(str(a.get("name", "")) for a in data.get("attributes") or [] if isinstance(a, dict))
-    if not attributes or not all(attributes):
-        raise SegmentError(f"{name}: entity {entity!r} lists no attributes (or one without a name)")
-    partitions = []
-    if not data.get("partitions"):
-        raise SegmentError(f"{name}: entity {entity!r} lists no partitions")
-    for item in data.get("partitions") or []:
-        if not isinstance(item, dict) or not isinstance(item.get("location"), str):
-            raise SegmentError(f"{name}: entity {entity!r} has a partition without a location")
-        partitions.append(CdmPartition(str(item.get("name", "")), item["location"], _dialect(name, item, attributes)))
-    return CdmEntity(entity, attributes, tuple(partitions))
-
-
-def _dialect(name: str, partition: dict[str, Any], attributes: tuple[str, ...]) -> CsvDialect:
-    """The CSV dialect of a partition's fileFormatSettings (columnHeaders false unless stated)."""
-    settings = partition.get("fileFormatSettings") or {}
-    kind = settings.get("$type", "CsvFormatSettings")
-    if kind != "CsvFormatSettings":
-        raise SegmentError(f"{name}: partition {partition.get('name')!r} is {kind}; only CSV partitions are read")
-    if settings.get("quoteStyle", "QuoteStyle.Csv") != "QuoteStyle.Csv":
-        raise SegmentError(f"{name}: partition {partition.get('name')!r}: only QuoteStyle.Csv is read")
-    encoding = str(settings.get("encoding", "UTF-8")).replace("-", "").lower()
-    if encoding != "utf8":
-        raise SegmentError(f"{name}: partition {partition.get('name')!r} is {settings['encoding']}; only UTF-8 is read")
-    header = bool(settings.get("columnHeaders", False))
-    return CsvDialect(header, None if header else attributes, None, '"', str(settings.get("delimiter", ",")))
-
-
-def entity_dialect(name: str, entity: CdmEntity) -> CsvDialect:
-    """The one dialect of all the entity's partitions (a segment is read in one dialect)."""
-    dialects = {p.dialect for p in entity.partitions}
-    if len(dialects) > 1:
-        raise SegmentError(f"{name}: the partitions of {entity.name!r} are not all written alike")
-    return dialects.pop()
+DEFAULT_MANIFEST = "default.manifest.cdm.json"
 
 
 def blob_of(location: str, container: str, folder: str, account: str | None) -> str | None:
     """The blob a partition URL names, when it lies in `container` under `folder` (model.json's folder,
-    ending with "/") of the storage account `account`; None when it lies anywhere else."""
+    ending with "/") of the storage account `account`; None when it lies anywhere else. A manifest's
+    location relative to its folder, or an adapter path (`adls:/...`, from the container's root), is
+    resolved the same way."""
+    relative = relative_path(location)
+    if relative is not None:
+        return folder + relative
     url = urlsplit(location)
+    if url.scheme and not url.netloc:  # an adapter path
+        adapter = posixpath.normpath(url.path).lstrip("/")
+        return adapter if adapter.startswith(folder) and ".." not in adapter.split("/") else None
     if url.scheme not in ("https", "http") or not url.netloc:
         return None
     parts = [unquote(p) for p in url.path.split("/") if p]
@@ -139,7 +59,11 @@ def blob_of(location: str, container: str, folder: str, account: str | None) -> 
 
 def local_file_of(location: str, folder: Path) -> Path | None:
     """The local file a partition URL names: the same path relative to the folder holding model.json,
-    found after the URL's last path segment named like that folder; None when there is none."""
+    found after the URL's last path segment named like that folder (a manifest's relative location: below
+    the folder); None when there is none."""
+    relative = relative_path(location)
+    if relative is not None:
+        return folder.joinpath(*relative.split("/"))
     parts = [unquote(p) for p in urlsplit(location).path.split("/") if p]
     if any(p in (".", "..") for p in parts) or folder.name not in parts:
         return None
@@ -147,23 +71,32 @@ def local_file_of(location: str, folder: Path) -> Path | None:
     return folder.joinpath(*parts[start:]) if start < len(parts) else None
 
 
-def cdm_blob_segment(container: ContainerClient, folder: str, entity: str | None) -> SegmentSource:
-    """The entity's partitions listed by `<folder>/model.json`, each blob pinned to its etag; a listed
-    partition that is missing, or lies outside the folder, fails before anything is read."""
-    from azure.core.exceptions import ResourceNotFoundError
-
+def cdm_blob_segment(
+    container: ContainerClient, folder: str, entity: str | None, metadata: str | None = None
+) -> SegmentSource:
+    """The entity's partitions listed by the folder's metadata file (`metadata`, else the folder's model.json
+    or its one manifest), each blob pinned to its etag; a listed partition that is missing, or lies outside
+    the folder, fails before anything is read. `folder` may name the metadata file itself."""
+    if metadata is None and is_cdm_metadata(folder):
+        folder, metadata = posixpath.split(folder)
     folder = folder.rstrip("/") + "/" if folder else ""
-    model_name = folder + MODEL_FILE
-    where = f"{container.container_name}/{model_name}"
-    try:
-        model_blob = container.get_blob_client(model_name)
-        downloader = model_blob.download_blob(max_concurrency=1)
-        if downloader.size > MAX_MODEL_BYTES:
-            raise SegmentError(f"{where}: larger than {MAX_MODEL_BYTES:,} bytes: is this a model.json?")
-        data, etag = downloader.readall(), downloader.properties.etag
-    except ResourceNotFoundError:
-        raise SegmentError(f"{where}: not found (a CDM folder's model.json)") from None
-    cdm = read_entity(where, data, entity)
+    name = folder + (metadata or blob_metadata(container, folder) or MODEL_FILE)
+    where = f"{container.container_name}/{name}"
+    data, etag = _download(container, name, where, "the CDM folder's metadata file")
+    if is_manifest_name(name):
+
+        def load(relative: str) -> bytes:
+            document = f"{container.container_name}/{folder}{relative}"
+            return _download(container, folder + relative, document, f"the entity document {where} names")[0]
+
+        def list_files(root: str) -> list[str]:
+            return [
+                b.name[len(folder) :] for b in container.list_blobs(name_starts_with=folder + (root and root + "/"))
+            ]
+
+        cdm = read_manifest_entity(where, data, entity, load, list_files)
+    else:
+        cdm = read_entity(where, data, entity)
     account = getattr(container, "account_name", None)
     names = []
     for partition in cdm.partitions:
@@ -183,14 +116,38 @@ def cdm_blob_segment(container: ContainerClient, folder: str, entity: str | None
     return source
 
 
-def cdm_local_segment(folder: Path, entity: str | None) -> SegmentSource:
-    """The entity's partitions listed by `<folder>/model.json`, found under the local folder."""
-    model = folder / MODEL_FILE
+def _download(container: ContainerClient, name: str, where: str, what: str) -> tuple[bytes, str]:
+    """A metadata blob's bytes and etag; one that is missing, or too large to be metadata, is refused."""
+    from azure.core.exceptions import ResourceNotFoundError
+
     try:
-        data = model.read_bytes()
-    except OSError as exc:
-        raise SegmentError(f"{model}: cannot be read ({exc.strerror or exc})") from None
-    cdm = read_entity(str(model), data, entity)
+        downloader = container.get_blob_client(name).download_blob(max_concurrency=1)
+        if downloader.size > MAX_MODEL_BYTES:
+            raise SegmentError(f"{where}: larger than {MAX_MODEL_BYTES:,} bytes: is this CDM metadata?")
+        return downloader.readall(), str(downloader.properties.etag)
+    except ResourceNotFoundError:
+        raise SegmentError(f"{where}: not found ({what})") from None
+
+
+def cdm_local_segment(folder: Path, entity: str | None, metadata: str | None = None) -> SegmentSource:
+    """The entity's partitions listed by the folder's metadata file (`metadata`, else its model.json or its
+    one manifest), found under the local folder. `folder` may name the metadata file itself."""
+    if metadata is None and folder.is_file() and is_cdm_metadata(folder.name):
+        folder, metadata = folder.parent, folder.name
+    model = folder / (metadata or local_metadata(folder) or MODEL_FILE)
+    data = _read_local(model, "the CDM folder's metadata file")
+    if is_manifest_name(model.name):
+
+        def load(relative: str) -> bytes:
+            return _read_local(folder.joinpath(*relative.split("/")), f"the entity document {model.name} names")
+
+        def list_files(root: str) -> list[str]:
+            below = folder.joinpath(*root.split("/"))
+            return [p.relative_to(folder).as_posix() for p in below.rglob("*") if p.is_file()]
+
+        cdm = read_manifest_entity(str(model), data, entity, load, list_files)
+    else:
+        cdm = read_entity(str(model), data, entity)
     parts: list[SegmentPart] = []
     for partition in cdm.partitions:
         path = local_file_of(partition.location, folder)
@@ -204,25 +161,70 @@ def cdm_local_segment(folder: Path, entity: str | None) -> SegmentSource:
     return source
 
 
-def governs_local(folder: Path) -> bool:
-    """Whether a local folder is a CDM folder: it holds a model.json listing entities."""
+def _read_local(path: Path, what: str) -> bytes:
+    if not path.is_file():
+        raise SegmentError(f"{path}: not found ({what})")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SegmentError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def local_metadata(folder: Path) -> str | None:
+    """The name of the file governing a local CDM folder: its model.json when that lists entities, else
+    its one manifest; None when it is no CDM folder (several manifests are refused: name one)."""
     model = folder / MODEL_FILE
-    return model.is_file() and model.stat().st_size <= MAX_MODEL_BYTES and is_cdm_model(model.read_bytes())
+    if model.is_file() and model.stat().st_size <= MAX_MODEL_BYTES and is_cdm_model(model.read_bytes()):
+        return MODEL_FILE
+    if not folder.is_dir():
+        return None
+    return _one_manifest(str(folder), [p.name for p in folder.iterdir() if p.is_file()])
+
+
+def blob_metadata(container: ContainerClient, folder: str) -> str | None:
+    """The name of the file governing the blobs right under `folder` (model.json listing entities, else
+    the one manifest); None when they are no CDM folder."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    folder = folder.rstrip("/") + "/" if folder else ""
+    try:
+        downloader = container.get_blob_client(folder + MODEL_FILE).download_blob(max_concurrency=1)
+        if downloader.size <= MAX_MODEL_BYTES and is_cdm_model(downloader.readall()):
+            return MODEL_FILE
+    except ResourceNotFoundError:
+        pass
+    names = [b.name[len(folder) :] for b in container.walk_blobs(name_starts_with=folder, delimiter="/")]
+    return _one_manifest(f"{container.container_name}/{folder}", names)
+
+
+def _one_manifest(where: str, names: list[str]) -> str | None:
+    """The folder's one manifest; among several, default.manifest.cdm.json (the spec's convention)."""
+    manifests = sorted(n for n in names if is_manifest_name(n))
+    if DEFAULT_MANIFEST in manifests:
+        return DEFAULT_MANIFEST
+    if len(manifests) > 1:
+        raise SegmentError(f"{where}: several CDM manifests ({', '.join(manifests)}): name the one to read")
+    return manifests[0] if manifests else None
+
+
+def governs_local(folder: Path) -> bool:
+    """Whether a local folder is a CDM folder (it holds a model.json listing entities, or one manifest), or
+    the path is such a metadata file."""
+    return (folder.is_file() and is_cdm_metadata(folder.name)) or local_metadata(folder) is not None
 
 
 def governs_blobs(container: ContainerClient, folder: str) -> bool:
-    """Whether the blobs under `folder` are a CDM folder: it holds a model.json listing entities."""
-    from azure.core.exceptions import ResourceNotFoundError
+    """Whether the blobs under `folder` are a CDM folder (a model.json listing entities, or one manifest), or
+    `folder` names such a metadata file."""
+    return is_cdm_metadata(folder) or blob_metadata(container, folder) is not None
 
-    name = (folder.rstrip("/") + "/" if folder else "") + MODEL_FILE
-    try:
-        downloader = container.get_blob_client(name).download_blob(max_concurrency=1)
-    except ResourceNotFoundError:
-        return False
-    return downloader.size <= MAX_MODEL_BYTES and is_cdm_model(downloader.readall())
+
+def is_cdm_metadata(name: str) -> bool:
+    """Whether a file name is a CDM folder's metadata file (model.json or a manifest)."""
+    return posixpath.basename(name) == MODEL_FILE or is_manifest_name(name)
 
 
 def model_folder(name: str) -> str:
-    """The folder (ending with "/") of a model.json blob name ("" at the container's root)."""
+    """The folder (ending with "/") of a metadata blob name ("" at the container's root)."""
     folder = posixpath.dirname(name)
     return folder + "/" if folder else ""

@@ -7,7 +7,8 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from shared.sources.cdm import MODEL_FILE, cdm_blob_segment, governs_blobs, model_folder
+from shared.sources.cdm import MODEL_FILE, blob_metadata, cdm_blob_segment, model_folder
+from shared.sources.cdm_manifest import is_manifest_name
 from shared.sources.csv_dialect import CsvDialect
 from shared.sources.delta import blob_delta_segment, commit_version, has_delta_log
 from shared.sources.errors import SegmentError, SegmentUnavailable
@@ -54,7 +55,8 @@ def locate_segment(service: BlobServiceClient, locator: SegmentLocator, hint: st
     try:
         if locator.mode == "blob":
             if locator.format == "cdm":
-                return cdm_blob_segment(container, model_folder(str(locator.blob)), locator.entity)
+                blob = str(locator.blob)
+                return cdm_blob_segment(container, model_folder(blob), locator.entity, posixpath.basename(blob))
             return _named_blob(container, locator)
         if locator.mode == "newest":
             return _newest_set(container, locator)
@@ -62,7 +64,7 @@ def locate_segment(service: BlobServiceClient, locator: SegmentLocator, hint: st
             return _delta_table(container, locator, hint)
         folder = hint or _newest_complete_folder(container, locator)
         if locator.format == "cdm" or (locator.format is None and _governed(container, locator, folder)):
-            return cdm_blob_segment(container, folder, locator.entity)
+            return cdm_blob_segment(container, folder, locator.entity, locator.marker)
         return blob_segment(container, folder, _part_format(locator), locator.dialect)
     except ResourceNotFoundError:
         raise SegmentUnavailable(f"{locator.location}: not found") from None
@@ -77,15 +79,20 @@ def _delta_table(container: ContainerClient, locator: SegmentLocator, hint: str 
 
 
 def _governed(container: ContainerClient, locator: SegmentLocator, folder: str) -> bool:
-    """Whether a folder whose marker is model.json is a CDM folder (its model.json lists entities), read
-    as its model.json says rather than as every data blob under it."""
-    return locator.marker == MODEL_FILE and governs_blobs(container, folder)
+    """Whether a folder whose marker is model.json is a CDM folder (its model.json lists entities), or whose
+    marker is a CDM manifest (`<name>.manifest.cdm.json`), read as that file says rather than as every data
+    blob under it."""
+    if is_manifest_name(locator.marker):
+        return True
+    return locator.marker == MODEL_FILE and blob_metadata(container, folder) == MODEL_FILE
 
 
 def _part_format(locator: SegmentLocator) -> Format | None:
     """The format each file is read in. A CDM folder and a Delta table are read whole, in folder mode."""
     if locator.format == "cdm":
-        raise SegmentError(f"{locator.location}: a CDM folder is read in folder mode (or name its model.json)")
+        raise SegmentError(
+            f"{locator.location}: a CDM folder is read in folder mode (or name its model.json or manifest)"
+        )
     if locator.format == "delta":
         raise SegmentError(f"{locator.location}: a Delta table is read in folder mode, its prefix the table's folder")
     return locator.format
