@@ -57,6 +57,14 @@ def klaviyo() -> Iterator[KlaviyoSimulator]:
 
 
 @pytest.fixture
+def env(monkeypatch, klaviyo: KlaviyoSimulator, azurite) -> None:
+    """The environment the command line reads: the simulator's address and key, and Azurite."""
+    monkeypatch.setenv("KLAVIYO_BASE_URL", klaviyo.url)
+    monkeypatch.setenv("KLAVIYO_API_KEY", API_KEY)
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+
+
+@pytest.fixture
 def list_id(klaviyo: KlaviyoSimulator) -> str:
     return klaviyo.create_list("Test segment")
 

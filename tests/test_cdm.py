@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from shared.cli import EXIT_OK, EXIT_USAGE, main
-from tests.conftest import API_KEY, App
+from tests.conftest import App
 from tools.klaviyo_sim import KlaviyoSimulator
 
 ROOT = "CustomerInsights_abcd1234-4312-11f4-93dc-24f72f43e7d5/KlaviyoExport"
@@ -90,13 +90,6 @@ def members(klaviyo: KlaviyoSimulator, list_id: str) -> set[tuple]:
 
 
 # -- the command line ---------------------------------------------------------------------------------
-@pytest.fixture
-def env(monkeypatch, klaviyo: KlaviyoSimulator, azurite) -> None:
-    monkeypatch.setenv("KLAVIYO_BASE_URL", klaviyo.url)
-    monkeypatch.setenv("KLAVIYO_API_KEY", API_KEY)
-    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
-
-
 def local_put(root: Path):
     def put(name: str, data: bytes) -> None:
         path = root / name

@@ -19,10 +19,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shared.cli import EXIT_OK, EXIT_USAGE, main
-from tests.conftest import API_KEY, App
-from tests.test_cdm import MAPPING, NEWEST_MEMBERS, members, partition_csv
-from tools.klaviyo_sim import KlaviyoSimulator
+from shared.cli import EXIT_OK, EXIT_USAGE
+from tests.conftest import App
+from tests.test_cdm import MAPPING, NEWEST_MEMBERS, cli, local_put, members, partition_csv
 
 ROOT = "lake/KlaviyoSegments"
 MANIFEST = "default.manifest.cdm.json"
@@ -102,28 +101,6 @@ def parts_of(entity: str = "Customer") -> list[str]:
 
 
 # -- the command line ---------------------------------------------------------------------------------
-@pytest.fixture
-def env(monkeypatch, klaviyo: KlaviyoSimulator, azurite) -> None:
-    monkeypatch.setenv("KLAVIYO_BASE_URL", klaviyo.url)
-    monkeypatch.setenv("KLAVIYO_API_KEY", API_KEY)
-    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
-
-
-def local_put(root: Path):
-    def put(name: str, data: bytes) -> None:
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-    return put
-
-
-def cli(segment: str, list_id: str, *options: str, report: Path | None = None) -> int:
-    maps = [a for field, column in MAPPING.items() if field != "email" for a in ("--map", f"{field}={column}")]
-    argv = ["run", segment, "--list-id", list_id, "--email-field", MAPPING["email"], *maps, "--no-progress"]
-    return main([*argv, *options, *(["--report", str(report)] if report else [])])
-
-
 @pytest.mark.parametrize(
     ("segment", "options"),
     [

@@ -8,15 +8,7 @@ import orjson
 import pytest
 
 from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
-from tests.conftest import API_KEY, member_emails
-from tools.klaviyo_sim import KlaviyoSimulator
-
-
-@pytest.fixture
-def env(monkeypatch, klaviyo: KlaviyoSimulator, azurite) -> None:
-    monkeypatch.setenv("KLAVIYO_BASE_URL", klaviyo.url)
-    monkeypatch.setenv("KLAVIYO_API_KEY", API_KEY)
-    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+from tests.conftest import member_emails
 
 
 def write(tmp_path: Path, text: str, name: str = "segment.csv") -> Path:

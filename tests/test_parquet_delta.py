@@ -26,15 +26,8 @@ from tests.columnar_fixtures import (
     write_delta,
     write_spark_folder,
 )
-from tests.conftest import API_KEY, App
+from tests.conftest import App
 from tools.klaviyo_sim import KlaviyoSimulator
-
-
-@pytest.fixture
-def env(monkeypatch, klaviyo: KlaviyoSimulator, azurite) -> None:
-    monkeypatch.setenv("KLAVIYO_BASE_URL", klaviyo.url)
-    monkeypatch.setenv("KLAVIYO_API_KEY", API_KEY)
-    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
 
 
 def members(klaviyo: KlaviyoSimulator, list_id: str) -> dict[str, tuple[str | None, dict[str, Any]]]:

@@ -12,10 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-import pytest
 
 from shared.cli import EXIT_OK, main
-from tests.conftest import API_KEY, App
+from tests.conftest import App
 from tools.klaviyo_sim import KlaviyoSimulator
 
 Person = dict[str, str | None]
@@ -132,13 +131,6 @@ def write_local(root: Path) -> Callable[[str, bytes], None]:
 
 
 # -- the command line ---------------------------------------------------------------------------------
-@pytest.fixture
-def env(monkeypatch, klaviyo: KlaviyoSimulator, azurite) -> None:
-    monkeypatch.setenv("KLAVIYO_BASE_URL", klaviyo.url)
-    monkeypatch.setenv("KLAVIYO_API_KEY", API_KEY)
-    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
-
-
 def run_cli(segment: Path, list_id: str, tmp_path: Path, *options: str, names: dict[str, str] | None = None) -> dict:
     """Runs `klaviyo-export run` on the segment with MAPPING's columns (renamed by `names`); the report,
     with its rejects as (file name, row, outcome, reason)."""

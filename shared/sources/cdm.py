@@ -80,9 +80,10 @@ def cdm_blob_segment(
     if metadata is None and is_cdm_metadata(folder):
         folder, metadata = posixpath.split(folder)
     folder = folder.rstrip("/") + "/" if folder else ""
-    name = folder + (metadata or blob_metadata(container, folder) or MODEL_FILE)
+    model = None if metadata else _cdm_model(container, folder)
+    name = folder + (MODEL_FILE if model else metadata or _one_blob_manifest(container, folder) or MODEL_FILE)
     where = f"{container.container_name}/{name}"
-    data, etag = _download(container, name, where, "the CDM folder's metadata file")
+    data, etag = model or _download(container, name, where, "the CDM folder's metadata file")
     if is_manifest_name(name):
 
         def load(relative: str) -> bytes:
@@ -184,15 +185,25 @@ def local_metadata(folder: Path) -> str | None:
 def blob_metadata(container: ContainerClient, folder: str) -> str | None:
     """The name of the file governing the blobs right under `folder` (model.json listing entities, else
     the one manifest); None when they are no CDM folder."""
+    folder = folder.rstrip("/") + "/" if folder else ""
+    return MODEL_FILE if _cdm_model(container, folder) else _one_blob_manifest(container, folder)
+
+
+def _cdm_model(container: ContainerClient, folder: str) -> tuple[bytes, str] | None:
+    """The folder's model.json (its bytes and etag, read once) when it lists entities; None when there is
+    none, or it is some other file of that name."""
     from azure.core.exceptions import ResourceNotFoundError
 
-    folder = folder.rstrip("/") + "/" if folder else ""
     try:
         downloader = container.get_blob_client(folder + MODEL_FILE).download_blob(max_concurrency=1)
-        if downloader.size <= MAX_MODEL_BYTES and is_cdm_model(downloader.readall()):
-            return MODEL_FILE
+        if downloader.size <= MAX_MODEL_BYTES and is_cdm_model(data := downloader.readall()):
+            return data, str(downloader.properties.etag)
     except ResourceNotFoundError:
         pass
+    return None
+
+
+def _one_blob_manifest(container: ContainerClient, folder: str) -> str | None:
     names = [b.name[len(folder) :] for b in container.walk_blobs(name_starts_with=folder, delimiter="/")]
     return _one_manifest(f"{container.container_name}/{folder}", names)
 

@@ -13,9 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
-from shared.sources.cdm_model import CdmEntity, CdmPartition, csv_settings_dialect
+from shared.sources.cdm_model import CdmEntity, CdmPartition, chosen_entity, csv_settings_dialect, metadata_json
 from shared.sources.errors import SegmentError
 from shared.sources.parts import is_data_name
 
@@ -39,7 +37,7 @@ def read_manifest_entity(
 ) -> CdmEntity:
     """The entity `entity` declared by the manifest `name` (the only one when None), its attributes read
     from its entity document; a manifest that is not JSON, lacks the entity or its document is refused."""
-    manifest = _json(name, data, "a manifest.cdm.json")
+    manifest = metadata_json(name, data, "a manifest.cdm.json")
     declared = manifest.get("entities") if isinstance(manifest, dict) else None
     if not isinstance(declared, list):
         raise SegmentError(f"{name}: no 'entities' list, so not a CDM manifest")
@@ -48,13 +46,7 @@ def read_manifest_entity(
         for e in declared
         if isinstance(e, dict) and e.get("type", "LocalEntity") == "LocalEntity"
     }
-    names = ", ".join(sorted(str(n) for n in local)) or "none"
-    if entity is None:
-        if len(local) != 1:
-            raise SegmentError(f"{name}: name the entity to export (entities: {names})")
-        entity = str(next(iter(local)))
-    if entity not in local:
-        raise SegmentError(f"{name}: no entity {entity!r} (entities: {names})")
+    entity = chosen_entity(name, local, entity)
     declaration = local[entity]
     attributes = _attributes(name, entity, declaration, load)
     partitions = _partitions(name, entity, declaration, attributes)
@@ -64,13 +56,6 @@ def read_manifest_entity(
     if not every:
         raise SegmentError(f"{name}: entity {entity!r} lists no dataPartitions and its patterns match no file")
     return CdmEntity(entity, attributes, every)
-
-
-def _json(name: str, data: bytes, what: str) -> Any:
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise SegmentError(f"{name}: not JSON ({exc.msg} at line {exc.lineno}), so not {what}") from None
 
 
 def relative_path(location: str) -> str | None:
@@ -90,7 +75,7 @@ def _attributes(name: str, entity: str, declaration: dict[str, Any], load: Docum
     if relative is None or not definition:
         raise SegmentError(f"{name}: entity {entity!r}: entityPath {path!r} is not <document>/<entity> in the folder")
     where = posixpath.join(posixpath.dirname(name), relative)
-    doc = _json(where, load(relative), "an entity definition document")
+    doc = metadata_json(where, load(relative), "an entity definition document")
     found = [
         d
         for d in (doc.get("definitions") or [] if isinstance(doc, dict) else [])

@@ -42,16 +42,26 @@ def is_cdm_model(data: bytes) -> bool:
 def read_entity(name: str, data: bytes, entity: str | None) -> CdmEntity:
     """The entity `entity` of the model.json `name` (the only one when None); a file that is not a
     model.json, or lacks the entity, is refused naming the file."""
-    try:
-        model = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise SegmentError(f"{name}: not JSON ({exc.msg} at line {exc.lineno}), so not a model.json") from None
+    model = metadata_json(name, data, "a model.json")
     entities = model.get("entities") if isinstance(model, dict) else None
     if not isinstance(entities, list):
         raise SegmentError(f"{name}: no 'entities' list, so not a Common Data Model model.json")
     local = {
         e.get("name"): e for e in entities if isinstance(e, dict) and e.get("$type", "LocalEntity") == "LocalEntity"
     }
+    return _entity(name, local[chosen_entity(name, local, entity)])
+
+
+def metadata_json(name: str, data: bytes, what: str) -> Any:
+    """A CDM metadata file's JSON; one that is not JSON is refused, naming the file and `what` it should be."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise SegmentError(f"{name}: not JSON ({exc.msg} at line {exc.lineno}), so not {what}") from None
+
+
+def chosen_entity(name: str, local: dict[Any, Any], entity: str | None) -> str:
+    """The entity to export among the metadata file's local entities: `entity`, or the only one when None."""
     names = ", ".join(sorted(str(n) for n in local)) or "none"
     if entity is None:
         if len(local) != 1:
@@ -59,7 +69,7 @@ def read_entity(name: str, data: bytes, entity: str | None) -> CdmEntity:
         entity = str(next(iter(local)))
     if entity not in local:
         raise SegmentError(f"{name}: no entity {entity!r} (entities: {names})")
-    return _entity(name, local[entity])
+    return entity
 
 
 def _entity(name: str, data: dict[str, Any]) -> CdmEntity:

@@ -9,7 +9,7 @@ import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from shared.sources.errors import SegmentError, storage_failure
+from shared.sources.errors import SegmentError, reading_blob
 from shared.sources.streams import ByteStream
 from shared.sources.utf8 import Utf8Watch
 
@@ -85,16 +85,12 @@ class CheckedStream(io.RawIOBase):
         """`read()`, its failures as errors naming the file; at the end of the stream, a character
         the last read left cut marks the bytes as not UTF-8."""
         try:
-            got = read()
+            with reading_blob(self._name):
+                got = read()
         except SegmentError:
             raise
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise SegmentError(f"{self._name}: compressed data is damaged or truncated ({exc})") from None
-        except Exception as exc:
-            failure = storage_failure(self._name, exc)
-            if failure is None:
-                raise
-            raise failure from None
         if not got:
             self.undecodable = self.undecodable or self._utf8.cut_at_end
         return got

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.sources.errors import SegmentError, SegmentUnavailable, storage_failure
+from shared.sources.errors import SegmentError, SegmentUnavailable, reading_blob
 from shared.sources.parts import BlobPart, LocalPart, SegmentPart
 from shared.sources.segments import SegmentSource
 
@@ -70,13 +70,8 @@ def blob_delta_segment(container: ContainerClient, folder: str, version: int | N
     the latest)."""
     prefix = folder.rstrip("/") + "/" if folder else ""
     location = f"{container.container_name}/{prefix}"
-    try:
+    with reading_blob(location):
         blobs = {b.name: b for b in container.list_blobs(name_starts_with=prefix)}
-    except Exception as exc:
-        failure = storage_failure(location, exc)
-        if failure is None:
-            raise
-        raise failure from None
     log = [b for name, b in blobs.items() if name.startswith(prefix + LOG_FOLDER) and b.size]
     if not log:
         raise SegmentError(f"{location}: no Delta log ({LOG_FOLDER}) in the folder")
@@ -135,10 +130,5 @@ def _table_files(uri: str, location: str, version: int | None) -> TableFiles:
 def _download(container: ContainerClient, name: str, etag: str | None) -> bytes:
     from azure.core import MatchConditions
 
-    try:
+    with reading_blob(name):
         return container.download_blob(name, etag=etag, match_condition=MatchConditions.IfNotModified).readall()
-    except Exception as exc:
-        failure = storage_failure(name, exc)
-        if failure is None:
-            raise
-        raise failure from None

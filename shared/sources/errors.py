@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class SegmentError(Exception):
     """The segment cannot be read at all (a run-level error, with the file named)."""
@@ -25,3 +28,15 @@ def storage_failure(name: str, exc: Exception) -> SegmentUnavailable | None:
     if isinstance(exc, AzureError):
         return SegmentUnavailable(f"{name}: reading the blob failed: {exc.message}")
     return None
+
+
+@contextmanager
+def reading_blob(name: str) -> Iterator[None]:
+    """Raises a failure of Azure Storage inside the block as storage_failure names it; other errors as they are."""
+    try:
+        yield
+    except Exception as exc:
+        failure = storage_failure(name, exc)
+        if failure is None:
+            raise
+        raise failure from None

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from shared.sources.errors import SegmentError, storage_failure
+from shared.sources.errors import SegmentError, reading_blob
 from shared.sources.streams import ByteStream, ChunkStream
 
 if TYPE_CHECKING:
@@ -72,18 +72,13 @@ class BlobPart:
     def open(self) -> ByteStream:
         from azure.core import MatchConditions
 
-        try:
+        with reading_blob(self.name):
             downloader = self.container.download_blob(
                 self.name,
                 etag=self.version,
                 match_condition=MatchConditions.IfNotModified,
                 max_concurrency=1,
             )
-        except Exception as exc:
-            failure = storage_failure(self.name, exc)
-            if failure is None:
-                raise
-            raise failure from None
         return ChunkStream(downloader.chunks())
 
 

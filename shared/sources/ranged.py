@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING
 
-from shared.sources.errors import storage_failure
+from shared.sources.errors import reading_blob
 from shared.sources.parts import BlobPart, LocalPart, SegmentPart
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class BlobRangeFile(io.RawIOBase):
         from azure.core import MatchConditions
 
         part = self._part
-        try:
+        with reading_blob(part.name):
             downloader = part.container.download_blob(
                 part.name,
                 offset=offset,
@@ -57,11 +57,6 @@ class BlobRangeFile(io.RawIOBase):
                 max_concurrency=4,
             )
             return downloader.readall()
-        except Exception as exc:
-            failure = storage_failure(part.name, exc)
-            if failure is None:
-                raise
-            raise failure from None
 
 
 def random_access(part: SegmentPart) -> io.RawIOBase | io.BufferedIOBase:
