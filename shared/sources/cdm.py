@@ -84,6 +84,24 @@ def cdm_blob_segment(
     name = folder + (MODEL_FILE if model else metadata or _one_blob_manifest(container, folder) or MODEL_FILE)
     where = f"{container.container_name}/{name}"
     data, etag = model or _download(container, name, where, "the CDM folder's metadata file")
+    return _blob_entity_segment(container, folder, name, data, etag, entity)
+
+
+def model_json_segment(container: ContainerClient, folder: str, entity: str | None) -> SegmentSource | None:
+    """The entity's partitions when the folder's model.json lists entities (read once, both to tell and to
+    read); None when the folder has no such model.json."""
+    folder = folder.rstrip("/") + "/" if folder else ""
+    model = _cdm_model(container, folder)
+    if model is None:
+        return None
+    return _blob_entity_segment(container, folder, folder + MODEL_FILE, *model, entity)
+
+
+def _blob_entity_segment(
+    container: ContainerClient, folder: str, name: str, data: bytes, etag: str, entity: str | None
+) -> SegmentSource:
+    """The segment of the entity that the metadata blob `name` (its bytes and etag read) describes."""
+    where = f"{container.container_name}/{name}"
     if is_manifest_name(name):
 
         def load(relative: str) -> bytes:

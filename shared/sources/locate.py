@@ -7,7 +7,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from shared.sources.cdm import MODEL_FILE, blob_metadata, cdm_blob_segment, model_folder
+from shared.sources.cdm import MODEL_FILE, cdm_blob_segment, model_folder, model_json_segment
 from shared.sources.cdm_manifest import is_manifest_name
 from shared.sources.csv_dialect import CsvDialect
 from shared.sources.delta import blob_delta_segment, commit_version, has_delta_log
@@ -63,8 +63,13 @@ def locate_segment(service: BlobServiceClient, locator: SegmentLocator, hint: st
         if locator.format == "delta" or (locator.format is None and has_delta_log(container, str(locator.prefix))):
             return _delta_table(container, locator, hint)
         folder = hint or _newest_complete_folder(container, locator)
-        if locator.format == "cdm" or (locator.format is None and _governed(container, locator, folder)):
+        if locator.format == "cdm" or (locator.format is None and is_manifest_name(locator.marker)):
             return cdm_blob_segment(container, folder, locator.entity, locator.marker)
+        # A folder whose marker is a model.json listing entities is a CDM folder, read as it says.
+        if locator.format is None and locator.marker == MODEL_FILE:
+            cdm = model_json_segment(container, folder, locator.entity)
+            if cdm is not None:
+                return cdm
         return blob_segment(container, folder, _part_format(locator), locator.dialect)
     except ResourceNotFoundError:
         raise SegmentUnavailable(f"{locator.location}: not found") from None
@@ -76,15 +81,6 @@ def _delta_table(container: ContainerClient, locator: SegmentLocator, hint: str 
     commit = commit_version(hint) if hint else None
     version = locator.version if locator.version is not None else commit[1] if commit else None
     return blob_delta_segment(container, str(locator.prefix), version)
-
-
-def _governed(container: ContainerClient, locator: SegmentLocator, folder: str) -> bool:
-    """Whether a folder whose marker is model.json is a CDM folder (its model.json lists entities), or whose
-    marker is a CDM manifest (`<name>.manifest.cdm.json`), read as that file says rather than as every data
-    blob under it."""
-    if is_manifest_name(locator.marker):
-        return True
-    return locator.marker == MODEL_FILE and blob_metadata(container, folder) == MODEL_FILE
 
 
 def _part_format(locator: SegmentLocator) -> Format | None:
