@@ -91,8 +91,10 @@ class BlockReader:
             invalid_row_handler=self._note_invalid,
         )
         self._read = pa_csv.ReadOptions(column_names=columns, block_size=2 * BLOCK_BYTES, use_threads=False)
+        # Read as bytes, then viewed as text without a copy: the block was checked to be UTF-8 as a
+        # whole, and a value cut from it at ASCII delimiters, quotes and line ends is UTF-8 too.
         self._convert = pa_csv.ConvertOptions(
-            column_types={c: pa.string() for c in columns},
+            column_types={c: pa.binary() for c in columns},
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
         )
@@ -159,7 +161,8 @@ class BlockReader:
         if self._invalid_rows or table.num_rows != lines or _longest_field(table) > MAX_PLAIN_FIELD:
             return self._python_rows(io.BytesIO(block), line, final)
         numbers = np.arange(line, line + lines, dtype=np.int64)
-        return _ArrowRows(TableChunk(self.name, self.columns, numbers, table, [], len(block)))
+        text = pa.Table.from_arrays([_as_text(column) for column in table.columns], names=self.columns)
+        return _ArrowRows(TableChunk(self.name, self.columns, numbers, text, [], len(block)))
 
     def _plain_lines(self, block: bytes) -> int | None:
         """How many rows (lines) a plain block holds; None when it is not plain."""
@@ -207,6 +210,10 @@ class BlockReader:
         after = codes[np.minimum(closing + 1, len(codes) - 1)]
         ends = (closing == len(codes) - 1) | (after == delimiter) | (after == _NEWLINE) | (after == _RETURN)
         return bool(opens.all() and (ends | (after == quote)).all())
+
+
+def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pa.chunked_array([chunk.view(pa.string()) for chunk in column.chunks], pa.string())
 
 
 def _longest_field(table: pa.Table) -> int:
