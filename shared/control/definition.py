@@ -1,0 +1,37 @@
+"""What an export is, as far as a run is concerned: the fields that decide what is sent where. Two
+records with the same fingerprint send the same segment the same way to the same list; a run compares
+it to decide that the export it serves is still the one it started for, and the timer to decide that
+nothing changed since the last successful run."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+# Every stored export field that changes what a run reads, how it maps rows, or where and how it sends.
+# Not here: enabled and run_always (when to run, not what), and run bookkeeping (last_success_*).
+DEFINITION_FIELDS = (
+    "connection",
+    "list_id",
+    "segment",
+    "format",
+    "delimiter",
+    "csv",
+    "entity",
+    "version",
+    "mapping",
+    "sync_mode",
+    "full",
+    "max_removal_share",
+    "confirm_removals",
+    "reconcile",
+)
+
+
+def definition_fingerprint(export: Mapping[str, Any]) -> str:
+    """A short digest of the export's definition fields (a field left out counts as absent)."""
+    definition = {name: export.get(name) for name in DEFINITION_FIELDS}
+    return hashlib.sha256(orjson.dumps(definition, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
