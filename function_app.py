@@ -55,6 +55,11 @@ def run_status(req: func.HttpRequest) -> func.HttpResponse:
     return _http(req, api.run_status)
 
 
+@app.route(route="runs/{run_id}/cancel", methods=["POST"])
+def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(req, api.cancel_run)
+
+
 # Anonymous: the API's shape only (no data, no secret), readable by API Management and client generators.
 @app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi_document(req: func.HttpRequest) -> func.HttpResponse:

@@ -35,6 +35,7 @@ def test_the_app_indexes_every_function_with_its_bindings():
         "exports",
         "export_runs",
         "run_status",
+        "cancel_run",
         "openapi_document",
         "scheduled_exports",
         "run_export",
@@ -51,6 +52,7 @@ def test_the_app_indexes_every_function_with_its_bindings():
         "exports": ("exports/{name?}", ["DELETE", "GET", "PUT"], "FUNCTION"),
         "export_runs": ("exports/{name}/runs", ["GET", "POST"], "FUNCTION"),
         "run_status": ("runs/{run_id}", ["GET"], "FUNCTION"),
+        "cancel_run": ("runs/{run_id}/cancel", ["POST"], "FUNCTION"),
         "openapi_document": ("openapi.json", ["GET"], "ANONYMOUS"),
     }
     timer = triggers["scheduled_exports"]
@@ -425,6 +427,7 @@ def test_each_operation_gives_every_status_its_openapi_document_lists_and_no_oth
         ("export_runs", "GET", "exports/vip/runs", {"name": "vip"}),
         ("export_runs", "POST", "exports/vip/runs", {"name": "vip"}),
         ("run_status", "GET", f"runs/{run_id}", {"run_id": run_id}),
+        ("cancel_run", "POST", f"runs/{run_id}/cancel", {"run_id": run_id}),
     ]
     for function, method, path, params in operations:
         assert app.http(function, method, path, headers={"x-other": "1"}, **params)[0] == 401
@@ -448,8 +451,16 @@ def test_each_operation_gives_every_status_its_openapi_document_lists_and_no_oth
         ("export_runs", "GET", "exports/none/runs", {"name": "none"}),
         ("export_runs", "POST", "exports/none/runs", {"name": "none"}),
         ("run_status", "GET", "runs/0000-none", {"run_id": "0000-none"}),
+        ("cancel_run", "POST", "runs/0000-none/cancel", {"run_id": "0000-none"}),
     ]:
         assert app.http(function, method, path, **params)[0] == 404
+    assert app.http("cancel_run", "POST", f"runs/{run_id}/cancel", run_id=run_id)[0] == 409  # it has ended
+    queued = app.http("export_runs", "POST", "exports/vip/runs", name="vip")[1]["run_id"]
+    assert app.http("cancel_run", "POST", f"runs/{queued}/cancel", run_id=queued)[0] == 200
+    # A run a worker holds (its record as the executor leaves it): asked to stop, it answers 202.
+    running = app.http("export_runs", "POST", "exports/vip/runs", name="vip")[1]["run_id"]
+    app.services.store.update_run(running, {"status": "running", "heartbeat": time.time(), "attempts": 1})
+    assert app.http("cancel_run", "POST", f"runs/{running}/cancel", run_id=running)[0] == 202
     assert app.http("connections", "DELETE", "connections/main", name="main")[0] == 409
     for function, method, path, params in operations:
         if method == "GET":

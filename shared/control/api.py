@@ -24,6 +24,7 @@ from shared.control.models import (
 from shared.control.services import Services
 from shared.control.store import utc_now
 from shared.control.triggers import Trigger, start_run
+from shared.engine import RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +262,41 @@ def export_runs(services: Services, request: ApiRequest, caller: Caller) -> ApiR
 
 
 def run_status(services: Services, request: ApiRequest, caller: Caller) -> ApiResponse:
+    run = _visible_run(services, request, caller)
+    body = _public_run(run)
+    if run.get("report_path"):
+        body["report"] = _read_report(services, run["report_path"])
+    return ApiResponse(200, body)
+
+
+def cancel_run(services: Services, request: ApiRequest, caller: Caller) -> ApiResponse:
+    """A queued run is cancelled at once (200); a running one is asked to stop, and does within 2 s
+    (202: follow it at GET /api/runs/{run_id}); an ended run cannot be (409)."""
+    if request.method != "POST":
+        raise ApiError(405, f"{request.method} is not allowed here")
+    run = _visible_run(services, request, caller)
+    asked = {"cancel_requested": True, "cancel_requested_by": caller.name}
+    while True:
+        found = services.store.get_run_with_etag(run["run_id"])
+        if found is None:
+            raise ApiError(404, f"no run {run['run_id']}")
+        run, etag = found
+        if RunStatus(run["status"]).terminal:
+            raise ApiError(409, f"the run has already ended ({run['status']})")
+        if run["status"] == RunStatus.QUEUED:
+            reason = "cancelled on request before it started"
+            changes = {**asked, "status": RunStatus.CANCELLED, "finished_at": utc_now(), "reason": reason}
+            status = 200
+        else:
+            changes, status = asked, 202
+        if services.store.update_run(run["run_id"], changes, etag=etag):
+            run.update(changes)
+            log.info("run %s: cancel requested (%s)", run["run_id"], run["status"])
+            return ApiResponse(status, _public_run(run))
+
+
+def _visible_run(services: Services, request: ApiRequest, caller: Caller) -> dict[str, Any]:
+    """The run the request names, if the caller may see it (Admin, or a Contributor on an export they may use)."""
     run_id = request.params.get("run_id", "")
     if not caller.is_contributor:
         raise ApiError(403, "this needs the Admin or Contributor role")
@@ -273,10 +309,7 @@ def run_status(services: Services, request: ApiRequest, caller: Caller) -> ApiRe
     allowed = caller.is_admin or (export is not None and _usable(services, caller, export))
     if not allowed:
         raise ApiError(403, "this run belongs to an export you cannot use")
-    body = _public_run(run)
-    if run.get("report_path"):
-        body["report"] = _read_report(services, run["report_path"])
-    return ApiResponse(200, body)
+    return run
 
 
 def _read_report(services: Services, path: str) -> dict[str, Any] | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -13,6 +12,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from azure.core.exceptions import ResourceExistsError
 
+from shared.control.lease import STALE_AFTER_SECONDS, Held
+from shared.control.monitor import RunMonitor
 from shared.control.services import Services
 from shared.control.store import utc_now
 from shared.control.triggers import enqueue_run, export_segment
@@ -40,10 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# A running run whose heartbeat is older than this is taken to have lost its worker, and may be claimed again.
-STALE_AFTER_SECONDS = 90.0
-# How often, at most, a run's progress counts and heartbeat are written to its record.
-_PROGRESS_EVERY_SECONDS = 2.0
+# How long a run waits in the queue before it looks again whether its export's running run is done.
+WAIT_BEHIND_SECONDS = 10
 
 
 class RunBusy(Exception):
@@ -65,7 +64,8 @@ def execute_run(
     services: Services, message: dict[str, Any], thread_initializer: Callable[[], None] | None = None
 ) -> dict[str, Any] | None:
     """Runs the run named by a queue message. A repeated message for a finished run does nothing;
-    one for a run another worker is executing raises RunBusy (the queue retries it later)."""
+    one for a run another worker is executing raises RunBusy (the queue retries it later). While
+    another run of the same export executes, the message goes back on the queue to wait behind it."""
     run_id = str(message.get("run_id", ""))
     with run_context(run_id[:64], str(message.get("export_name", ""))[:63]):
         found = services.store.get_run_with_etag(run_id)
@@ -77,16 +77,31 @@ def execute_run(
         if run["status"] in TERMINAL_STATUSES:
             log.info("run %s is already %s; repeated message ignored", run_id, run["status"])
             return run
-        _claim(services, run, etag)
-        return _execute(services, run, thread_initializer)
+        if run["status"] == RunStatus.RUNNING and time.time() - float(run.get("heartbeat", 0)) < STALE_AFTER_SECONDS:
+            raise RunBusy(f"run {run_id} is being executed by another worker")
+        held = services.store.leases.take(run["export_name"], run_id)
+        if held is None:
+            return _wait_behind(services, run)
+        try:
+            _claim(services, run, etag)
+            services.store.leases.started(run["export_name"], run_id)
+            return _execute(services, run, held, thread_initializer)
+        finally:
+            services.store.leases.release(run["export_name"], run_id)
+
+
+def _wait_behind(services: Services, run: dict[str, Any]) -> dict[str, Any]:
+    """Another run of the export executes: this one goes back on the queue, to look again later."""
+    holder = services.store.leases.holder(run["export_name"])
+    log.info("run %s waits: run %s of export %s is executing", run["run_id"], holder, run["export_name"])
+    enqueue_run(services, run, delay_seconds=WAIT_BEHIND_SECONDS)
+    return run
 
 
 def _claim(services: Services, run: dict[str, Any], etag: str) -> None:
     """Marks the run as this worker's. The update succeeds only if nobody changed the record since it was
     read (optimistic concurrency), so two deliveries of one message never both run it."""
     run_id = run["run_id"]
-    if run["status"] == RunStatus.RUNNING and time.time() - float(run.get("heartbeat", 0)) < STALE_AFTER_SECONDS:
-        raise RunBusy(f"run {run_id} is being executed by another worker")
     now = time.time()
     claim = {
         "status": RunStatus.RUNNING,
@@ -100,7 +115,9 @@ def _claim(services: Services, run: dict[str, Any], etag: str) -> None:
     run.update(claim)
 
 
-def _execute(services: Services, run: dict[str, Any], thread_initializer: Callable[[], None] | None) -> dict[str, Any]:
+def _execute(
+    services: Services, run: dict[str, Any], held: Held, thread_initializer: Callable[[], None] | None
+) -> dict[str, Any]:
     export = services.store.get_export(run["export_name"])
     if export is None:
         return _finish(services, run, RunStatus.SKIPPED, reason="the export was deleted before the run started")
@@ -108,14 +125,16 @@ def _execute(services: Services, run: dict[str, Any], thread_initializer: Callab
         api_key, source = _run_inputs(services, run, export)
     except (_CannotStart, SecretError, SegmentError) as exc:
         return _finish(services, run, RunStatus.FAILED, reason=str(exc))
+    monitor = RunMonitor(services, run, export, held)
     spec = _export_spec(services, run, export, thread_initializer)
+    spec.watch = monitor
     client = services.klaviyo(api_key)
     rejects = RejectsFile()
     checkpoints = _checkpoints(services, export["name"], run["run_id"])
-    progress = _RunProgress(services, run["run_id"])
     sync_state = sync_state_of(services, export["name"])
     try:
-        report = run_export(source, spec, client, progress, rejects, checkpoints, sync_state)
+        with monitor:
+            report = run_export(source, spec, client, monitor, rejects, checkpoints, sync_state)
     except (ConfigurationError, KlaviyoError) as exc:
         rejects.discard()
         return _finish(services, run, RunStatus.FAILED, reason=str(exc), source_version=source.version)
@@ -126,7 +145,7 @@ def _execute(services: Services, run: dict[str, Any], thread_initializer: Callab
         return _continue_later(services, run, report)
     finished = _record_outcome(services, run, export["name"], report, rejects, source)
     checkpoints.delete()
-    if finished["status"] != RunStatus.FAILED:
+    if finished["status"] not in (RunStatus.FAILED, RunStatus.CANCELLED):
         services.store.update_export(
             export["name"], {"last_success_version": source.version, "last_success_run": run["run_id"]}
         )
@@ -198,7 +217,13 @@ def _record_outcome(
 
 def _finish(services: Services, run: dict[str, Any], status: str, **fields: Any) -> dict[str, Any]:
     changes = {"status": status, "finished_at": utc_now(), **fields}
-    services.store.update_run(run["run_id"], changes)
+    try:
+        services.store.update_run(run["run_id"], changes)
+    except Exception as exc:  # the outcome cannot be stored as it is: the run must still end, as failed
+        log.error("run %s: its outcome could not be recorded (%s)", run["run_id"], type(exc).__name__)
+        reason = f"the run's outcome could not be recorded ({type(exc).__name__}); see the logs"
+        changes = {"status": RunStatus.FAILED, "finished_at": changes["finished_at"], "reason": reason}
+        services.store.update_run(run["run_id"], changes)
     run.update(changes)
     log.info(
         "run %s of export %s %s%s",
@@ -259,20 +284,3 @@ def _reports_container(services: Services) -> ContainerClient:
 
 def _counts(counts: Counts) -> dict[str, int]:
     return asdict(counts)
-
-
-class _RunProgress:
-    """Writes progress counts and a heartbeat into the run record every few seconds."""
-
-    def __init__(self, services: Services, run_id: str) -> None:
-        self._services, self._run_id = services, run_id
-        self._last = 0.0
-        self._lock = threading.Lock()
-
-    def __call__(self, counts: Counts) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last < _PROGRESS_EVERY_SECONDS:
-                return
-            self._last = now
-        self._services.store.update_run(self._run_id, {"counts": _counts(counts), "heartbeat": time.time()})

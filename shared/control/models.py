@@ -33,7 +33,8 @@ _BLOB_PATH = re.compile(r"^[^\x00-\x1f\\]{1,1024}$")
 UsableBy = Literal["admins", "contributors"]
 # RunStatus's values as the API shows them (a Literal keeps each schema inline in the OpenAPI document;
 # tests/test_openapi.py checks the two agree).
-RunState = Literal["queued", "running", "succeeded", "completed_with_rejects", "failed", "skipped"]
+RunState = Literal["queued", "running", "succeeded", "completed_with_rejects", "failed", "skipped", "cancelled"]
+RunPhase = Literal["checking", "sending", "waiting_for_jobs", "removing"]
 SegmentFormat = Literal["auto", "csv", "jsonl", "cdm", "parquet", "delta"]
 EntityName = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\"]+$")]
 SyncMode = Literal["add", "mirror"]
@@ -280,7 +281,12 @@ class Run(_Response):
     started_at: AwareDatetime | None = None
     finished_at: AwareDatetime | None = None
     counts: Counts | None = Field(None, description="progress while running, the outcome once finished")
-    reason: str | None = Field(None, description="why the run failed or was skipped")
+    reason: str | None = Field(None, description="why the run failed, was skipped or was cancelled")
+    phase: RunPhase | None = Field(None, description="what the run is doing (or was doing when it ended)")
+    cancel_requested: bool | None = Field(
+        None, description="someone asked to cancel it (POST /api/runs/{run_id}/cancel); it stops within 2 s"
+    )
+    cancel_requested_by: str | None = Field(None, description="who asked to cancel it")
     source_version: str | None = Field(None, description="the segment's etag(s) the run read")
     jobs: int | None = Field(None, description="Klaviyo import jobs created")
     duration_seconds: float | None = None

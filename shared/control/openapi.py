@@ -258,6 +258,23 @@ def _paths() -> dict[str, Any]:
                 },
             ),
         },
+        "/api/runs/{run_id}/cancel": {
+            "parameters": run_id,
+            "post": _operation(
+                "cancelRun",
+                "Cancel a run: a queued one at once, a running one within 2 s (nothing is sent after; what "
+                "was read and not sent is counted as not_sent)",
+                contributor,
+                {
+                    "200": _json("Run", "the run was still queued: it is cancelled"),
+                    "202": _json("Run", "the run is running: it has been asked to stop (follow it at its URL)"),
+                    "400": _error("not a run id"),
+                    "403": _error("the run belongs to an export the caller may not use"),
+                    "404": _error("no such run"),
+                    "409": _error("the run has already ended"),
+                },
+            ),
+        },
         "/api/openapi.json": {
             "get": {
                 "operationId": "getOpenApiDocument",

@@ -14,9 +14,10 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, UpdateMode
 
+from shared.control.lease import ExportLeases
 from shared.engine import RunStatus
 
-CONNECTIONS, EXPORTS, RUNS, TRIGGERS = "connections", "exports", "runs", "triggerseen"
+CONNECTIONS, EXPORTS, RUNS, TRIGGERS, LEASES = "connections", "exports", "runs", "triggerseen", "leases"
 _JSON_FIELDS = ("mapping", "segment", "csv", "counts", "consent")
 _INTERNAL = ("PartitionKey", "RowKey")
 
@@ -67,6 +68,11 @@ class Store:
             return _from_entity(self._table(table).get_entity(partition, key))
         except ResourceNotFoundError:
             return None
+
+    @property
+    def leases(self) -> ExportLeases:
+        """Each export's lease (one executing run) and waiting run."""
+        return ExportLeases(self._table(LEASES))
 
     # -- connections and exports ---------------------------------------------------------------
     def get_connection(self, name: str) -> dict[str, Any] | None:

@@ -42,7 +42,13 @@ def start_run(
     options: Mapping[str, bool] | None = None,
 ) -> dict[str, Any]:
     """Records a queued run and puts its message on the queue; `options` (see RUN_OPTIONS) apply to
-    this run only, on top of the export's own."""
+    this run only, on top of the export's own. While a run of the export waits in the queue (not yet
+    started), the request joins it instead: that run is returned, with the options and the segment
+    hint of this request added."""
+    joined, stale_marker = _join_waiting(services, export_name, segment_hint, options or {})
+    if joined is not None:
+        log.info("run of export %s requested (%s): joins queued run %s", export_name, trigger, joined["run_id"])
+        return joined
     run: dict[str, Any] = {
         "run_id": new_run_id(),
         "export_name": export_name,
@@ -56,15 +62,40 @@ def start_run(
         run["segment_hint"] = segment_hint
     run.update({k: v for k, v in (options or {}).items() if k in RUN_OPTIONS and v})
     services.store.create_run(run)
+    services.store.leases.wait(export_name, run["run_id"], replacing=stale_marker)
     enqueue_run(services, run)
     log.info("run %s of export %s queued (%s)", run["run_id"], export_name, trigger)
     return run
 
 
-def enqueue_run(services: Services, run: Mapping[str, Any]) -> None:
-    """Puts a recorded run's message on the queue (a new run, or one going on after its time budget)."""
+def _join_waiting(
+    services: Services, export_name: str, segment_hint: str | None, options: Mapping[str, bool]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The export's run still waiting to start, updated with this request's options and hint, or None
+    with the etag of a waiting-run record that no longer names a waiting run (to replace)."""
+    waiting = services.store.leases.waiting(export_name)
+    if waiting is None:
+        return None, None
+    run_id, marker_etag = waiting
+    found = services.store.get_run_with_etag(run_id)
+    if found is None or found[0]["status"] != RunStatus.QUEUED or found[0].get("attempts"):
+        return None, marker_etag  # started (or cancelled) since: a new run queues behind it
+    run, etag = found
+    changes: dict[str, Any] = {k: True for k in RUN_OPTIONS if options.get(k) and not run.get(k)}
+    if segment_hint:
+        changes["segment_hint"] = segment_hint
+    if changes and not services.store.update_run(run_id, changes, etag=etag):
+        return None, marker_etag  # claimed by a worker this very moment
+    run.update(changes)
+    return run, None
+
+
+def enqueue_run(services: Services, run: Mapping[str, Any], delay_seconds: int = 0) -> None:
+    """Puts a recorded run's message on the queue (a new run, one going on after its time budget, or
+    one waiting behind another run of its export), visible after `delay_seconds`."""
     # The export name rides along only so that the log lines before the run record is read carry it.
-    services.queue.send_message(orjson.dumps({"run_id": run["run_id"], "export_name": run["export_name"]}).decode())
+    message = orjson.dumps({"run_id": run["run_id"], "export_name": run["export_name"]}).decode()
+    services.queue.send_message(message, visibility_timeout=delay_seconds or None)
 
 
 def record_skipped(services: Services, export_name: str, trigger: Trigger, reason: str) -> dict[str, Any]:

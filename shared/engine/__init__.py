@@ -4,7 +4,14 @@ from shared.engine.checkpoint import BlobCheckpoints, FileCheckpoints
 from shared.engine.exporter import run_export
 from shared.engine.progress import ProgressBar, ProgressLog
 from shared.engine.report import Counts, RejectLine, RejectsFile, RunReport
-from shared.engine.spec import DEFAULT_UPLOAD_THREADS, ConfigurationError, ExportSpec, ProgressCallback
+from shared.engine.spec import (
+    DEFAULT_UPLOAD_THREADS,
+    ConfigurationError,
+    ExportSpec,
+    Phase,
+    ProgressCallback,
+    RunWatch,
+)
 from shared.engine.status import TERMINAL_STATUSES, RunStatus
 
 __all__ = [
@@ -14,6 +21,7 @@ __all__ = [
     "DEFAULT_UPLOAD_THREADS",
     "ExportSpec",
     "FileCheckpoints",
+    "Phase",
     "ProgressBar",
     "ProgressCallback",
     "ProgressLog",
@@ -21,6 +29,7 @@ __all__ = [
     "RejectsFile",
     "RunReport",
     "RunStatus",
+    "RunWatch",
     "TERMINAL_STATUSES",
     "run_export",
 ]

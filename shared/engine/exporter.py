@@ -14,7 +14,7 @@ from shared.engine.jobs import JobTracker
 from shared.engine.memory import tune_allocator
 from shared.engine.pipeline import ChunkPipeline
 from shared.engine.report import RejectsFile, RunReport
-from shared.engine.spec import ConfigurationError, ExportSpec, ProgressCallback
+from shared.engine.spec import ConfigurationError, ExportSpec, Phase, ProgressCallback
 from shared.engine.status import RunStatus
 from shared.engine.tally import RunTally
 from shared.engine.uploader import Uploader
@@ -98,6 +98,7 @@ class ExportRun:
         )
         self.uploader = Uploader(client, spec, self.parts, self.tally, rejects, self.checkpoint, self.jobs)
         self.interrupted = False  # the time budget ran out: the run checkpoints and stops
+        self.cancelled: str | None = None  # why the run stopped before its end, on request or by a change
 
     def execute(self) -> RunReport:
         started = time.monotonic()
@@ -121,18 +122,28 @@ class ExportRun:
         return self.report
 
     def _run_phases(self) -> None:
-        check_before_sending(self.source, self.spec, self.client)
+        spec = self.spec
+        spec.enter(Phase.CHECKING)
+        check_before_sending(self.source, spec, self.client)
         self._load_checkpoint()
         if self.sync is not None:
             self.sync.load(resumed=self.checkpoint.invocations > 1)
             self.report.list_members = self.sync.list_members
+        spec.enter(Phase.SENDING)
         self._stream_and_upload()
+        self.cancelled = self.cancelled or self.uploader.cancelled
         if self.interrupted:
             self.checkpoint.save()
-        elif not self.spec.dry_run:
-            self.jobs.wait_for_all()
-        if self.sync is not None and not self.interrupted:
-            self.report.error = self.sync.remove_departed()
+        elif self.cancelled:
+            self.jobs.collect_finished(pages=1, direct=0)  # what is already known; the run does not wait
+        elif not spec.dry_run:
+            spec.enter(Phase.WAITING)
+            self.cancelled = self.jobs.wait_for_all()
+        if self.sync is not None and not self.interrupted and not self.cancelled:
+            self.cancelled = spec.stop_reason()
+            if not self.cancelled:
+                spec.enter(Phase.REMOVING)
+                self.report.error = self.sync.remove_departed()
 
     def _load_checkpoint(self) -> None:
         store = self.checkpoint.store
@@ -158,6 +169,10 @@ class ExportRun:
             for mapped_chunk in pipeline.mapped_chunks():
                 if uploader.stopping:
                     break
+                self.cancelled = self.spec.stop_reason()
+                if self.cancelled:
+                    uploader.stopping = True
+                    break
                 for batch in pipeline.batches(mapped_chunk):
                     uploader.submit(batch)
                 self.tally.report_progress()
@@ -168,7 +183,7 @@ class ExportRun:
                 if deadline is not None and uploader.sent_new and time.monotonic() > deadline:
                     self._stop_for_time(pipeline)
                     break
-            last = None if self.interrupted or uploader.stopping else pipeline.flush()
+            last = None if self.interrupted or self.cancelled or uploader.stopping else pipeline.flush()
             if last is not None:
                 uploader.submit(last)
             uploader.finish()
@@ -203,10 +218,12 @@ class ExportRun:
         if self.client is not None:
             r.retries = {k: v for k, v in self.client.stats.counts.items() if k.startswith("retried_")}
         r.reasons = self.rejects.reasons()
-        if r.error or self.interrupted:
+        if r.error or self.interrupted or self.cancelled:
             self.tally.stopped_early()
         if r.error:
             r.status = RunStatus.FAILED
+        elif self.cancelled:
+            r.status, r.error = RunStatus.CANCELLED, self.cancelled
         elif self.interrupted:
             r.status = RunStatus.INCOMPLETE
         elif counts.rejected or counts.failed:

@@ -90,11 +90,15 @@ class JobTracker:
         the last look. Finishing jobs as they complete keeps memory flat."""
         return since >= _POLL_DURING_UPLOAD_SECONDS or (since >= 1 and self.pending >= _JOBS_KEPT)
 
-    def wait_for_all(self) -> None:
-        """Once everything is sent: finishes the jobs as Klaviyo completes them, until none is left."""
+    def wait_for_all(self) -> str | None:
+        """Once everything is sent: finishes the jobs as Klaviyo completes them, until none is left.
+        Returns why it stopped waiting early (the run must stop), or None."""
         deadline = time.monotonic() + self.spec.job_timeout
         pause = _FIRST_POLL_SECONDS
         while self.collect_finished():
+            reason = self.spec.stop_reason()
+            if reason:
+                return reason
             if time.monotonic() > deadline:
                 raise KlaviyoError(
                     f"{self.pending} import job(s) still not complete after {self.spec.job_timeout:.0f} s"
@@ -102,6 +106,7 @@ class JobTracker:
             time.sleep(min(pause, self.spec.poll_interval))
             pause *= 2
             self.tally.report_progress()
+        return None
 
     def collect_finished(self, pages: int | None = None, direct: int = _ASKED_DIRECTLY) -> int:
         """Finishes the jobs Klaviyo has completed (releasing what was kept for them), looking at up

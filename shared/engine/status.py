@@ -13,6 +13,7 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"  # nothing to do: the segment is unchanged, or the export is gone
     INCOMPLETE = "incomplete"  # the engine's outcome when the time budget ran out: a checkpoint says where to go on
+    CANCELLED = "cancelled"  # stopped on request, or because its export or connection changed: nothing sent after
 
     @property
     def terminal(self) -> bool:
@@ -21,7 +22,7 @@ class RunStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset(
-    {RunStatus.SUCCEEDED, RunStatus.COMPLETED_WITH_REJECTS, RunStatus.FAILED, RunStatus.SKIPPED}
+    {RunStatus.SUCCEEDED, RunStatus.COMPLETED_WITH_REJECTS, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.CANCELLED}
 )
 
 # The engine's outcomes under their own names, as callers and tests compare reports with them.
@@ -29,3 +30,4 @@ SUCCEEDED = RunStatus.SUCCEEDED
 COMPLETED_WITH_REJECTS = RunStatus.COMPLETED_WITH_REJECTS
 FAILED = RunStatus.FAILED
 INCOMPLETE = RunStatus.INCOMPLETE
+CANCELLED = RunStatus.CANCELLED

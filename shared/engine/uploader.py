@@ -49,6 +49,7 @@ class Uploader:
         self.tally, self.rejects, self.checkpoint, self.jobs = tally, rejects, checkpoint, jobs
         self.stopping = False  # set by an upload thread on a fatal answer: batches not yet sent are not sent
         self.sent_new = False  # whether this invocation has sent a batch itself (not just replayed one)
+        self.cancelled: str | None = None  # why an upload thread found the run must stop: nothing more is sent
         self._pool: ThreadPoolExecutor | None = None
         # Upload threads whose jobs Klaviyo refuses at once (a deleted list refuses them all) look at
         # the list one at a time; the first fatal answer is kept and the others stop with it.
@@ -98,6 +99,10 @@ class Uploader:
     def upload(self, batch: Batch) -> None:
         """Sends a batch (split as Klaviyo's refusals require), then records it in the checkpoint."""
         if self.stopping:
+            return
+        reason = self.spec.stop_reason()
+        if reason:
+            self.cancelled, self.stopping = reason, True
             return
         record = BatchRecord()
         try:
