@@ -10,23 +10,20 @@ from typing import Any
 import azure.functions as func
 import orjson
 import pytest
-from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from shared.control import ADMIN, Services, encode_principal, use_services
 from shared.control.auth import CONTRIBUTOR
-from shared.control.store import Store
 from shared.engine import ExportSpec, RejectsFile, RunReport, run_export
 from shared.klaviyo import KlaviyoClient
 from shared.mapping import FieldMapping
-from shared.secrets import KeyVaultSecrets
-from shared.settings import Settings, StorageConnection
 from shared.sources import blob_segment
 from tests.api_contract import Exchange, check_exchange
 from tools.azurite import Azurite
 from tools.functions_host import FUNCTIONS, LocalFunctionsHost
-from tools.keyvault_sim import LocalKeyVault, StaticTokenCredential
+from tools.keyvault_sim import LocalKeyVault
 from tools.klaviyo_sim import KlaviyoSimulator, SimulatorConfig
+from tools.queue_worker import WorkerConfig
 
 API_KEY = "pk_test_simulator_key_0001"
 
@@ -131,8 +128,9 @@ class App:
     """Calls the app's user functions the way the host would; checks every HTTP exchange against the
     OpenAPI document."""
 
-    def __init__(self, services: Services, segments: str) -> None:
+    def __init__(self, services: Services, segments: str, config: WorkerConfig | None = None) -> None:
         self.services, self.segments = services, segments
+        self.config = config  # what a worker process needs to be another instance of this app
         self.host = LocalFunctionsHost(services)
         self.functions = self.host.user
         self.exchanges: set[Exchange] = set()
@@ -186,24 +184,23 @@ AUTH_SETTINGS = ("LOCAL_AUTH_BYPASS_ROLE", "WEBSITE_INSTANCE_ID", "WEBSITE_SITE_
 def build_app(azurite: Azurite, klaviyo: KlaviyoSimulator, vault: LocalKeyVault) -> App:
     """The app's services on Azurite (tables, queue and containers of their own), the simulator and the vault."""
     tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        storage=StorageConnection.from_string(azurite.connection_string),
-        klaviyo_base_url=klaviyo.url,
-        key_vault_url=vault.url,
+    config = WorkerConfig(
+        azurite.connection_string,
+        klaviyo.url,
+        vault.url,
+        vault.ca_cert_path,
+        table_prefix=f"t{tag}",
         reports_container=f"reports-{tag}",
         segments_container=f"segments-{tag}",
     )
-    secrets = KeyVaultSecrets(vault.url, StaticTokenCredential(), ttl_seconds=1.0, **vault.client_kwargs())
-    services = Services.from_settings(settings, secrets)
-    services.store = Store(TableServiceClient.from_connection_string(azurite.connection_string), prefix=f"t{tag}")
-    services.klaviyo = lambda key: KlaviyoClient(key, klaviyo.url, timeout=(2.0, 10.0))
+    services = config.services()
     try:
         services.queue.create_queue()
     except Exception:
         services.queue.clear_messages()
-    BlobServiceClient.from_connection_string(azurite.connection_string).create_container(settings.segments_container)
+    BlobServiceClient.from_connection_string(azurite.connection_string).create_container(config.segments_container)
     use_services(services)
-    return App(services, settings.segments_container)
+    return App(services, config.segments_container, config)
 
 
 @pytest.fixture
