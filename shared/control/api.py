@@ -25,6 +25,7 @@ from shared.control.services import Services
 from shared.control.store import utc_now
 from shared.control.triggers import Trigger, start_run
 from shared.engine import RunStatus
+from shared.telemetry import run_finished
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +293,8 @@ def cancel_run(services: Services, request: ApiRequest, caller: Caller) -> ApiRe
         if services.store.update_run(run["run_id"], changes, etag=etag):
             run.update(changes)
             log.info("run %s: cancel requested (%s)", run["run_id"], run["status"])
+            if status == 200:
+                run_finished(run)
             return ApiResponse(status, _public_run(run))
 
 
