@@ -4,6 +4,9 @@ left a run stuck in `running` or answered an empty 500."""
 
 from __future__ import annotations
 
+import orjson
+import pytest
+
 from tests.conftest import App
 from tools.klaviyo_sim import KlaviyoSimulator
 
@@ -48,3 +51,44 @@ def test_the_store_cuts_every_string_of_a_run_record(app: App):
     assert run["reason"].endswith(" …(cut: 100,000 characters in all)")
     assert len(run["source_version"]) == len(run["requested_by"]) == 8_000
     assert run["requested_by"].endswith("…(cut: 50,000 characters in all)")
+
+
+# -- request bodies that cannot be stored (defect 5) ------------------------------------------------------
+def _export_body(app: App, list_id: str, **fields: object) -> dict:
+    return {"connection": "main", "list_id": list_id, "segment": {"container": app.segments, "blob": "b.csv"}, **fields}
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        pytest.param(
+            {"mapping": {"email": "Email", "properties": {f"c{i}": f"p{i}" for i in range(3_000)}}},
+            {"field": "mapping", "reason": "too large to store: 45,834 characters as JSON, at most 32,000"},
+            id="3000-mapping-properties",
+        ),
+        pytest.param(
+            {"csv": {"header": False, "columns": [f"column-{i:04d}-" + "x" * 30 for i in range(1_000)]}},
+            {"field": "csv", "reason": "too large to store: 45,072 characters as JSON, at most 32,000"},
+            id="1000-long-csv-columns",
+        ),
+    ],
+)
+def test_an_export_that_cannot_be_stored_is_a_400_naming_the_field_and_the_limit(
+    app: App, klaviyo: KlaviyoSimulator, fields: dict, problem: dict
+):
+    app.put_connection()
+    raw = orjson.dumps(_export_body(app, klaviyo.create_list("Big"), **fields))
+    assert 40_000 < len(raw) < 64 * 1024, "under the API's body limit"
+    status, payload, _ = app.http("exports", "PUT", "exports/big", raw=raw, name="big")
+    assert status == 400, payload
+    assert payload["problems"] == [problem]
+    assert "p2999" not in orjson.dumps(payload).decode() and "column-0999" not in orjson.dumps(payload).decode()
+    assert app.http("exports", "GET", "exports/big", name="big")[0] == 404
+
+
+def test_an_export_with_1000_mapping_properties_is_stored(app: App, klaviyo: KlaviyoSimulator):
+    app.put_connection()
+    mapping = {"email": "Email", "properties": {f"column{i:04d}": f"property{i:04d}" for i in range(1_000)}}
+    status, stored, _ = app.put_export("wide", klaviyo.create_list("Wide"), {"blob": "w.csv"}, mapping=mapping)
+    assert status == 201, stored
+    assert app.http("exports", "GET", "exports/wide", name="wide")[1]["mapping"]["properties"] == mapping["properties"]

@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.control.bounded import MAX_STORED_JSON_CHARS, stored_size_problem
 from shared.engine import Counts, RunReport
 from shared.mapping import FieldMapping, MappingError
 from shared.sources import DEFAULT_FOLDER_MARKER, CsvDialect, LocateMode, is_cdm_metadata
@@ -55,6 +56,12 @@ _VERSION = (
     "blob trigger)"
 )
 _ENTITY = "format cdm: the entity of model.json to export (may be left out when model.json lists one entity)"
+# Each is stored as JSON in one Table Storage property: a body under the 64 KB limit may still not fit.
+_STORED = f"its JSON at most {MAX_STORED_JSON_CHARS:,} characters"
+_MAPPING = (
+    'which column feeds which profile field: {"email": "Email", ..., "properties": {"<column>": "<property>"}, '
+    f'"default_region": "US"}}; {_STORED} (about 1,000 custom properties with names of 10 characters)'
+)
 
 
 def csv_dialect(options: Mapping[str, Any] | None, delimiter: str | None = None) -> CsvDialect:
@@ -155,10 +162,12 @@ class ExportIn(_Strict):
     segment: SegmentLocation
     format: SegmentFormat = "auto"
     delimiter: Delimiter | None = None
-    csv: CsvOptions | None = Field(None, description="the CSV dialect: header row or column names, escape, quote")
+    csv: CsvOptions | None = Field(
+        None, description=f"the CSV dialect: header row or column names, escape, quote; {_STORED}"
+    )
     entity: EntityName | None = Field(None, description=_ENTITY)
     version: int | None = Field(None, ge=0, description=_VERSION)
-    mapping: dict[str, Any] = Field(default_factory=lambda: {"email": "email"})
+    mapping: dict[str, Any] = Field(default_factory=lambda: {"email": "email"}, description=_MAPPING)
     enabled: bool = True
     run_always: bool = Field(False, description="timer runs it even when the segment has not changed")
     sync_mode: SyncMode = Field("add", description=_SYNC_MODE)
@@ -196,6 +205,15 @@ class ExportIn(_Strict):
             return FieldMapping.from_dict(value).to_dict()
         except MappingError as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("segment", "csv", "mapping")  # after _valid_mapping: the mapping as it is stored
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        """A field stored as JSON must fit one Table Storage property (the problem names the limit, not the value)."""
+        problem = stored_size_problem(value.model_dump() if isinstance(value, BaseModel) else value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _version_of_a_table(self) -> ExportIn:
