@@ -4,10 +4,12 @@ left a run stuck in `running` or answered an empty 500."""
 
 from __future__ import annotations
 
+import base64
+
 import orjson
 import pytest
 
-from tests.conftest import App
+from tests.conftest import ADMIN_HEADERS, App
 from tools.klaviyo_sim import KlaviyoSimulator
 
 
@@ -92,3 +94,52 @@ def test_an_export_with_1000_mapping_properties_is_stored(app: App, klaviyo: Kla
     status, stored, _ = app.put_export("wide", klaviyo.create_list("Wide"), {"blob": "w.csv"}, mapping=mapping)
     assert status == 201, stored
     assert app.http("exports", "GET", "exports/wide", name="wide")[1]["mapping"]["properties"] == mapping["properties"]
+
+
+# -- principals whose claims cannot be stored (defect 5) ----------------------------------------------------
+def _principal(name: object, role: object = "Admin") -> dict[str, str]:
+    """An x-ms-client-principal header as App Service Authentication writes it, with the claims given."""
+    claims = [{"typ": "name", "val": name}, {"typ": "roles", "val": role}]
+    document = {"auth_typ": "aad", "name_typ": "name", "role_typ": "roles", "claims": claims}
+    return {"x-ms-client-principal": base64.b64encode(orjson.dumps(document)).decode()}
+
+
+CLAIM_RULE = "the x-ms-client-principal header is malformed: a name or role claim is not text of at most 256 characters"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param(_principal({"first": "Ada"}), id="name-an-object"),
+        pytest.param(_principal(12345), id="name-a-number"),
+        pytest.param(_principal("a" * 40_000), id="name-40000-characters"),
+        pytest.param(_principal("ada@contoso.example", "Admin" + "n" * 300), id="role-300-characters"),
+    ],
+)
+def test_a_principal_whose_claims_are_not_short_text_is_refused_and_nothing_is_stored(
+    app: App, klaviyo: KlaviyoSimulator, headers: dict[str, str]
+):
+    body = {"display_name": "Main", "secret_name": "klaviyo-api-key", "privacy_consent": True}
+    status, payload, _ = app.http("connections", "PUT", "connections/main", body, headers=headers, name="main")
+    assert (status, payload) == (401, {"error": CLAIM_RULE})
+    assert app.http("connections", "GET", "connections/main", headers=ADMIN_HEADERS, name="main")[0] == 404
+    app.put_connection()
+    app.put_export("p", klaviyo.create_list("P"), {"blob": "p.csv"})
+    status, payload, _ = app.http("export_runs", "POST", "exports/p/runs", headers=headers, name="p")
+    assert (status, payload) == (401, {"error": CLAIM_RULE})
+    assert app.http("export_runs", "GET", "exports/p/runs", name="p")[1]["runs"] == []
+
+
+def test_a_name_of_256_characters_is_stored_as_text(app: App):
+    name = "n" * 255 + "@"
+    status, connection, _ = app.http(
+        "connections",
+        "PUT",
+        "connections/main",
+        {"display_name": "Main", "secret_name": "klaviyo-api-key", "privacy_consent": True},
+        headers=_principal(name),
+        name="main",
+    )
+    assert status == 201
+    assert connection["updated_by"] == name and connection["privacy_consent"]["agreed_by"] == name
+    assert app.http("connections", "GET", "connections/main", name="main")[1]["updated_by"] == name
