@@ -143,3 +143,52 @@ def test_a_name_of_256_characters_is_stored_as_text(app: App):
     assert status == 201
     assert connection["updated_by"] == name and connection["privacy_consent"]["agreed_by"] == name
     assert app.http("connections", "GET", "connections/main", name="main")[1]["updated_by"] == name
+
+
+# -- validation errors never echo submitted values (defect 7) -----------------------------------------------
+# orjson writes at most 254 levels: the body is written with a placeholder, then the value put in its place.
+NESTED_900 = "<a list nested 900 levels deep>"
+
+
+def _raw(body: dict) -> bytes:
+    return orjson.dumps(body).replace(orjson.dumps(NESTED_900), b"[" * 900 + b"]" * 900)
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        pytest.param(
+            {"mapping": {"email": "Email", "properties": {"Tier": NESTED_900}}},
+            {
+                "field": "mapping",
+                "reason": "properties.Tier: invalid property name (text of 1 to 255 characters, no control characters)",
+            },
+            id="property-name-nested-900-deep",
+        ),
+        pytest.param(
+            {"mapping": {"email": "Email", "default_region": NESTED_900}},
+            {"field": "mapping", "reason": "default_region: must be an ISO 3166 region code (text, such as US)"},
+            id="region-nested-900-deep",
+        ),
+        pytest.param(
+            {"mapping": {"email": "Email", "default_region": "Z" * 30_000}},
+            {"field": "mapping", "reason": "default_region: not a known ISO 3166 region code (such as US, GB or DE)"},
+            id="region-30000-characters",
+        ),
+        pytest.param(
+            {"k" * 40_000: 1},
+            {"field": "k" * 64 + "…(40,000 characters)", "reason": "unknown field"},
+            id="unknown-field-named-with-40000-characters",
+        ),
+    ],
+)
+def test_validation_problems_name_the_field_and_the_rule_never_the_value(
+    app: App, klaviyo: KlaviyoSimulator, fields: dict, problem: dict
+):
+    app.put_connection()
+    raw = _raw(_export_body(app, klaviyo.create_list("Echo"), **fields))
+    status, payload, _ = app.http("exports", "PUT", "exports/echo", raw=raw, name="echo")
+    assert status == 400 and payload["problems"] == [problem], payload
+    text = orjson.dumps(payload).decode()
+    assert "[[" not in text and "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ" not in text
+    assert len(text) < 1_000

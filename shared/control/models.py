@@ -20,6 +20,7 @@ from pydantic import (
 from shared.control.bounded import MAX_STORED_JSON_CHARS, stored_size_problem
 from shared.engine import Counts, RunReport
 from shared.mapping import FieldMapping, MappingError
+from shared.privacy import short_name
 from shared.sources import DEFAULT_FOLDER_MARKER, CsvDialect, LocateMode, is_cdm_metadata
 from shared.sync import DEFAULT_MAX_REMOVAL_SHARE
 
@@ -339,7 +340,8 @@ def validation_problems(error: ValidationError) -> list[dict[str, str]]:
     """Each problem as {field, reason}, without echoing the submitted values."""
     problems = []
     for item in error.errors(include_url=False, include_input=False):
-        location = ".".join(str(p) for p in item["loc"]) or "body"
+        # A location holds the names of fields the caller sent (an unknown one may be 40,000 characters).
+        location = ".".join(short_name(p) for p in item["loc"]) or "body"
         reason = item["msg"]
         if item["type"] == "string_pattern_mismatch":
             reason = _PATTERN_RULES.get(location.rsplit(".", 1)[-1], "contains characters that are not allowed")
