@@ -17,10 +17,10 @@ from pydantic import (
     model_validator,
 )
 
-from shared.control.bounded import MAX_STORED_JSON_CHARS, stored_size_problem
+from shared.control.bounded import MAX_REASON_CHARS, MAX_STORED_JSON_CHARS, stored_size_problem
 from shared.engine import Counts, RunReport
 from shared.mapping import FieldMapping, MappingError
-from shared.privacy import short_name
+from shared.privacy import MAX_QUOTED_CHARS, short_name
 from shared.sources import DEFAULT_FOLDER_MARKER, CsvDialect, LocateMode, is_cdm_metadata
 from shared.sync import DEFAULT_MAX_REMOVAL_SHARE
 
@@ -299,7 +299,11 @@ class Run(_Response):
     started_at: AwareDatetime | None = None
     finished_at: AwareDatetime | None = None
     counts: Counts | None = Field(None, description="progress while running, the outcome once finished")
-    reason: str | None = Field(None, description="why the run failed or was skipped")
+    reason: str | None = Field(
+        None,
+        description=f"why the run failed or was skipped (at most {MAX_REASON_CHARS:,} characters: a longer one is "
+        f"cut, ending with how long it was; a column name in it at most {MAX_QUOTED_CHARS} characters)",
+    )
     source_version: str | None = Field(None, description="the segment's etag(s) the run read")
     jobs: int | None = Field(None, description="Klaviyo import jobs created")
     duration_seconds: float | None = None
