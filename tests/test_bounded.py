@@ -9,6 +9,7 @@ import base64
 import orjson
 import pytest
 
+from shared.control.bounded import bounded_text, utf16_units
 from tests.conftest import ADMIN_HEADERS, App
 from tools.klaviyo_sim import KlaviyoSimulator
 
@@ -53,6 +54,16 @@ def test_the_store_cuts_every_string_of_a_run_record(app: App):
     assert run["reason"].endswith(" …(cut: 100,000 characters in all)")
     assert len(run["source_version"]) == len(run["requested_by"]) == 8_000
     assert run["requested_by"].endswith("…(cut: 50,000 characters in all)")
+
+
+@pytest.mark.parametrize(
+    "text", ["x" * 40_000, "\U0001f600" * 40_000, "a\U0001f600" * 20_000], ids=["ascii", "emoji", "mixed"]
+)
+def test_a_cut_text_fits_its_limit_as_table_storage_counts_it(text: str):
+    cut = bounded_text(text, 2_000)
+    assert utf16_units(cut) <= 2_000 and cut.endswith(f"…(cut: {len(text):,} characters in all)")
+    assert text.startswith(cut[: cut.index(" …(cut")])
+    assert bounded_text("short", 2_000) == "short"
 
 
 # -- request bodies that cannot be stored (defect 5) ------------------------------------------------------
