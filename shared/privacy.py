@@ -1,12 +1,18 @@
-"""Masking: what reports, logs and errors show in place of an email, a phone number or an id."""
+"""Masking and shortening: what reports, logs and errors show in place of an email, a phone number,
+an id, or a name too long to quote whole."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 _EMAIL_LIKE = re.compile(r"[^\s'\"<>()\[\],;:]+@[^\s'\"<>()\[\],;:]+")
 _PHONE_LIKE = re.compile(r"\+\d[\d ().-]{5,}\d")
+# A name (a column, an entity) quoted in a reason is cut to this many characters, so a header of
+# one 40,000-character column cannot make a reason too long to store.
+MAX_QUOTED_CHARS = 64
+# A list of names quoted in a reason names at most this many.
+MAX_QUOTED_NAMES = 30
 
 
 def mask_email(email: str) -> str:
@@ -49,3 +55,19 @@ def redact(text: str) -> str:
     the profile it is about, and reasons go into reports and logs."""
     text = _EMAIL_LIKE.sub(lambda m: mask_email(m.group()), text)
     return _PHONE_LIKE.sub(lambda m: mask_phone(m.group()), text)
+
+
+def short_name(name: object, limit: int = MAX_QUOTED_CHARS) -> str:
+    """`name` whole when it has at most `limit` characters; else its start and how long it is:
+    "ccc…(40,000 characters)"."""
+    text = str(name)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…({len(text):,} characters)"
+
+
+def short_names(names: Iterable[object], most: int = MAX_QUOTED_NAMES) -> str:
+    """At most `most` names, each cut by short_name, joined by commas; the rest counted ("… and 12 more")."""
+    listed = list(names)
+    shown = ", ".join(short_name(n) for n in listed[:most])
+    return shown + (f", … and {len(listed) - most:,} more" if len(listed) > most else "")

@@ -17,6 +17,7 @@ import pytest
 import function_app
 from shared.control import ADMIN, encode_principal, use_services
 from shared.control.auth import CONTRIBUTOR
+from shared.control.store import new_run_id, utc_now
 from tests.conftest import AUTH_SETTINGS, SECRET, App, build_app
 from tools.azurite import Azurite
 from tools.functions_host import FUNCTIONS
@@ -82,6 +83,7 @@ ROUTES = {
     "list-runs": ("export_runs", "GET", "exports/open/runs", {"name": "open"}, None),
     "start-run": ("export_runs", "POST", "exports/open/runs", {"name": "open"}, None),
     "run-status": ("run_status", "GET", "runs/{open}", {"run_id": "{open}"}, None),
+    "cancel-run": ("cancel_run", "POST", "runs/{open_fresh}/cancel", {"run_id": "{open_fresh}"}, None),
 }
 # The same routes on the export whose connection is for admins only.
 CLOSED_ROUTES = {
@@ -89,6 +91,7 @@ CLOSED_ROUTES = {
     "list-runs": ("export_runs", "GET", "exports/closed/runs", {"name": "closed"}, None),
     "start-run": ("export_runs", "POST", "exports/closed/runs", {"name": "closed"}, None),
     "run-status": ("run_status", "GET", "runs/{closed}", {"run_id": "{closed}"}, None),
+    "cancel-run": ("cancel_run", "POST", "runs/{closed_fresh}/cancel", {"run_id": "{closed_fresh}"}, None),
 }
 
 NO_CALLER = "no authenticated caller: sign in through App Service Authentication"
@@ -108,8 +111,16 @@ ADMIN_OK = {
     "list-runs": 200,
     "start-run": 202,
     "run-status": 200,
+    "cancel-run": 200,
 }
-CONTRIBUTOR_OK = {"list-exports": 200, "get-export": 200, "list-runs": 200, "start-run": 202, "run-status": 200}
+CONTRIBUTOR_OK = {
+    "list-exports": 200,
+    "get-export": 200,
+    "list-runs": 200,
+    "start-run": 202,
+    "run-status": 200,
+    "cancel-run": 200,
+}
 CONTRIBUTOR_STATUS = {r: CONTRIBUTOR_OK.get(r, 403) for r in ROUTES}
 
 # (caller, environment, routes, expected status by route, message of a refusal)
@@ -138,6 +149,7 @@ CALLERS = [
             "list-runs": "export 'closed' uses a connection reserved for admins",
             "start-run": "export 'closed' uses a connection reserved for admins",
             "run-status": "this run belongs to an export you cannot use",
+            "cancel-run": "this run belongs to an export you cannot use",
         },
     ),
     ("admin-on-admins-only-connection", ADMIN_P, {}, CLOSED_ROUTES, {r: ADMIN_OK[r] for r in CLOSED_ROUTES}, ""),
@@ -164,6 +176,14 @@ CASES = [
     for caller, headers, env, routes, expected, message in CALLERS
     for route in routes
 ]
+
+
+def queued_run(app: App, export: str) -> str:
+    """A run of the export recorded as queued (as a trigger leaves it), to be cancelled."""
+    run_id = new_run_id()
+    run = {"run_id": run_id, "export_name": export, "trigger": "http", "status": "queued", "requested_by": "t"}
+    app.services.store.create_run({**run, "created_at": utc_now(), "attempts": 0})
+    return run_id
 
 
 def call(world: World, route: tuple, headers: dict[str, str], raw: bytes | None = None) -> tuple[int, Any]:
@@ -194,6 +214,9 @@ def test_every_route_answers_every_caller_with_the_documented_status(
             app.put_connection(name, usable_by="admins")
         else:
             app.put_export(name, "AbC123", {"blob": "s.csv"})
+    if route[0] == "cancel_run":  # a fresh queued run to cancel each time
+        export = "closed" if "closed" in route[2] else "open"
+        world.runs[f"{export}_fresh"] = queued_run(app, export)
     got, body = call(world, route, headers)
     assert got == status, body
     if status >= 400:

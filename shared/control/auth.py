@@ -20,6 +20,10 @@ import orjson
 ADMIN, CONTRIBUTOR = "Admin", "Contributor"
 PRINCIPAL_HEADER = "x-ms-client-principal"
 _ROLE_CLAIMS = ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
+# The name and role claims the app reads are text of at most this many characters: the name is stored
+# (who changed a connection or export, who asked for a run, who agreed to send data), so an object, a
+# number or 40,000 characters in it must be refused, not crash the write.
+MAX_CLAIM_CHARS = 256
 
 
 class AuthError(Exception):
@@ -72,11 +76,23 @@ def identify(headers: Mapping[str, str], env: Mapping[str, str] = os.environ) ->
         claims = principal.get("claims") or []
         role_type = principal.get("role_typ") or "roles"
         name_type = principal.get("name_typ") or "name"
-        roles = {c["val"] for c in claims if c.get("typ") in (role_type, *_ROLE_CLAIMS)}
-        names = [c["val"] for c in claims if c.get("typ") == name_type]
+        roles = {_claim_value(c) for c in claims if c.get("typ") in (role_type, *_ROLE_CLAIMS)}
+        names = [_claim_value(c) for c in claims if c.get("typ") == name_type]
     except (ValueError, binascii.Error, orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
         raise AuthError(401, f"the {PRINCIPAL_HEADER} header is malformed") from None
     return Caller(names[0] if names else "unknown", frozenset(roles))
+
+
+def _claim_value(claim: Mapping[str, object]) -> str:
+    """A name or role claim's value, or AuthError (401) when it is not text of at most MAX_CLAIM_CHARS."""
+    value = claim["val"]
+    if not isinstance(value, str) or len(value) > MAX_CLAIM_CHARS:
+        raise AuthError(
+            401,
+            f"the {PRINCIPAL_HEADER} header is malformed: a name or role claim is not text of at most "
+            f"{MAX_CLAIM_CHARS} characters",
+        )
+    return value
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:

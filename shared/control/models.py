@@ -17,8 +17,10 @@ from pydantic import (
     model_validator,
 )
 
+from shared.control.bounded import MAX_REASON_CHARS, MAX_STORED_JSON_CHARS, stored_size_problem
 from shared.engine import Counts, RunReport
 from shared.mapping import FieldMapping, MappingError
+from shared.privacy import MAX_QUOTED_CHARS, short_name
 from shared.sources import DEFAULT_FOLDER_MARKER, CsvDialect, LocateMode, is_cdm_metadata
 from shared.sync import DEFAULT_MAX_REMOVAL_SHARE
 
@@ -56,6 +58,12 @@ _VERSION = (
     "blob trigger)"
 )
 _ENTITY = "format cdm: the entity of model.json to export (may be left out when model.json lists one entity)"
+# Each is stored as JSON in one Table Storage property: a body under the 64 KB limit may still not fit.
+_STORED = f"its JSON at most {MAX_STORED_JSON_CHARS:,} characters"
+_MAPPING = (
+    'which column feeds which profile field: {"email": "Email", ..., "properties": {"<column>": "<property>"}, '
+    f'"default_region": "US"}}; {_STORED} (about 1,000 custom properties with names of 10 characters)'
+)
 
 
 def csv_dialect(options: Mapping[str, Any] | None, delimiter: str | None = None) -> CsvDialect:
@@ -156,10 +164,12 @@ class ExportIn(_Strict):
     segment: SegmentLocation
     format: SegmentFormat = "auto"
     delimiter: Delimiter | None = None
-    csv: CsvOptions | None = Field(None, description="the CSV dialect: header row or column names, escape, quote")
+    csv: CsvOptions | None = Field(
+        None, description=f"the CSV dialect: header row or column names, escape, quote; {_STORED}"
+    )
     entity: EntityName | None = Field(None, description=_ENTITY)
     version: int | None = Field(None, ge=0, description=_VERSION)
-    mapping: dict[str, Any] = Field(default_factory=lambda: {"email": "email"})
+    mapping: dict[str, Any] = Field(default_factory=lambda: {"email": "email"}, description=_MAPPING)
     enabled: bool = True
     run_always: bool = Field(False, description="timer runs it even when the segment has not changed")
     sync_mode: SyncMode = Field("add", description=_SYNC_MODE)
@@ -197,6 +207,15 @@ class ExportIn(_Strict):
             return FieldMapping.from_dict(value).to_dict()
         except MappingError as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("segment", "csv", "mapping")  # after _valid_mapping: the mapping as it is stored
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        """A field stored as JSON must fit one Table Storage property (the problem names the limit, not the value)."""
+        problem = stored_size_problem(value.model_dump() if isinstance(value, BaseModel) else value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _version_of_a_table(self) -> ExportIn:
@@ -281,7 +300,11 @@ class Run(_Response):
     started_at: AwareDatetime | None = None
     finished_at: AwareDatetime | None = None
     counts: Counts | None = Field(None, description="progress while running, the outcome once finished")
-    reason: str | None = Field(None, description="why the run failed, was skipped or was cancelled")
+    reason: str | None = Field(
+        None,
+        description=f"why the run failed, was skipped or was cancelled (at most {MAX_REASON_CHARS:,} characters: a "
+        f"longer one is cut, ending with how long it was; a column name in it at most {MAX_QUOTED_CHARS} characters)",
+    )
     phase: RunPhase | None = Field(None, description="what the run is doing (or was doing when it ended)")
     cancel_requested: bool | None = Field(
         None, description="someone asked to cancel it (POST /api/runs/{run_id}/cancel); it stops within 2 s"
@@ -327,7 +350,8 @@ def validation_problems(error: ValidationError) -> list[dict[str, str]]:
     """Each problem as {field, reason}, without echoing the submitted values."""
     problems = []
     for item in error.errors(include_url=False, include_input=False):
-        location = ".".join(str(p) for p in item["loc"]) or "body"
+        # A location holds the names of fields the caller sent (an unknown one may be 40,000 characters).
+        location = ".".join(short_name(p) for p in item["loc"]) or "body"
         reason = item["msg"]
         if item["type"] == "string_pattern_mismatch":
             reason = _PATTERN_RULES.get(location.rsplit(".", 1)[-1], "contains characters that are not allowed")

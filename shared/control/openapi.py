@@ -10,7 +10,7 @@ import orjson
 from pydantic.json_schema import models_json_schema
 
 from shared.control.api import MAX_BODY_BYTES
-from shared.control.auth import PRINCIPAL_HEADER
+from shared.control.auth import MAX_CLAIM_CHARS, PRINCIPAL_HEADER
 from shared.control.models import (
     NAME_PATTERN,
     Connection,
@@ -57,7 +57,8 @@ def _error(description: str) -> dict[str, Any]:
 # Every failure is a JSON body {"error": ..., "problems"?: [...]}; these are shared by the operations.
 _COMMON_ERRORS = {
     "401": _error(
-        "no authenticated caller, or a malformed principal header (a missing or wrong function key is "
+        "no authenticated caller, or a malformed principal header (not Base64 JSON, or a name or role claim "
+        f"that is not text of at most {MAX_CLAIM_CHARS} characters; a missing or wrong function key is "
         "answered 401 by the Functions host itself, with an empty body)"
     ),
     "500": _error(
@@ -334,7 +335,8 @@ def _document() -> dict[str, Any]:
                     "name": PRINCIPAL_HEADER,
                     "description": "Set by App Service Authentication from the caller's Microsoft Entra ID sign-in "
                     "(send `Authorization: Bearer <token>` for the app's Entra registration); a copy sent by the "
-                    "client is removed. Base64 JSON with the caller's name and app roles (Admin, Contributor). "
+                    "client is removed. Base64 JSON with the caller's name and app roles (Admin, Contributor), each "
+                    f"text of at most {MAX_CLAIM_CHARS} characters. "
                     "Only the local stand-in host (tools/functions_host.py) takes it from the client.",
                 },
             },

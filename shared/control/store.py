@@ -14,6 +14,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, UpdateMode
 
+from shared.control.bounded import bounded_fields
 from shared.control.lease import ExportLeases
 from shared.engine import RunStatus
 
@@ -111,8 +112,10 @@ class Store:
         return True
 
     # -- runs -----------------------------------------------------------------------------------
+    # A run's strings are cut to what an entity holds (bounded_fields): a reason quoting a huge header
+    # must not make recording the outcome fail and leave the run `running`.
     def create_run(self, run: dict[str, Any]) -> None:
-        self._table(RUNS).create_entity(_to_entity("run", run["run_id"], run))
+        self._table(RUNS).create_entity(_to_entity("run", run["run_id"], bounded_fields(run)))
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         return self._get(RUNS, "run", run_id)
@@ -126,7 +129,7 @@ class Store:
 
     def update_run(self, run_id: str, changes: dict[str, Any], etag: str | None = None) -> bool:
         """Merges changes; with an etag, only if nobody changed the run since (False if they did)."""
-        entity = _to_entity("run", run_id, changes)
+        entity = _to_entity("run", run_id, bounded_fields(changes))
         try:
             if etag:
                 self._table(RUNS).update_entity(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from shared.engine.spec import ConfigurationError, ExportSpec
 from shared.klaviyo import KlaviyoClient, KlaviyoError
 from shared.mapping import column_type_problem
+from shared.privacy import short_names
 from shared.sources import SegmentError, SegmentSource, SegmentUnavailable, looks_like_data
 
 
@@ -24,10 +25,10 @@ def check_before_sending(source: SegmentSource, spec: ExportSpec, client: Klaviy
             found = (
                 "the first row looks like data, not column names: is the header row missing?"
                 if looks_like_data(header)
-                else f"the header has: {', '.join(header[:30])}"
+                else f"the header has: {short_names(header)}"
             )
             raise ConfigurationError(
-                f"{part}: mapped column(s) missing from the header: {', '.join(missing)} ({found})"
+                f"{part}: mapped column(s) missing from the header: {short_names(missing)} ({found})"
             )
     for part, kinds in source.column_kinds().items():  # typed parts (Parquet): a column the mapping cannot take
         problem = column_type_problem(spec.mapping, part, kinds)

@@ -21,7 +21,7 @@ from shared.mapping.config import IDENTIFIERS, MAX_EXTERNAL_ID, FieldMapping
 from shared.mapping.fingerprints import fingerprints
 from shared.mapping.identifiers import identifier_text
 from shared.mapping.rows import MappedRows, Profile, ProfileMapper, Rejection, serialize_profile
-from shared.privacy import mask_identifier_text
+from shared.privacy import mask_identifier_text, short_name
 
 _NULL = pa.scalar(None, pa.string())
 _EMPTY = pa.scalar("", pa.string())
@@ -265,14 +265,14 @@ def column_type_problem(mapping: FieldMapping, part: str, kinds: Mapping[str, st
         if kind is None:
             continue  # a missing column is reported with the header check
         if name in IDENTIFIERS and kind != "text":
-            return f"{part}: column {column!r} is {kind}, not text: {name} must be a string column"
+            return f"{part}: column {short_name(column)!r} is {kind}, not text: {name} must be a string column"
         if kind not in _MAPPABLE_KINDS:
-            return f"{part}: column {column!r} is {kind}: {name} takes text, numbers, booleans or dates"
+            return f"{part}: column {short_name(column)!r} is {kind}: {name} takes text, numbers, booleans or dates"
     for column, prop in mapping.properties.items():
         kind = kinds.get(column)
         if kind is not None and kind not in _MAPPABLE_KINDS:
             return (
-                f"{part}: column {column!r} is {kind}: custom property {prop!r} takes text, numbers, "
-                "booleans or dates (map a field of a struct by its dotted path)"
+                f"{part}: column {short_name(column)!r} is {kind}: custom property {short_name(prop)!r} takes text, "
+                "numbers, booleans or dates (map a field of a struct by its dotted path)"
             )
     return None

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import phonenumbers
 
+from shared.privacy import short_name, short_names
+
 IDENTIFIERS = ("email", "phone_number", "external_id")
 PROFILE_FIELDS = (*IDENTIFIERS, "first_name", "last_name", "organization", "title", "locale")
 LOCATION_FIELDS = (
@@ -43,19 +45,24 @@ class FieldMapping:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.fields) - set(STANDARD_FIELDS))
         if unknown:
-            raise MappingError(f"unknown profile field(s) {', '.join(unknown)}; known: {', '.join(STANDARD_FIELDS)}")
+            raise MappingError(f"unknown profile field(s) {short_names(unknown)}; known: {', '.join(STANDARD_FIELDS)}")
         for name, column in self.fields.items():
             if not isinstance(column, str) or not column.strip():
                 raise MappingError(f"field {name!r}: the column name is empty")
         if not any(self.fields.get(i) for i in IDENTIFIERS):
             raise MappingError("map at least one identifier column: email, phone_number or external_id")
+        # Problems name the entry and the rule, never the submitted value (it may be anything: a
+        # 900-level nested list, 60 KB of text).
         for column, prop in self.properties.items():
             if not column.strip():
-                raise MappingError(f"custom property {prop!r}: the column name is empty")
+                raise MappingError("properties: a column name is empty")
             if not isinstance(prop, str) or not _PROPERTY_NAME.fullmatch(prop):
-                raise MappingError(f"custom property for column {column!r}: invalid property name {prop!r}")
+                raise MappingError(
+                    f"properties.{short_name(column)}: invalid property name (text of 1 to 255 characters, "
+                    "no control characters)"
+                )
         if phonenumbers.country_code_for_region(self.default_region.upper()) == 0:
-            raise MappingError(f"default_region {self.default_region!r} is not a known ISO 3166 region code")
+            raise MappingError("default_region: not a known ISO 3166 region code (such as US, GB or DE)")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> FieldMapping:
@@ -65,10 +72,12 @@ class FieldMapping:
         if not isinstance(properties, dict):
             raise MappingError("properties must be an object of column -> property name")
         region = data.get("default_region") or DEFAULT_REGION
+        if not isinstance(region, str):
+            raise MappingError("default_region: must be an ISO 3166 region code (text, such as US)")
         columns = {name: column for name, column in fields.items() if isinstance(column, str)}
         if len(columns) != len(fields):
             raise MappingError("every mapped field must name a column (a string)")
-        return cls(columns, dict(properties), str(region))
+        return cls(columns, dict(properties), region)
 
     def to_dict(self) -> dict[str, object]:
         return {**self.fields, "properties": dict(self.properties), "default_region": self.default_region}

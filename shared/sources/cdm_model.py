@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from shared.privacy import short_names
 from shared.sources.csv_dialect import CsvDialect
 from shared.sources.errors import SegmentError
 
@@ -62,7 +63,7 @@ def metadata_json(name: str, data: bytes, what: str) -> Any:
 
 def chosen_entity(name: str, local: dict[Any, Any], entity: str | None) -> str:
     """The entity to export among the metadata file's local entities: `entity`, or the only one when None."""
-    names = ", ".join(sorted(str(n) for n in local)) or "none"
+    names = short_names(sorted(str(n) for n in local)) or "none"
     if entity is None:
         if len(local) != 1:
             raise SegmentError(f"{name}: name the entity to export (entities: {names})")

@@ -10,6 +10,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from shared.privacy import short_names
+
 
 @dataclass(frozen=True)
 class CsvDialect:
@@ -40,7 +42,7 @@ class CsvDialect:
                 return "a column name is empty"
             twice = sorted(c for c, n in Counter(self.columns).items() if n > 1)
             if twice:
-                return f"a column is named twice: {', '.join(twice)}"
+                return f"a column is named twice: {short_names(twice)}"
         for role, char in (("quote", self.quote), ("escape", self.escape)):
             if char is not None and (len(char) != 1 or not char.isascii() or not char.isprintable() or char == " "):
                 return f"the {role} must be one printable ASCII character"

@@ -8,6 +8,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 
+from shared.privacy import short_names
 from shared.sources.checked_stream import CUT_TEXT, MAX_LINE_BYTES
 from shared.sources.csv_dialect import CsvDialect, unescaped
 from shared.sources.errors import SegmentError
@@ -92,7 +93,7 @@ def clean_header(name: str, header: list[str] | None) -> list[str]:
         raise SegmentError(f"{name}: the header row holds NUL bytes: is the file UTF-16 or binary?")
     duplicates = [column for column, count in Counter(columns).items() if count > 1]
     if duplicates:
-        named = "" if looks_like_data(duplicates) else f": {', '.join(sorted(set(duplicates)))}"
+        named = "" if looks_like_data(duplicates) else f": {short_names(sorted(set(duplicates)))}"
         raise SegmentError(f"{name}: the header names a column twice{named}")
     return columns
 

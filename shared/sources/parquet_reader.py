@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from shared.privacy import short_names
 from shared.sources.chunks import TableChunk
 from shared.sources.errors import SegmentError, SegmentUnavailable
 from shared.sources.streams import ByteStream
@@ -72,7 +73,7 @@ class ParquetPart:
         wanted = list(dict.fromkeys(columns if columns is not None else self._mappable()))
         missing = [c for c in wanted if c not in self.types]
         if missing:
-            raise SegmentError(f"{self.name}: no column {', '.join(missing)}")
+            raise SegmentError(f"{self.name}: no column {short_names(missing)}")
         rows = max(1, self._file.metadata.num_rows)
         first = 1
         try:
