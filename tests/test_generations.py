@@ -140,11 +140,15 @@ def test_a_queued_run_of_a_deleted_export_executed_after_it_was_created_again(ap
     _, old_run, _ = app.http("export_runs", "POST", "exports/q/runs", name="q")
     app.http("exports", "DELETE", "exports/q", name="q")
     _, export, _ = app.put_export("q", list_b, {"blob": "q.csv"})
-    app.drain_queue()  # the old run's message, delivered only now
-    assert app.http("exports", "GET", "exports/q", name="q")[1]["last_success_run"] is None
-    run = timer(app)["q"]
-    assert run["status"] == "succeeded" and run["run_id"] != old_run["run_id"]
-    assert member_emails(klaviyo, list_b) == set(people(1, 2))
+    app.host.fire_timer()  # a queued run of the deleted export does not hold up the new one
+    app.drain_queue()  # the old run's message, delivered only now, then the timer's
+    _, old, _ = app.http("run_status", "GET", f"runs/{old_run['run_id']}", run_id=old_run["run_id"])
+    assert old["status"] == "skipped" and "deleted and created again" in old["reason"]
+    assert old["export_generation"] != export["generation"]
+    run = app.services.store.runs_of("q", limit=1)[0]
+    assert run["status"] == "succeeded" and run["trigger"] == "timer"
+    assert member_emails(klaviyo, list_b) == set(people(1, 2)) and klaviyo.stats["jobs_created"] == 1
+    assert app.http("exports", "GET", "exports/q", name="q")[1]["last_success_run"] == run["run_id"]
 
 
 def test_a_deleted_export_keeps_its_past_runs(app: App, klaviyo: KlaviyoSimulator):

@@ -105,6 +105,9 @@ def _execute(services: Services, run: dict[str, Any], thread_initializer: Callab
     export = services.store.get_export(run["export_name"])
     if export is None:
         return _finish(services, run, RunStatus.SKIPPED, reason="the export was deleted before the run started")
+    if run.get("export_generation") and export.get("generation") != run["export_generation"]:
+        reason = "the export was deleted and created again before the run started"  # that one has runs of its own
+        return _finish(services, run, RunStatus.SKIPPED, reason=reason)
     try:
         api_key, source = _run_inputs(services, run, export)
     except (_CannotStart, SecretError, SegmentError) as exc:
