@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from shared.control.store import EXPORTS, Store
 from shared.klaviyo import KlaviyoClient
 from tests.conftest import CONTRIB_HEADERS, App, member_emails
 from tools.klaviyo_sim import KlaviyoSimulator
@@ -218,3 +219,51 @@ def test_a_recreated_mirror_export_does_not_use_the_old_ones_sync_state(app: App
     first = timer(app)["re"]
     assert first["status"] == "succeeded"
     assert (first["counts"]["sent"], first["counts"]["unchanged"]) == (10, 0), "a new export starts a new state"
+
+
+class _SavedMeanwhile:
+    """The exports table, as the store sees it, with another writer saving the export right after each of
+    the first reads (the real table underneath: only the interleaving is arranged)."""
+
+    def __init__(self, table: Any, save: Callable[[], None], times: int) -> None:
+        self._table, self._save, self._left = table, save, times
+
+    def get_entity(self, *args: Any, **kwargs: Any) -> Any:
+        entity = self._table.get_entity(*args, **kwargs)
+        if self._left:
+            self._left -= 1
+            self._save()
+        return entity
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._table, name)
+
+
+def _racing_store(app: App, save: Callable[[], None], times: int = 1) -> Store:
+    store = Store(app.services.store._service, app.services.store._prefix)
+    table = store._table(EXPORTS)
+    store._tables[app.services.store._prefix + EXPORTS] = _SavedMeanwhile(table, save, times)
+    return store
+
+
+def test_an_outcome_is_not_merged_into_an_export_created_again_between_read_and_write(app: App):
+    store = app.services.store
+    store.put_export("race", {"name": "race", "list_id": "A", "generation": "g1"})
+
+    def recreate() -> None:
+        store.delete_export("race")
+        store.put_export("race", {"name": "race", "list_id": "B", "generation": "g2"})
+
+    racing = _racing_store(app, recreate)
+    assert racing.update_export_of_generation("race", "g1", {"last_success_run": "r1"}) is False
+    assert store.get_export("race") == {"name": "race", "list_id": "B", "generation": "g2"}
+
+
+def test_an_outcome_is_merged_into_an_export_edited_between_read_and_write(app: App):
+    store = app.services.store
+    store.put_export("edit", {"name": "edit", "list_id": "A", "generation": "g1"})
+    racing = _racing_store(app, lambda: store.put_export("edit", {"name": "edit", "list_id": "B", "generation": "g1"}))
+    assert racing.update_export_of_generation("edit", "g1", {"last_success_run": "r1"}) is True
+    assert store.get_export("edit") == {"name": "edit", "list_id": "B", "generation": "g1", "last_success_run": "r1"}
+    assert store.update_export_of_generation("gone", "g1", {"last_success_run": "r1"}) is False
+    assert store.get_export("gone") is None, "a deleted export stays deleted"
