@@ -267,3 +267,29 @@ def test_an_outcome_is_merged_into_an_export_edited_between_read_and_write(app: 
     assert store.get_export("edit") == {"name": "edit", "list_id": "B", "generation": "g1", "last_success_run": "r1"}
     assert store.update_export_of_generation("gone", "g1", {"last_success_run": "r1"}) is False
     assert store.get_export("gone") is None, "a deleted export stays deleted"
+
+
+def test_an_export_saved_before_generations_keeps_its_sync_state_until_it_is_saved_again(
+    app: App, klaviyo: KlaviyoSimulator
+):
+    list_a = klaviyo.create_list("A")
+    app.put_connection()
+    app.upload("l.csv", csv(*people(1, 2)))
+    app.put_export("legacy", list_a, {"blob": "l.csv"})
+    record = app.services.store.get_export("legacy")
+    assert record is not None
+    del record["generation"]  # as stored before generations existed
+    app.services.store.put_export("legacy", record)
+    assert app.http("exports", "GET", "exports/legacy", name="legacy")[1]["generation"] is None
+
+    first = timer(app)["legacy"]
+    assert first["status"] == "succeeded" and "export_generation" not in first
+    reports = app.services.blobs.get_container_client(app.services.settings.reports_container)
+    assert reports.get_blob_client("legacy/sync/sync-state.npz").exists(), "where its state always was"
+    app.upload("l.csv", csv(*people(1, 2, 3)))
+    assert timer(app)["legacy"]["counts"]["sent"] == 1, "the state is used as before"
+
+    _, saved, _ = app.put_export("legacy", list_a, {"blob": "l.csv"})
+    assert saved["generation"], "saving it gives it a generation"
+    app.upload("l.csv", csv(*people(1, 2, 3, 4)))
+    assert timer(app)["legacy"]["counts"]["sent"] == 4, "and its first run after that starts a new state"
