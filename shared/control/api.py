@@ -22,7 +22,7 @@ from shared.control.models import (
     validation_problems,
 )
 from shared.control.services import Services
-from shared.control.store import utc_now
+from shared.control.store import new_generation, utc_now
 from shared.control.triggers import Trigger, start_run
 from shared.engine import RunStatus
 from shared.telemetry import run_finished
@@ -234,9 +234,13 @@ def exports(services: Services, request: ApiRequest, caller: Caller) -> ApiRespo
         "updated_by": caller.name,
         "updated_at": utc_now(),
         "created_at": existing.get("created_at") or utc_now(),
+        # A new export (or one deleted and saved again) is a new generation: nothing of an earlier one's
+        # runs or sync state applies to it. An edit keeps it (an export saved before generations gets one).
+        "generation": existing.get("generation") or new_generation(),
     }
-    # Run bookkeeping survives edits, so an unchanged segment is still not re-sent by the timer.
-    for key in ("last_success_version", "last_success_run"):
+    # Run bookkeeping survives edits; the timer compares the definition too, so an edit that changes
+    # what is sent where runs again, and one that does not (enabled, run_always) does not re-send.
+    for key in ("last_success_version", "last_success_run", "last_success_definition"):
         if key in existing:
             data[key] = existing[key]
     store.put_export(name, data)
@@ -250,16 +254,34 @@ def _public_export(data: dict[str, Any]) -> dict[str, Any]:
 # -- runs ---------------------------------------------------------------------------------------------
 def export_runs(services: Services, request: ApiRequest, caller: Caller) -> ApiResponse:
     name = request.params["name"]
-    _export_or_404(services, caller, name)
-    if request.method == "POST":
-        # The body is optional: none, or JSON null, is a run with the export's own options.
-        options = _validated(RunIn, request, "run") if request.body.strip() not in (b"", b"null") else RunIn()
-        run = start_run(services, name, Trigger.HTTP, caller.name, options=options.model_dump(exclude_defaults=True))
-        location = f"{request.base_url.rstrip('/')}/api/runs/{run['run_id']}"
-        return ApiResponse(202, _public_run(run), {"Location": location})
-    if request.method != "GET":
+    if request.method == "GET":
+        return ApiResponse(200, {"runs": [_public_run(r) for r in _runs_of(services, caller, name)]})
+    export = _export_or_404(services, caller, name)
+    if request.method != "POST":
         raise ApiError(405, f"{request.method} is not allowed here")
-    return ApiResponse(200, {"runs": [_public_run(r) for r in services.store.runs_of(name)]})
+    # The body is optional: none, or JSON null, is a run with the export's own options.
+    options = _validated(RunIn, request, "run") if request.body.strip() not in (b"", b"null") else RunIn()
+    run = start_run(
+        services,
+        name,
+        Trigger.HTTP,
+        caller.name,
+        options=options.model_dump(exclude_defaults=True),
+        generation=export.get("generation"),
+    )
+    location = f"{request.base_url.rstrip('/')}/api/runs/{run['run_id']}"
+    return ApiResponse(202, _public_run(run), {"Location": location})
+
+
+def _runs_of(services: Services, caller: Caller, name: str) -> list[dict[str, Any]]:
+    """The runs recorded under an export's name, of every generation. A deleted export keeps its past
+    runs: admins still read them (as GET /api/runs/{run_id} shows them); 404 when there are none."""
+    if not caller.is_admin:
+        _export_or_404(services, caller, name)  # a contributor reads the runs of an export they may use
+    runs = services.store.runs_of(name)
+    if not runs and services.store.get_export(name) is None:
+        raise ApiError(404, f"no export named {name!r}")
+    return runs
 
 
 def run_status(services: Services, request: ApiRequest, caller: Caller) -> ApiResponse:

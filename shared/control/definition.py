@@ -35,3 +35,23 @@ def definition_fingerprint(export: Mapping[str, Any]) -> str:
     """A short digest of the export's definition fields (a field left out counts as absent)."""
     definition = {name: export.get(name) for name in DEFINITION_FIELDS}
     return hashlib.sha256(orjson.dumps(definition, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+# What a sync state is valid for: the profiles it holds were put on this list, through this connection,
+# identified and fingerprinted with this mapping. A state built for other values must not be used.
+SYNC_STATE_FIELDS = ("connection", "list_id", "mapping")
+
+
+def sync_state_fingerprint(export: Mapping[str, Any]) -> str:
+    """A short digest of the fields a sync state is valid for (SYNC_STATE_FIELDS)."""
+    valid_for = {name: export.get(name) for name in SYNC_STATE_FIELDS}
+    return hashlib.sha256(orjson.dumps(valid_for, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def sync_state_prefix(export_name: str, generation: str | None, export: Mapping[str, Any]) -> str:
+    """Where an export's sync state lives under the reports container: per generation (a re-created
+    export starts afresh) and per list, connection and mapping (a changed one starts afresh). Runs of
+    an export saved before generations existed keep the state where it always was."""
+    if not generation:
+        return f"{export_name}/sync/"
+    return f"{export_name}/sync/{generation}/{sync_state_fingerprint(export)}/"

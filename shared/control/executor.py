@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from azure.core.exceptions import ResourceExistsError
 
+from shared.control.definition import definition_fingerprint, sync_state_prefix
 from shared.control.lease import STALE_AFTER_SECONDS, Held
 from shared.control.monitor import RunMonitor
 from shared.control.services import Services
@@ -121,17 +122,23 @@ def _execute(
     export = services.store.get_export(run["export_name"])
     if export is None:
         return _finish(services, run, RunStatus.SKIPPED, reason="the export was deleted before the run started")
+    if run.get("export_generation") and export.get("generation") != run["export_generation"]:
+        reason = "the export was deleted and created again before the run started"  # that one has runs of its own
+        return _finish(services, run, RunStatus.SKIPPED, reason=reason)
     try:
         api_key, source = _run_inputs(services, run, export)
     except (_CannotStart, SecretError, SegmentError) as exc:
         return _finish(services, run, RunStatus.FAILED, reason=str(exc))
+    if not run.get("definition"):  # what the run is for, kept across its continuations
+        run["definition"] = definition_fingerprint(export)
+        services.store.update_run(run["run_id"], {"definition": run["definition"]})
     monitor = RunMonitor(services, run, export, held)
     spec = _export_spec(services, run, export, thread_initializer)
     spec.watch = monitor
     client = services.klaviyo(api_key)
     rejects = RejectsFile()
     checkpoints = _checkpoints(services, export["name"], run["run_id"])
-    sync_state = sync_state_of(services, export["name"])
+    sync_state = sync_state_of(services, run, export)
     try:
         with monitor:
             report = run_export(source, spec, client, monitor, rejects, checkpoints, sync_state)
@@ -146,10 +153,26 @@ def _execute(
     finished = _record_outcome(services, run, export["name"], report, rejects, source)
     checkpoints.delete()
     if finished["status"] not in (RunStatus.FAILED, RunStatus.CANCELLED):
-        services.store.update_export(
-            export["name"], {"last_success_version": source.version, "last_success_run": run["run_id"]}
-        )
+        _record_success(services, run, export, source)
     return finished
+
+
+def _record_success(services: Services, run: dict[str, Any], export: dict[str, Any], source: SegmentSource) -> None:
+    """Records in the export what its last successful run sent (the segment's version and the definition
+    it ran with: the timer skips the export while both stay the same), only into the generation the run
+    was started for: an export deleted, or deleted and created again, since is left alone."""
+    definition = run.get("definition") or definition_fingerprint(export)
+    success = {
+        "last_success_version": source.version,
+        "last_success_run": run["run_id"],
+        "last_success_definition": definition,
+    }
+    if not services.store.update_export_of_generation(export["name"], run.get("export_generation"), success):
+        log.info(
+            "run %s: export %s was deleted or created again since; its outcome is not recorded there",
+            run["run_id"],
+            export["name"],
+        )
 
 
 def _run_inputs(services: Services, run: dict[str, Any], export: dict[str, Any]) -> _RunInputs:
@@ -264,9 +287,12 @@ def mark_poisoned(services: Services, message: dict[str, Any]) -> None:
         )
 
 
-def sync_state_of(services: Services, export_name: str) -> BlobSyncState:
-    """Where an export's sync state lives: <reports container>/<export>/sync/."""
-    return BlobSyncState(_reports_container(services), f"{export_name}/sync/")
+def sync_state_of(services: Services, run: dict[str, Any], export: dict[str, Any]) -> BlobSyncState:
+    """Where a run's sync state lives: <reports container>/<export>/sync/<generation>/<digest>/, the
+    generation the run was started for and a digest of the list, connection and mapping it sends with
+    (definition.sync_state_prefix), so that a state is only ever used for what it was built for."""
+    prefix = sync_state_prefix(export["name"], run.get("export_generation"), export)
+    return BlobSyncState(_reports_container(services), prefix)
 
 
 def _checkpoints(services: Services, export_name: str, run_id: str) -> BlobCheckpoints:

@@ -269,7 +269,15 @@ class Export(_Response):
     max_removal_share: float
     confirm_removals: bool
     reconcile: bool
-    last_success_run: str | None = Field(description="the last run that did not fail (the timer compares its segment)")
+    last_success_run: str | None = Field(
+        description="the last run that did not fail: the timer skips the export while neither the segment's version "
+        "nor the export's definition (connection, list, mapping, segment, format, sync options) changed since"
+    )
+    generation: str | None = Field(
+        description="this export's generation: set when it is created, kept by edits, new when it is deleted and "
+        "created again (its runs carry it as export_generation; null for an export not saved since generations "
+        "were introduced)"
+    )
     created_at: AwareDatetime
     updated_at: AwareDatetime
     updated_by: str
@@ -296,6 +304,9 @@ class Run(_Response):
     status: RunState
     requested_by: str
     created_at: AwareDatetime
+    export_generation: str | None = Field(
+        None, description="the generation of the export the run was started for (see Export.generation)"
+    )
     attempts: int = Field(ge=0, description="times a worker claimed the run")
     started_at: AwareDatetime | None = None
     finished_at: AwareDatetime | None = None

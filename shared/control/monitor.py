@@ -35,7 +35,8 @@ class RunMonitor:
     def __init__(self, services: Services, run: dict[str, Any], export: dict[str, Any], held: Held | None) -> None:
         self._services, self._run_id, self._export_name = services, run["run_id"], run["export_name"]
         self._generation = export.get("generation")
-        self._definition = definition_fingerprint(export)
+        # What the run was started for: an edit between two invocations of it counts too.
+        self._definition = run.get("definition") or definition_fingerprint(export)
         self._held = held
         self._counts: Counts | None = None
         self._phase = Phase.CHECKING

@@ -213,13 +213,14 @@ def _paths() -> dict[str, Any]:
             "parameters": export,
             "get": _operation(
                 "listRuns",
-                "The export's runs, newest first",
+                "The runs recorded under the export's name, newest first, of every generation (each run shows its "
+                "export_generation); a deleted export keeps its past runs, which Admins still read",
                 contributor,
                 {
                     "200": _json("RunList", "the runs"),
                     "400": _error(_BAD_NAME),
                     "403": _error("the caller may not use this export"),
-                    "404": _error("no export of that name"),
+                    "404": _error("no export of that name (for an Admin: and no runs recorded under it)"),
                 },
             ),
             "post": _operation(

@@ -21,6 +21,7 @@ from shared.engine import RunStatus
 CONNECTIONS, EXPORTS, RUNS, TRIGGERS, LEASES = "connections", "exports", "runs", "triggerseen", "leases"
 _JSON_FIELDS = ("mapping", "segment", "csv", "counts", "consent")
 _INTERNAL = ("PartitionKey", "RowKey")
+_CONCURRENT_CHANGE_RETRIES = 5
 
 
 def utc_now() -> str:
@@ -31,6 +32,11 @@ def new_run_id() -> str:
     """Sorts newest first as a table RowKey: inverted milliseconds, then randomness."""
     inverted = 10**13 - int(time.time() * 1000)
     return f"{inverted:013d}-{uuid.uuid4().hex[:12]}"
+
+
+def new_generation() -> str:
+    """A new export generation: a name deleted and saved again is another export."""
+    return uuid.uuid4().hex
 
 
 def _to_entity(partition: str, key: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -99,6 +105,31 @@ class Store:
         with contextlib.suppress(ResourceNotFoundError):
             self._table(EXPORTS).update_entity(_to_entity("export", name, changes), mode=UpdateMode.MERGE)
 
+    def update_export_of_generation(self, name: str, generation: str | None, changes: dict[str, Any]) -> bool:
+        """Merges run bookkeeping into an export only while it is still the generation the run was
+        started for (read with its etag, merged only if unchanged since; re-read when it changed). False
+        when the export was deleted, or deleted and saved again, since."""
+        for _ in range(_CONCURRENT_CHANGE_RETRIES):
+            try:
+                entity = self._table(EXPORTS).get_entity("export", name)
+            except ResourceNotFoundError:
+                return False
+            if entity.get("generation") != generation:
+                return False
+            try:
+                self._table(EXPORTS).update_entity(
+                    _to_entity("export", name, changes),
+                    mode=UpdateMode.MERGE,
+                    etag=entity.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except ResourceModifiedError:
+                continue  # saved (or deleted and saved again) meanwhile: compare the generation again
+            except ResourceNotFoundError:
+                return False
+            return True
+        return False  # it kept changing: the outcome is not recorded, and the timer runs the export again
+
     def delete_export(self, name: str) -> bool:
         return self._delete(EXPORTS, "export", name)
 
@@ -159,11 +190,13 @@ class Store:
             yield _from_entity(entity)
 
     # -- trigger de-duplication -------------------------------------------------------------------
-    def first_sighting(self, export_name: str, version: str) -> bool:
-        """True the first time this export sees this segment version from a blob trigger."""
+    def first_sighting(self, export_name: str, version: str, generation: str | None = None) -> bool:
+        """True the first time this export (this generation of it) sees this segment version from a blob
+        trigger. An export saved before generations existed keeps the keys it had."""
         import hashlib
 
-        key = hashlib.sha256(version.encode()).hexdigest()[:40]
+        seen = f"{generation}/{version}" if generation else version
+        key = hashlib.sha256(seen.encode()).hexdigest()[:40]
         try:
             self._table(TRIGGERS).create_entity({"PartitionKey": export_name, "RowKey": key, "seen_at": utc_now()})
         except ResourceExistsError:

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from shared.control.definition import definition_fingerprint
 from shared.control.models import csv_dialect
 from shared.control.services import Services
 from shared.control.store import new_run_id, utc_now
@@ -40,18 +41,22 @@ def start_run(
     requested_by: str,
     segment_hint: str | None = None,
     options: Mapping[str, bool] | None = None,
+    *,
+    generation: str | None,
 ) -> dict[str, Any]:
     """Records a queued run and puts its message on the queue; `options` (see RUN_OPTIONS) apply to
-    this run only, on top of the export's own. While a run of the export waits in the queue (not yet
-    started), the request joins it instead: that run is returned, with the options and the segment
-    hint of this request added."""
-    joined, stale_marker = _join_waiting(services, export_name, segment_hint, options or {})
+    this run only, on top of the export's own. `generation` is the export's (None for an export saved
+    before generations existed): the run's outcome is recorded only into that generation. While a run
+    of the export's generation waits in the queue (not yet started), the request joins it instead:
+    that run is returned, with the options and the segment hint of this request added."""
+    joined, stale_marker = _join_waiting(services, export_name, generation, segment_hint, options or {})
     if joined is not None:
         log.info("run of export %s requested (%s): joins queued run %s", export_name, trigger, joined["run_id"])
         return joined
     run: dict[str, Any] = {
         "run_id": new_run_id(),
         "export_name": export_name,
+        "export_generation": generation,
         "trigger": trigger,
         "status": RunStatus.QUEUED,
         "requested_by": requested_by,
@@ -69,7 +74,11 @@ def start_run(
 
 
 def _join_waiting(
-    services: Services, export_name: str, segment_hint: str | None, options: Mapping[str, bool]
+    services: Services,
+    export_name: str,
+    generation: str | None,
+    segment_hint: str | None,
+    options: Mapping[str, bool],
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The export's run still waiting to start, updated with this request's options and hint, or None
     with the etag of a waiting-run record that no longer names a waiting run (to replace)."""
@@ -80,6 +89,8 @@ def _join_waiting(
     found = services.store.get_run_with_etag(run_id)
     if found is None or found[0]["status"] != RunStatus.QUEUED or found[0].get("attempts"):
         return None, marker_etag  # started (or cancelled) since: a new run queues behind it
+    if found[0].get("export_generation") != generation:
+        return None, marker_etag  # a run of the export before it was deleted and created again
     run, etag = found
     changes: dict[str, Any] = {k: True for k in RUN_OPTIONS if options.get(k) and not run.get(k)}
     if segment_hint:
@@ -98,12 +109,15 @@ def enqueue_run(services: Services, run: Mapping[str, Any], delay_seconds: int =
     services.queue.send_message(message, visibility_timeout=delay_seconds or None)
 
 
-def record_skipped(services: Services, export_name: str, trigger: Trigger, reason: str) -> dict[str, Any]:
+def record_skipped(
+    services: Services, export_name: str, trigger: Trigger, reason: str, *, generation: str | None
+) -> dict[str, Any]:
     """Records a run that a trigger decided not to start, with the reason, so the run history shows it."""
     now = utc_now()
     run = {
         "run_id": new_run_id(),
         "export_name": export_name,
+        "export_generation": generation,
         "trigger": trigger,
         "status": RunStatus.SKIPPED,
         "requested_by": trigger,
@@ -122,30 +136,36 @@ def plan_scheduled_runs(services: Services) -> list[dict[str, Any]]:
     """Timer: a run for each enabled export whose segment changed since its last successful run; the
     others are recorded as skipped, with the reason."""
     planned = []
-    active = {r["export_name"] for r in services.store.active_runs()}
+    # A run of an earlier generation (the export was deleted and saved again since) does not hold up this one.
+    active = {(r["export_name"], r.get("export_generation")) for r in services.store.active_runs()}
     for export in services.store.list_exports():
         if not export.get("enabled", True):
             continue
-        name = export["name"]
-        reason = _reason_to_skip(services, export, active)
+        name, generation = export["name"], export.get("generation")
+        reason = _reason_to_skip(services, export, (name, generation) in active)
         if reason is None:
-            planned.append(start_run(services, name, Trigger.TIMER, "timer"))
+            planned.append(start_run(services, name, Trigger.TIMER, "timer", generation=generation))
         else:
-            planned.append(record_skipped(services, name, Trigger.TIMER, reason))
+            planned.append(record_skipped(services, name, Trigger.TIMER, reason, generation=generation))
     return planned
 
 
-def _reason_to_skip(services: Services, export: dict[str, Any], active: set[str]) -> str | None:
-    """Why the timer leaves this export alone now, or None to run it."""
-    if export["name"] in active:
+def _reason_to_skip(services: Services, export: dict[str, Any], active: bool) -> str | None:
+    """Why the timer leaves this export alone now, or None to run it: a run is queued or running, the
+    segment cannot be read, or nothing changed since the last successful run (neither the segment's
+    version nor the export's definition: its list, mapping, connection, segment, format or sync options)."""
+    if active:
         return "a run of this export is already queued or running"
     try:
         version = export_segment(services, export).version
     except SegmentError as exc:
         return f"segment not available: {exc}"
-    if not export.get("run_always") and version and version == export.get("last_success_version"):
-        return f"segment unchanged since run {export.get('last_success_run')}"
-    return None
+    if export.get("run_always") or not version or version != export.get("last_success_version"):
+        return None
+    # An export whose last success predates definition fingerprints counts as changed (it runs once more).
+    if definition_fingerprint(export) != export.get("last_success_definition"):
+        return None
+    return f"segment and export unchanged since run {export.get('last_success_run')}"
 
 
 def on_segment_blob(services: Services, container: str, blob_name: str) -> list[dict[str, Any]]:
@@ -165,10 +185,11 @@ def on_segment_blob(services: Services, container: str, blob_name: str) -> list[
         except SegmentError as exc:
             log.warning("export %s: dropped blob matched but the segment cannot be read: %s", export["name"], exc)
             continue
-        if not services.store.first_sighting(export["name"], version):
+        generation = export.get("generation")
+        if not services.store.first_sighting(export["name"], version, generation):
             log.info("export %s: segment version already seen; the repeated trigger is ignored", export["name"])
             continue
-        runs.append(start_run(services, export["name"], Trigger.BLOB, "blob-trigger", hint))
+        runs.append(start_run(services, export["name"], Trigger.BLOB, "blob-trigger", hint, generation=generation))
     if not runs:
         log.info("blob %s/%s matches no enabled export, or was seen already; ignored", container, blob_name)
     return runs
