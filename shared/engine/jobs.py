@@ -115,6 +115,8 @@ class JobTracker:
             with self._lock:
                 _, batch = self._waiting.pop(job.id)
             self._finish(job, batch)
+        if finished:  # accepted counts up on the progress display as the jobs finish
+            self.tally.report_progress()
         return len(pending) - len(finished)
 
     def _poll(self, pending: set[str], pages: int | None, direct: int) -> list[ImportJob]:
