@@ -47,8 +47,8 @@ class Counts:
     duplicates: int = 0
     not_sent: int = 0  # valid rows read but not sent: the run failed (or its time ran out) first
     unchanged: int = 0  # delta run: accepted by an earlier run exactly as they are now, not sent
-    added: int = 0  # sync state: not on the list from an earlier run (dry run: would be added)
-    updated: int = 0  # sync state: on the list, changed since (dry run: would be updated)
+    added: int = 0  # sync state: accepted, not on the list from an earlier run (dry run: would be added)
+    updated: int = 0  # sync state: accepted, on the list and sent again (dry run: would be updated)
     removed: int = 0  # mirror: taken off the list, having left the segment (dry run: would be)
 
     @property
