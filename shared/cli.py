@@ -225,7 +225,11 @@ def _run(args: argparse.Namespace) -> int:
     checkpoints = FileCheckpoints(args.checkpoint) if args.checkpoint else None
     sync_state = sync_state_store(args.state, storage.service) if args.state else None
     spec = _export_spec(args, settings, mapping, checkpoints)
-    progress = ProgressBar() if sys.stderr.isatty() and not args.no_progress else ProgressLog(spec.run_id)
+    progress = (
+        ProgressBar(source.reading)
+        if sys.stderr.isatty() and not args.no_progress
+        else ProgressLog(spec.run_id, reading=source.reading)
+    )
     if isinstance(progress, ProgressLog):
         logging.getLogger("shared").setLevel(logging.INFO)
     rejects = RejectsFile()

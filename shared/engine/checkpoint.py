@@ -39,18 +39,27 @@ class BatchRecord:
 
 @dataclass(frozen=True)
 class FinishedJob:
-    """How an import job ended: the profiles it imported, those it failed, and the failed ones' lines."""
+    """How an import job ended: the profiles it imported, those it failed, and the failed ones' lines;
+    with a sync state, how many of those it imported it added to the list and how many it updated."""
 
     accepted: int
     failed: int
     rejects: list[RejectLine]
+    added: int = 0
+    updated: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "failed": self.failed, "rejects": [list(line) for line in self.rejects]}
+        fields = {"accepted": self.accepted, "failed": self.failed, "rejects": [list(line) for line in self.rejects]}
+        # Only with a sync state: a run without one saves its checkpoint as it always did.
+        if self.added or self.updated:
+            fields |= {"added": self.added, "updated": self.updated}
+        return fields
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FinishedJob:
-        return cls(data["accepted"], data["failed"], [RejectLine(*line) for line in data["rejects"]])
+        rejects = [RejectLine(*line) for line in data["rejects"]]
+        # A checkpoint saved before these were recorded has neither: the run counts none of them.
+        return cls(data["accepted"], data["failed"], rejects, data.get("added", 0), data.get("updated", 0))
 
 
 def batch_key(batch: Batch) -> str:

@@ -62,7 +62,9 @@ def run_export(
         parts=[part.name for part in source.parts],
     )
     tune_allocator()
-    run = ExportRun(source, spec, client, report, rejects or RejectsFile(), progress, checkpoints, sync_state)
+    rejects = rejects or RejectsFile()
+    rejects.order_parts(report.parts)  # rejects.csv lists the rows part by part, in the segment's order
+    run = ExportRun(source, spec, client, report, rejects, progress, checkpoints, sync_state)
     with run_context(spec.run_id, spec.export_name):
         return run.execute()
 

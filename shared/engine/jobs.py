@@ -17,7 +17,7 @@ from shared.engine.tally import RunTally
 from shared.klaviyo import MAX_PAGE_SIZE, ImportJob, KlaviyoClient, KlaviyoError
 from shared.mapping import identifier_text, text_fingerprints
 from shared.privacy import mask_attributes, redact
-from shared.sync import SyncRun
+from shared.sync import AcceptedCounts, SyncRun
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ class JobTracker:
                     self._waiting[job_id] = PendingJob(ImportJob(job_id, "queued", record.sent, 0, 0, ""), batch)
                 continue
             self.tally.jobs_finished(finished.accepted, finished.failed)
+            if self.sync is not None:
+                self.sync.count_accepted(AcceptedCounts(finished.added, finished.updated))
             self.rejects.add_many(finished.rejects)
 
     def look_due(self, since: float) -> bool:
@@ -120,6 +122,8 @@ class JobTracker:
             with self._lock:
                 _, batch = self._waiting.pop(job.id)
             self._finish(job, batch)
+        if finished:  # accepted counts up on the progress display as the jobs finish
+            self.tally.report_progress()
         return len(pending) - len(finished)
 
     def _poll(self, pending: set[str], pages: int | None, direct: int) -> list[ImportJob]:
@@ -154,13 +158,15 @@ class JobTracker:
         accepted = (job.total or len(batch)) - failed
         if lines:
             self.rejects.add_many(lines)
+        counted = AcceptedCounts()
         if self.sync is not None:
-            # Only what Klaviyo surely accepted: a failure it names no row for leaves the whole batch out.
+            # Only what Klaviyo surely accepted: a failure it names no row for leaves the whole batch out
+            # (of the state, and of the counts of profiles added and updated).
             named = [position for position in failed_positions if position >= 0]
             if job.status == "complete" and len(named) == failed:
-                self.sync.accepted(job.id, *batch.fingerprints_except(named))
+                counted = self.sync.accepted(job.id, *batch.fingerprints_except(named))
         self.tally.jobs_finished(accepted, failed)
-        self.checkpoint.record_finished(job.id, FinishedJob(accepted, failed, lines))
+        self.checkpoint.record_finished(job.id, FinishedJob(accepted, failed, lines, *counted))
         log.info("import job %s %s: %d imported, %d failed", job.id, job.status, accepted, failed)
 
     def _failed_rows(self, job: ImportJob, batch: Batch) -> tuple[list[RejectLine], list[int]]:

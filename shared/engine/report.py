@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import heapq
 import os
 import tempfile
 import threading
@@ -31,6 +33,8 @@ class RejectLine(NamedTuple):
 REJECTS_COLUMNS = list(RejectLine._fields)
 MAX_REASONS = 20  # distinct reasons the report names per outcome; the rest are summed
 OTHER_REASONS = "(other reasons)"
+# Reject lines held in memory before they are sorted and spooled to disk (about 250 bytes each).
+RUN_LINES = 50_000
 
 
 @dataclass
@@ -43,8 +47,8 @@ class Counts:
     duplicates: int = 0
     not_sent: int = 0  # valid rows read but not sent: the run failed (or its time ran out) first
     unchanged: int = 0  # delta run: accepted by an earlier run exactly as they are now, not sent
-    added: int = 0  # sync state: not on the list from an earlier run (dry run: would be added)
-    updated: int = 0  # sync state: on the list, changed since (dry run: would be updated)
+    added: int = 0  # sync state: accepted, not on the list from an earlier run (dry run: would be added)
+    updated: int = 0  # sync state: accepted, on the list and sent again (dry run: would be updated)
     removed: int = 0  # mirror: taken off the list, having left the segment (dry run: would be)
 
     @property
@@ -121,28 +125,40 @@ class RunReport:
 
 
 class RejectsFile:
-    """Rows that were not imported, one line each (masked identifiers only), spooled to disk."""
+    """Rows that were not imported, one line each (masked identifiers only), in row order: sorted by
+    part (in the segment's order, see `order_parts`) and row number within the part. Lines come in
+    any order (a chunk's at a time, Klaviyo's failures as its jobs finish, from several threads).
+    At most `run_lines` are held in memory: each time that many have come, they are sorted and
+    spooled to a run file of their own, and `close` merges the runs into the file at `path`."""
 
-    def __init__(self) -> None:
+    def __init__(self, run_lines: int | None = None) -> None:
         fd, self.path = tempfile.mkstemp(prefix="klaviyo-rejects-", suffix=".csv")
-        self._file = open(fd, "w", newline="", encoding="utf-8")  # noqa: SIM115 (closed by close())
-        self._writer = csv.writer(self._file)
-        self._writer.writerow(REJECTS_COLUMNS)
+        os.close(fd)  # written whole by close()
+        self.run_lines = run_lines or RUN_LINES
         self._lock = threading.Lock()
         self.count = 0
         self._reasons: Counter[tuple[str, str]] = Counter()
+        self._held: list[RejectLine] = []
+        self._runs: list[str] = []  # paths of the sorted run files, in the order they were spooled
+        self._parts: dict[str, int] = {}
+        self._closed = False
+
+    def order_parts(self, names: list[str]) -> None:
+        """The segment's parts in order: lines sort by this order of their part (lines naming no
+        known part, such as a profile Klaviyo failed that no row matches, come last)."""
+        with self._lock:
+            self._parts = {name: index for index, name in enumerate(names)}
 
     def add(self, line: RejectLine) -> None:
-        with self._lock:
-            self._writer.writerow(line)
-            self.count += 1
-            self._reasons[line.outcome, line.reason] += 1
+        self.add_many([line])
 
     def add_many(self, lines: list[RejectLine]) -> None:
         with self._lock:
-            self._writer.writerows(lines)
+            self._held.extend(lines)
             self.count += len(lines)
             self._reasons.update((line.outcome, line.reason) for line in lines)
+            if len(self._held) >= self.run_lines:
+                self._spool()
 
     def reasons(self) -> dict[str, dict[str, int]]:
         """How many rows each reason holds, by outcome, most frequent first."""
@@ -158,9 +174,27 @@ class RejectsFile:
         return summary
 
     def close(self) -> None:
+        """Writes the file at `path`: the header, then every line in row order. Lines added after
+        are not written."""
         with self._lock:
-            if not self._file.closed:
-                self._file.close()
+            if self._closed:
+                return
+            self._closed = True
+            held, self._held = self._sorted_held(), []
+            runs, self._runs = self._runs, []
+        with open(self.path, "w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(REJECTS_COLUMNS)
+            if not runs:
+                writer.writerows(held)
+                return
+            with contextlib.ExitStack() as files:
+                readers = [csv.reader(files.enter_context(open(run, newline="", encoding="utf-8"))) for run in runs]
+                spooled = [((self._key(row[0], int(row[1])), row) for row in reader) for reader in readers]
+                in_memory = ((self._key(line.source, line.row), line) for line in held)
+                for _, line in heapq.merge(*spooled, in_memory, key=lambda keyed: keyed[0]):
+                    writer.writerow(line)
+        _remove(runs)
 
     def read_bytes(self) -> bytes:
         self.close()
@@ -169,5 +203,26 @@ class RejectsFile:
 
     def discard(self) -> None:
         self.close()
-        if os.path.exists(self.path):
-            os.unlink(self.path)
+        with self._lock:
+            runs, self._runs = self._runs, []
+        _remove([*runs, self.path])
+
+    def _key(self, source: str, row: int) -> tuple[int, str, int]:
+        return self._parts.get(source, len(self._parts)), source, row
+
+    def _sorted_held(self) -> list[RejectLine]:
+        return sorted(self._held, key=lambda line: self._key(line.source, line.row))
+
+    def _spool(self) -> None:
+        """The lines held, sorted into a run file of their own (under the lock)."""
+        fd, path = tempfile.mkstemp(prefix="klaviyo-rejects-run-", suffix=".csv")
+        with open(fd, "w", newline="", encoding="utf-8") as run:
+            csv.writer(run).writerows(self._sorted_held())
+        self._runs.append(path)
+        self._held = []
+
+
+def _remove(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

@@ -21,9 +21,11 @@ class RunTally:
     - accepted and failed: the run's thread, as it finishes jobs (between chunks and at the end)
       and replays the jobs a checkpoint says were finished.
     - not_sent: the run's thread, once the run has stopped.
-    - added, updated and unchanged: the sync's delta filter (SyncRun.changed), on the run's thread;
-      removed: the sync, under its own lock, after the upload. The sync writes these four to
-      `counts` itself, as it is handed them.
+    - unchanged: the sync's delta filter (SyncRun.changed), on the run's thread. added and updated:
+      the sync as jobs finish (SyncRun.accepted, and for jobs a checkpoint says were finished
+      SyncRun.count_accepted), so they never exceed accepted; a dry run's, by the delta filter as
+      it reads. removed: the sync, after the upload. The sync writes these four to `counts`
+      itself, under its own lock.
 
     A count more than one thread writes changes under this object's lock. rows_read has one writer
     and is changed without it. Readers (the progress callback, the final report) read `counts`

@@ -15,6 +15,7 @@ from shared.sources.delta import (
 from shared.sources.errors import SegmentError, SegmentUnavailable
 from shared.sources.locate import LocateMode, SegmentLocator, locate_segment
 from shared.sources.parts import DEFAULT_FOLDER_MARKER, BlobPart, is_data_name, is_data_part
+from shared.sources.read_progress import ReadProgress
 from shared.sources.segments import SegmentSource, blob_segment, local_segment
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "CsvDialect",
     "DEFAULT_FOLDER_MARKER",
     "LocateMode",
+    "ReadProgress",
     "RowChunk",
     "SegmentError",
     "SegmentLocator",

@@ -18,6 +18,7 @@ from shared.sources.jsonl_reader import jsonl_rows, jsonl_tables
 from shared.sources.parquet_reader import ParquetPart
 from shared.sources.parts import BlobPart, Format, LocalPart, SegmentPart, detect_format, is_data_part
 from shared.sources.ranged import random_access
+from shared.sources.read_progress import CountedStream, ReadProgress
 from shared.sources.streams import BUFFER_BYTES, ByteStream, decompressed
 
 if TYPE_CHECKING:
@@ -47,6 +48,11 @@ class SegmentSource:
     absent_columns: dict[str, str] = field(default_factory=dict)
     _headers: dict[str, list[str]] = field(default_factory=dict, repr=False)
     _kinds: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
+    # How far `chunks` has read, in bytes of the parts as stored (for a progress display).
+    reading: ReadProgress = field(default_factory=ReadProgress, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.reading.total = sum(part.size for part in self.parts)
 
     @property
     def version(self) -> str:
@@ -96,28 +102,37 @@ class SegmentSource:
 
     def chunks(self, size: int = CHUNK_ROWS, columns: list[str] | None = None) -> Iterator[RowChunk | TableChunk]:
         """The rows in chunks: the fast path (no object per row beyond the parsed values, or a
-        table of plain rows). JSON Lines comes as tables of `columns` where given (the mapped ones)."""
+        table of plain rows). JSON Lines comes as tables of `columns` where given (the mapped ones).
+        `reading` counts the bytes read as it goes."""
+        reading = self.reading
+        reading.restart()
         for part in self.parts:
             if self.format_of(part) == "csv":
-                with self._buffered(part, text_lines=True) as stream:
+                with self._buffered(part, text_lines=True, reading=reading) as stream:
                     yield from csv_chunks(part.name, stream, self.dialect, size, self.fast)
             elif self.format_of(part) == "parquet":
                 with random_access(part) as file:
                     parquet = ParquetPart(part.name, file, part.size)
-                    yield from parquet.tables(columns)
+                    for table in parquet.tables(columns):
+                        reading.add(table.size)  # a share of the file's bytes, as its rows are of its rows
+                        yield table
                     parquet.close()
             elif self.fast and columns:
-                with CheckedStream(self._binary(part), part.name, MAX_LINE_BYTES) as checked:
+                with CheckedStream(self._binary(part, reading), part.name, MAX_LINE_BYTES) as checked:
                     yield from jsonl_tables(part.name, checked, columns, size)
             else:
-                with self._buffered(part) as stream:
+                with self._buffered(part, reading=reading) as stream:
                     yield from jsonl_rows(part.name, stream, 1, size)
+            reading.part_done(part.size)
 
-    def _binary(self, part: SegmentPart) -> ByteStream:
-        return decompressed(part.open(), part.name, self.max_uncompressed_bytes)
+    def _binary(self, part: SegmentPart, reading: ReadProgress | None = None) -> ByteStream:
+        raw = part.open() if reading is None else CountedStream(part.open(), reading)
+        return decompressed(raw, part.name, self.max_uncompressed_bytes)
 
-    def _buffered(self, part: SegmentPart, text_lines: bool = False) -> io.BufferedReader:
-        raw = CheckedStream(self._binary(part), part.name, MAX_LINE_BYTES, text_lines)
+    def _buffered(
+        self, part: SegmentPart, text_lines: bool = False, reading: ReadProgress | None = None
+    ) -> io.BufferedReader:
+        raw = CheckedStream(self._binary(part, reading), part.name, MAX_LINE_BYTES, text_lines)
         return io.BufferedReader(raw, buffer_size=BUFFER_BYTES)
 
 

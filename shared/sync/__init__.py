@@ -1,10 +1,11 @@
 """Segment sync: the state of what each list holds, delta runs and mirror removals."""
 
 from shared.sync.options import DEFAULT_MAX_REMOVAL_SHARE, SyncMode, SyncOptions, SyncOptionsError
-from shared.sync.run import SyncRun
+from shared.sync.run import AcceptedCounts, SyncRun
 from shared.sync.state import BlobSyncState, FolderSyncState, SyncStateStore
 
 __all__ = [
+    "AcceptedCounts",
     "BlobSyncState",
     "DEFAULT_MAX_REMOVAL_SHARE",
     "FolderSyncState",

@@ -26,9 +26,15 @@ class DeltaFilter:
     Klaviyo accepts meanwhile. With the list's members read (reconcile), the profiles of the state that
     are no longer on the list are sent again, and a member's profile id counts as known."""
 
-    def __init__(self, options: SyncOptions, counts: SyncCounts, state: SyncState | None = None) -> None:
+    def __init__(
+        self, options: SyncOptions, counts: SyncCounts, state: SyncState | None = None, count_read: bool = False
+    ) -> None:
         self.full, self.mirror, self.counts = options.full, options.mirror, counts
         self.state = state
+        # A dry run counts the profiles it would add and update as it reads them; a run that sends
+        # counts them as Klaviyo accepts them (see `accepted`), so a run that fails part-way never
+        # says it added more than Klaviyo accepted.
+        self.count_read = count_read
         self.off_list = NO_FINGERPRINTS  # identifier fingerprints of profiles of the state not on the list
         self.on_list = NO_FINGERPRINTS  # every identifier fingerprint of a list member, sorted
 
@@ -39,10 +45,11 @@ class DeltaFilter:
 
     def to_send(self, ids: np.ndarray, prints: np.ndarray) -> np.ndarray | None:
         """Counts a chunk's profiles (identifier and profile fingerprints) against the state; returns
-        a mask of those to send, or None to send all of them."""
+        a mask of those to send, or None to send all of them. Every profile the state has that is
+        sent counts as updated (changed, off the list, or its profile id to learn), once accepted."""
         state, counts = self.state, self.counts
         if state is None or not len(state):
-            counts.added += len(ids)
+            self._count_read(len(ids), 0)
             return None
         at, found = state.find(ids)
         same = found & (state.fingerprints[at] == prints)
@@ -50,15 +57,30 @@ class DeltaFilter:
             same &= ~np.isin(ids, self.off_list)
         if self.mirror:  # without its profile id a profile could never be removed: send it to learn it
             same &= (state.profile_ids[at] != b"") | np.isin(ids, self.on_list)
-        counts.added += int((~found).sum())
         if self.full:  # every profile already on the list is sent again, as an update
-            counts.updated += int(found.sum())
+            self._count_read(int((~found).sum()), int(found.sum()))
             return None
-        counts.updated += int((found & ~same).sum())
+        self._count_read(int((~found).sum()), int((found & ~same).sum()))
         if not same.any():
             return None
         counts.unchanged += int(same.sum())
         return ~same
+
+    def accepted(self, ids: np.ndarray) -> tuple[int, int]:
+        """Of profiles Klaviyo accepted (identifier fingerprints): how many the state did not have
+        (added) and how many it had (updated)."""
+        state = self.state
+        if self.count_read:
+            return 0, 0
+        if state is None or not len(state):
+            return len(ids), 0
+        known = int(state.known(ids).sum())
+        return len(ids) - known, known
+
+    def _count_read(self, added: int, updated: int) -> None:
+        if self.count_read:
+            self.counts.added += added
+            self.counts.updated += updated
 
     def changing(self, ids: np.ndarray, prints: np.ndarray) -> np.ndarray | slice:
         """Which accepted profiles change the state: not those sent again exactly as the state has

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +21,13 @@ from shared.sync.options import SyncOptions
 from shared.sync.state import Int64Blocks, SyncState, SyncStateStore
 
 log = logging.getLogger(__name__)
+
+
+class AcceptedCounts(NamedTuple):
+    """Of a job's profiles Klaviyo accepted: those not on the list from an earlier run, and those that were."""
+
+    added: int = 0
+    updated: int = 0
 
 
 class SyncRun:
@@ -41,9 +49,10 @@ class SyncRun:
         self.mirror = options.mirror
         self.list_members: int | None = None  # reconcile: how many members the list had
         self.members: ListMembers | None = None  # reconcile: the list's members as Klaviyo has them
-        self.delta = DeltaFilter(options, counts)  # until `load` finds the state
+        self.delta = DeltaFilter(options, counts, count_read=self._counts_read)  # until `load` finds the state
         self.loaded = False
-        self.lock = threading.Lock()  # counts.removed grows under it as Klaviyo confirms each removal call
+        # counts.removed grows under it as Klaviyo confirms each removal call; added and updated as jobs finish.
+        self.lock = threading.Lock()
         self.accepted_profiles = AcceptedProfiles()
         self.segment = Int64Blocks()  # mirror mode: identifier fingerprints of every valid profile read
         self.pending_name = f"run-{run_id}.npz"
@@ -57,7 +66,7 @@ class SyncRun:
         if state is not None and state.list_id != self.list_id:
             log.warning("sync state in %s is for another list; this run starts a new one", self.store.location)
             state = None
-        self.delta = DeltaFilter(self.options, self.counts, state)
+        self.delta = DeltaFilter(self.options, self.counts, state, count_read=self._counts_read)
         if resumed and (pending := self.store.load(self.pending_name)) is not None:
             self.accepted_profiles.restore(pending)
         self.loaded = True
@@ -86,14 +95,30 @@ class SyncRun:
             self.segment.extend(ids)
         return self.delta.to_send(ids, prints), ids, prints
 
-    def accepted(self, job_id: str, ids: np.ndarray, prints: np.ndarray) -> None:
-        """A finished job's profiles that Klaviyo imported: their identifier and profile fingerprints."""
+    @property
+    def _counts_read(self) -> bool:
+        """A dry run counts what it would add and update as it reads; a run that sends, as Klaviyo accepts."""
+        return self.dry_run or self.client is None
+
+    def accepted(self, job_id: str, ids: np.ndarray, prints: np.ndarray) -> AcceptedCounts:
+        """A finished job's profiles that Klaviyo imported: their identifier and profile fingerprints.
+        Returns how many of them it added to the list and how many it updated (counted here)."""
+        counted = AcceptedCounts(*self.delta.accepted(ids))
+        self.count_accepted(counted)
         kept = self.delta.changing(ids, prints)
         self.accepted_profiles.add(ids[kept], prints[kept])
         if self.mirror and self.client is not None and not self.delta.profile_id_known(ids).all():
             learnt = job_profile_ids(self.client, job_id, ids)
             if learnt is not None:
                 self.accepted_profiles.learn(learnt)
+        return counted
+
+    def count_accepted(self, counted: AcceptedCounts) -> None:
+        """Counts profiles Klaviyo accepted as added and updated (also those of jobs an earlier
+        invocation of the run saw finish)."""
+        with self.lock:
+            self.counts.added += counted.added
+            self.counts.updated += counted.updated
 
     # -- at the end ----------------------------------------------------------------------------------
     def _merged(self) -> SyncState:
