@@ -3,12 +3,15 @@ function_app, routes HTTP requests to its user functions with real azure.functio
 delivers queue messages, fires the timer and reports dropped blobs.
 
 `python -m tools.functions_host` runs it as a local HTTP server on the real Azurite, the Klaviyo
-simulator and the local Key Vault, for trying the API with curl (see the README)."""
+simulator and the local Key Vault, for trying the API with curl (see the README). It watches the
+segments container in place of the blob trigger's Event Grid subscription, and stops everything it
+started (Azurite's process too) when it is interrupted or terminated."""
 
 from __future__ import annotations
 
 import argparse
 import re
+import signal
 import threading
 import time
 import uuid
@@ -102,8 +105,53 @@ class LocalFunctionsHost:
         self.user["segment_dropped"](self.services.segments.get_blob_client(container, blob))
 
 
-def serve(host: LocalFunctionsHost, port: int, poll_seconds: float = 1.0) -> Callable[[], None]:
-    """Serves /api/... over HTTP on 127.0.0.1 and delivers queue messages in the background."""
+class SegmentWatcher:
+    """The local stand-in for the blob trigger's Event Grid subscription: lists the segments container
+    and hands each blob whose etag it has not seen (created or overwritten since) to `segment_dropped`."""
+
+    def __init__(self, host: LocalFunctionsHost, container: str) -> None:
+        self.host, self.container = host, container
+        self.client = host.services.segments.get_container_client(container)
+        # Blobs already there when watching starts were not created after the subscription: not fired.
+        self._seen = self._etags()
+
+    def _etags(self) -> dict[str, str]:
+        return {blob.name: blob.etag for blob in self.client.list_blobs()}
+
+    def poll(self) -> list[str]:
+        """Fires the blob function for each new or changed blob; returns their names."""
+        current = self._etags()
+        dropped = [name for name, etag in current.items() if self._seen.get(name) != etag]
+        self._seen = current
+        for name in dropped:
+            try:
+                self.host.blob_dropped(self.container, name)
+            except Exception as exc:  # one blob's failure must not stop the others (the host logs it too)
+                print(f"segment_dropped {name}: {type(exc).__name__}: {exc}", flush=True)
+        return dropped
+
+
+def _every(stop: threading.Event, seconds: float, label: str, work: Callable[[], object]) -> threading.Thread:
+    """Runs `work` every `seconds` until `stop`, in a daemon thread; a failure is printed, not fatal."""
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                work()
+            except Exception as exc:  # keep serving; a run's record says what failed
+                print(f"{label}: {type(exc).__name__}: {exc}", flush=True)
+            stop.wait(seconds)
+
+    thread = threading.Thread(target=loop, name=label, daemon=True)
+    thread.start()
+    return thread
+
+
+def serve(
+    host: LocalFunctionsHost, port: int, poll_seconds: float = 1.0, watch_seconds: float | None = 2.0
+) -> Callable[[], None]:
+    """Serves /api/... over HTTP on 127.0.0.1, delivers queue messages in the background and (unless
+    `watch_seconds` is None) polls the segments container for dropped blobs."""
     stop = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
@@ -139,21 +187,35 @@ def serve(host: LocalFunctionsHost, port: int, poll_seconds: float = 1.0) -> Cal
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
-    def worker() -> None:
-        while not stop.is_set():
-            try:
-                host.deliver_queue()
-            except Exception as exc:  # keep serving; the run's record says what failed
-                print(f"queue worker: {type(exc).__name__}: {exc}", flush=True)
-            stop.wait(poll_seconds)
-
-    threading.Thread(target=worker, daemon=True).start()
+    threads = [_every(stop, poll_seconds, "queue worker", host.deliver_queue)]
+    if watch_seconds is not None:  # its own thread: a run the queue worker executes may take minutes
+        watcher = SegmentWatcher(host, host.services.settings.segments_container)
+        threads.append(_every(stop, watch_seconds, "segment watcher", watcher.poll))
 
     def shutdown() -> None:
         stop.set()
         server.shutdown()
+        server.server_close()
+        for thread in threads:  # a run in progress is not waited for long: its message comes back
+            thread.join(timeout=5)
 
     return shutdown
+
+
+class HostStopped(Exception):
+    """SIGTERM, SIGHUP or SIGINT: unwinds main() so the stack stops its children (Azurite) and temp files."""
+
+
+def _stop_on_signals() -> None:
+    stop_signals = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+    def stop(signum: int, _frame: object) -> None:
+        for other in stop_signals:  # a second signal must not interrupt the clean-up
+            signal.signal(other, signal.SIG_IGN)
+        raise HostStopped(signal.Signals(signum).name)
+
+    for each in stop_signals:
+        signal.signal(each, stop)
 
 
 def main() -> None:
@@ -162,17 +224,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=7071)
     args = parser.parse_args()
-    with LocalStack() as stack:
-        host = LocalFunctionsHost(stack.services, f"http://127.0.0.1:{args.port}")
-        shutdown = serve(host, args.port)
-        print(stack.describe(f"http://127.0.0.1:{args.port}"), flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            shutdown()
+    _stop_on_signals()
+    try:
+        with LocalStack() as stack:
+            stack.add_sample_segment()  # before the watcher starts: it fires nothing
+            host = LocalFunctionsHost(stack.services, f"http://127.0.0.1:{args.port}")
+            shutdown = serve(host, args.port)
+            try:
+                print(stack.describe(f"http://127.0.0.1:{args.port}"), flush=True)
+                while True:
+                    time.sleep(3600)
+            finally:
+                shutdown()
+    except HostStopped as stopped:
+        print(f"{stopped}: stopped the host, Azurite, the simulator and the vault", flush=True)
 
 
 if __name__ == "__main__":
