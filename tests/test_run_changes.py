@@ -223,3 +223,29 @@ def test_the_heartbeat_and_phase_stay_fresh_while_the_run_waits_for_klaviyo(
         assert max(ages) < 4.0, f"heartbeat ages {ages}"
         done = wait_for(lambda: (r := run_of(app, run_id))["status"] not in ("queued", "running") and r, 60, "end")
     assert done["status"] == "completed_with_rejects" and done["counts"]["accepted"] == done["counts"]["sent"]
+
+
+# -- an outcome that cannot be stored still ends the run -----------------------------------------------------
+def test_a_run_whose_outcome_cannot_be_stored_still_ends_failed(app: App, klaviyo: KlaviyoSimulator, monkeypatch):
+    from azure.core.exceptions import HttpResponseError
+
+    list_id = klaviyo.create_list("Unstorable")
+    app.put_connection()
+    app.upload("u.csv", b"email\nu@example.com\n")
+    app.put_export("u", list_id, {"blob": "u.csv"})
+    run_id = start(app, "u")
+    store = app.services.store
+    write = store.update_run
+
+    def refuse_the_outcome(run: str, changes: dict[str, Any], etag: str | None = None) -> bool:
+        # As Table Storage answers a property it cannot store (say a value past its size limit).
+        if changes.get("status") == "completed_with_rejects" or changes.get("status") == "succeeded":
+            raise HttpResponseError(message="PropertyValueTooLarge")
+        return write(run, changes, etag)
+
+    monkeypatch.setattr(store, "update_run", refuse_the_outcome)
+    app.drain_queue()
+    monkeypatch.undo()
+    done = run_of(app, run_id)
+    assert done["status"] == "failed"
+    assert done["reason"] == "the run's outcome could not be recorded (HttpResponseError); see the logs"
