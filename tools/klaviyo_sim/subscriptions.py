@@ -82,7 +82,7 @@ class ConsentChange(NamedTuple):
 
 
 class ProfileRequest(NamedTuple):
-    index: int
+    position: int  # in the request's profiles array
     profile_id: str | None
     email: str | None  # lower-cased, as profiles are matched
     phone_number: str | None
