@@ -295,11 +295,11 @@ def test_the_old_path_with_a_trailing_slash_is_accepted(
 # --------------------------------------------------------------------------- suppressions
 
 
-def test_subscribing_lifts_unsubscribe_and_spam_report_suppressions_but_not_a_bounce(
+def test_subscribing_lifts_unsubscribe_and_spam_complaint_suppressions_but_not_a_bounce(
     sim: KlaviyoSimulator, session: requests.Session, list_id: str
 ) -> None:
     accepted(post(session, sim, SUBSCRIBE, subscribe_body([subscriber("lee@example.com")])))
-    sim.suppress("lee@example.com", "SPAM_REPORT")
+    sim.suppress("lee@example.com", "SPAM_COMPLAINT")
     sim.suppress("lee@example.com", "HARD_BOUNCE")
     suppressed = sim.consent_of("lee@example.com")
     assert suppressed is not None and suppressed.status("email.marketing") == "UNSUBSCRIBED"
@@ -311,11 +311,11 @@ def test_subscribing_lifts_unsubscribe_and_spam_report_suppressions_but_not_a_bo
 
 def test_an_sms_subscription_leaves_email_suppressions(sim: KlaviyoSimulator, session: requests.Session) -> None:
     accepted(post(session, sim, SUBSCRIBE, subscribe_body([subscriber("max@example.com", "+15005550013")])))
-    sim.suppress("max@example.com", "SPAM_REPORT")
+    sim.suppress("max@example.com", "SPAM_COMPLAINT")
     sms_only = subscriber("max@example.com", "+15005550013", channels=("sms",))
     accepted(post(session, sim, SUBSCRIBE, subscribe_body([sms_only])))
     consent = sim.consent_of("max@example.com")
-    assert consent is not None and consent.suppressions == {"SPAM_REPORT"}
+    assert consent is not None and consent.suppressions == {"SPAM_COMPLAINT"}
 
 
 # --------------------------------------------------------------------------- unsubscribing
@@ -635,3 +635,44 @@ def test_rate_limits_are_75_a_second_and_750_a_minute_per_endpoint(
     assert post(session, sim, SUBSCRIBE, body).headers["Retry-After"] == "50"
     now[0] = 1060.0
     assert burst(1) == [202]
+
+
+# --------------------------------------------------------------------------- reading consent back
+
+
+def test_list_profiles_carry_subscriptions_only_when_asked(
+    sim: KlaviyoSimulator, session: requests.Session, list_id: str
+) -> None:
+    ray = subscriber("ray@example.com", "+15005550016", channels=("email", "sms"))
+    body = subscribe_body([ray], list_id)
+    body["data"]["attributes"]["custom_source"] = "Spring import"
+    accepted(post(session, sim, SUBSCRIBE, body))
+    sim.suppress("ray@example.com", "HARD_BOUNCE")
+    url = f"{sim.url}/api/lists/{list_id}/profiles"
+    plain = session.get(url).json()["data"][0]["attributes"]
+    assert "subscriptions" not in plain
+    asked = session.get(url, params={"additional-fields[profile]": "subscriptions"}).json()["data"][0]
+    subscriptions = asked["attributes"]["subscriptions"]
+    email = subscriptions["email"]["marketing"]
+    assert (email["consent"], email["consent_timestamp"], email["custom_method_detail"]) == (
+        "SUBSCRIBED",
+        PAST,
+        "Spring import",
+    )
+    assert email["can_receive_email_marketing"] is False  # the bounce is a global suppression
+    assert [s["reason"] for s in email["suppression"]] == ["HARD_BOUNCE"] and email["double_optin"] is False
+    sms = subscriptions["sms"]
+    assert (sms["marketing"]["consent"], sms["marketing"]["can_receive_sms_marketing"]) == ("SUBSCRIBED", True)
+    assert (sms["transactional"]["consent"], sms["transactional"]["can_receive_sms_transactional"]) == (
+        "NEVER_SUBSCRIBED",
+        False,
+    )
+
+
+def test_consent_is_readable_through_the_admin_route(sim: KlaviyoSimulator, session: requests.Session) -> None:
+    accepted(post(session, sim, SUBSCRIBE, subscribe_body([subscriber("sam@example.com")])))
+    found = requests.get(f"{sim.url}/_sim/consent", params={"identifier": "sam@example.com"})
+    assert found.status_code == 200
+    assert found.json()["channels"]["email.marketing"]["consent"] == "SUBSCRIBED"
+    assert found.json()["channels"]["email.marketing"]["timestamp"] == PAST
+    assert requests.get(f"{sim.url}/_sim/consent", params={"identifier": "nobody@example.com"}).status_code == 404

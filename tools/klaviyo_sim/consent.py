@@ -3,15 +3,17 @@
 Consent is not list membership (klaviyo-api.md, "Consent"). Each profile has a status per channel and
 message type ("email.marketing", "sms.marketing", "sms.transactional", ...): SUBSCRIBED, UNSUBSCRIBED
 or NEVER_SUBSCRIBED, with when it took effect and whether it came from a historical import; the email
-suppressions (UNSUBSCRIBE, SPAM_REPORT, ...); and the confirmations sent and not yet answered.
+suppressions (UNSUBSCRIBE, SPAM_COMPLAINT, ...); and the confirmations sent and not yet answered.
+Profiles read with additional-fields[profile]=subscriptions carry it in Klaviyo's shape (render()).
 
 Subscribing follows the list's opt-in process (the account's default without a list): single opt-in,
 or historical_import with a past consented_at, subscribes at once and the profile joins the list when a
 marketing channel was subscribed; double opt-in only sends a confirmation, and nothing changes until
-the profile confirms (confirm()). Subscribing the email channel lifts UNSUBSCRIBE, SPAM_REPORT and
-USER_SUPPRESSED suppressions, never a bounce. Unsubscribing sets the named channels UNSUBSCRIBED for
-every profile given (an account with Klaviyo's default global unsubscribe: a profile not on the list
-is unsubscribed all the same) and takes the profiles off the given list.
+the profile confirms (confirm()). Subscribing the email channel lifts UNSUBSCRIBE, SPAM_COMPLAINT
+(the endpoint's description calls it SPAM_REPORT) and USER_SUPPRESSED suppressions, never a bounce.
+Unsubscribing sets the named channels UNSUBSCRIBED for every profile given (an account with Klaviyo's
+default global unsubscribe: a profile not on the list is unsubscribed all the same) and takes the
+profiles off the given list.
 
 Requests are applied before the 202 is answered: Klaviyo gives no job to wait for, so a test reads
 the outcome straight after. A profile that cannot be applied (its identifiers belong to two profiles,
@@ -22,15 +24,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from .state import Account, ApiError, SimList, SimState
+from .state import Account, ApiError, SimList, SimState, iso
 from .subscriptions import ConsentChange, ConsentJob, ProfileRequest
 
 SUBSCRIBED = "SUBSCRIBED"
 UNSUBSCRIBED = "UNSUBSCRIBED"
 NEVER_SUBSCRIBED = "NEVER_SUBSCRIBED"
-LIFTED_BY_SUBSCRIBE = frozenset({"UNSUBSCRIBE", "SPAM_REPORT", "USER_SUPPRESSED"})
+# The reasons are those of a profile's subscriptions.email.marketing.suppression (EmailMarketingSuppression).
+LIFTED_BY_SUBSCRIBE = frozenset({"UNSUBSCRIBE", "SPAM_COMPLAINT", "USER_SUPPRESSED"})
 SUPPRESSION_REASONS = LIFTED_BY_SUBSCRIBE | {"HARD_BOUNCE", "INVALID_EMAIL"}
 OPT_IN_PROCESSES = ("single_opt_in", "double_opt_in")
 # Confirming by text message opts in to SMS and email; confirming by email, to email alone.
@@ -47,6 +50,7 @@ class ChannelConsent:
     historical_import: bool = False
     custom_source: str | None = None
     method: str = "API"  # "DOUBLE_OPT_IN" once confirmed, "SUPPRESSION" when set by suppress()
+    recorded_at: float | None = None  # when the simulator recorded it (Klaviyo's last_updated)
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,11 @@ class PendingConfirmation:
 class _Record:
     channels: dict[str, ChannelConsent] = field(default_factory=dict)
     pending: dict[str | None, PendingConfirmation] = field(default_factory=dict)
-    suppressions: set[str] = field(default_factory=set)
+    suppressions: dict[str, float] = field(default_factory=dict)  # reason -> when
+
+    def lift(self) -> None:
+        for reason in LIFTED_BY_SUBSCRIBE:
+            self.suppressions.pop(reason, None)
 
 
 class ConsentView(NamedTuple):
@@ -82,6 +90,26 @@ class ConsentView(NamedTuple):
         """The consent of "email.marketing", "sms.marketing", "sms.transactional", ..."""
         found = self.channels.get(channel)
         return found.consent if found else NEVER_SUBSCRIBED
+
+
+def _marketing_json(consent: ChannelConsent | None) -> dict[str, Any]:
+    if consent is None:
+        return {
+            "consent": NEVER_SUBSCRIBED,
+            "consent_timestamp": None,
+            "last_updated": None,
+            "method": None,
+            "method_detail": "",
+            "custom_method_detail": None,
+        }
+    return {
+        "consent": consent.consent,
+        "consent_timestamp": iso(consent.timestamp),
+        "last_updated": iso(consent.recorded_at),
+        "method": consent.method,
+        "method_detail": "",
+        "custom_method_detail": consent.custom_source,
+    }
 
 
 def _key(change: ConsentChange) -> str:
@@ -151,7 +179,7 @@ class ConsentBook:
     ) -> None:
         record = self._record(account, row)
         if any(change.channel == "email" for change in profile.changes):
-            record.suppressions -= LIFTED_BY_SUBSCRIBE
+            record.lift()
         process = target.opt_in_process if target is not None else self.default_opt_in(account.name)
         if job.historical_import or process != "double_opt_in":
             self._grant(record, profile.changes, job.historical_import, job.custom_source, "API", now)
@@ -174,7 +202,7 @@ class ConsentBook:
     ) -> None:
         for change in changes:
             when = change.consented_at if change.consented_at is not None else now
-            record.channels[_key(change)] = ChannelConsent(SUBSCRIBED, when, historical, custom_source, method)
+            record.channels[_key(change)] = ChannelConsent(SUBSCRIBED, when, historical, custom_source, method, now)
 
     def _unsubscribe(
         self, account: Account, row: int, profile: ProfileRequest, target: SimList | None, now: float
@@ -182,9 +210,9 @@ class ConsentBook:
         record = self._record(account, row)
         named = {_key(change) for change in profile.changes}
         for key in named:
-            record.channels[key] = ChannelConsent(UNSUBSCRIBED, now)
+            record.channels[key] = ChannelConsent(UNSUBSCRIBED, now, recorded_at=now)
         if "email.marketing" in named:
-            record.suppressions.add("UNSUBSCRIBE")
+            record.suppressions.setdefault("UNSUBSCRIBE", now)
         # A confirmation answered after an unsubscribe must not subscribe those channels again.
         for list_id, pending in list(record.pending.items()):
             kept = tuple(change for change in pending.changes if _key(change) not in named)
@@ -277,7 +305,7 @@ class ConsentBook:
                 del record.pending[list_id]
             now = state.clock()
             if any(change.channel == "email" for change in confirmed):
-                record.suppressions -= LIFTED_BY_SUBSCRIBE
+                record.lift()
             self._grant(record, confirmed, False, pending.custom_source, "DOUBLE_OPT_IN", now)
             target = state.find_list(list_id, owner) if list_id is not None else None
             if target is not None and any(change.kind == "marketing" for change in confirmed):
@@ -285,7 +313,7 @@ class ConsentBook:
                 target.updated = now
             return True
 
-    def suppress(self, email: str, reason: str = "SPAM_REPORT", account: str = "default") -> None:
+    def suppress(self, email: str, reason: str = "SPAM_COMPLAINT", account: str = "default") -> None:
         """Suppresses the profile's email (as an unsubscribe link, a spam report or a bounce would)."""
         if reason not in SUPPRESSION_REASONS:
             raise ValueError(f"reason must be one of {', '.join(sorted(SUPPRESSION_REASONS))}")
@@ -294,10 +322,26 @@ class ConsentBook:
             if found is None:
                 raise KeyError(email)
             record = self._record(*found)
-            record.suppressions.add(reason)
-            if reason in ("UNSUBSCRIBE", "SPAM_REPORT"):
-                withdrawn = ChannelConsent(UNSUBSCRIBED, self._state.clock(), method="SUPPRESSION")
+            now = self._state.clock()
+            record.suppressions[reason] = now
+            if reason in ("UNSUBSCRIBE", "SPAM_COMPLAINT"):
+                withdrawn = ChannelConsent(UNSUBSCRIBED, now, method="SUPPRESSION", recorded_at=now)
                 record.channels["email.marketing"] = withdrawn
+
+    def render(self, account: Account, row: int) -> dict[str, Any]:
+        """The profile's subscriptions object as Klaviyo returns it (schema Subscriptions): email and SMS."""
+        record = self._records.get((account.name, row)) or _Record()
+        email = _marketing_json(record.channels.get("email.marketing"))
+        email["can_receive_email_marketing"] = not record.suppressions  # "no global suppressions"
+        double_optin = record.channels.get("email.marketing")
+        email["double_optin"] = double_optin is not None and double_optin.method == "DOUBLE_OPT_IN"
+        email["suppression"] = [{"reason": r, "timestamp": iso(at)} for r, at in sorted(record.suppressions.items())]
+        email["list_suppressions"] = []
+        sms = {kind: _marketing_json(record.channels.get(f"sms.{kind}")) for kind in ("marketing", "transactional")}
+        for kind, value in sms.items():
+            value[f"can_receive_sms_{kind}"] = value["consent"] == SUBSCRIBED
+            del value["custom_method_detail"]
+        return {"email": {"marketing": email}, "sms": sms}
 
     def counts(self) -> dict[str, int]:
         with self._state.lock:

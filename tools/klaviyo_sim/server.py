@@ -625,13 +625,21 @@ def render_list(
 
 
 def render_profile(
-    account: Account, row: int, base: str, names: frozenset[str] | None, joined: float | None = None
+    account: Account,
+    row: int,
+    base: str,
+    names: frozenset[str] | None,
+    joined: float | None = None,
+    consents: ConsentBook | None = None,
 ) -> dict[str, Any]:
+    """A profile resource; consents given: with its subscriptions (additional-fields[profile]=subscriptions)."""
     attributes = account.profiles.record(row)
     attributes["created"] = iso(attributes["created"])
     attributes["updated"] = iso(attributes["updated"])
     if joined is not None:
         attributes["joined_group_at"] = iso(joined)
+    if consents is not None:
+        attributes["subscriptions"] = consents.render(account, row)
     pid = account.profile_id(row)
     return {
         "type": "profile",
@@ -814,11 +822,15 @@ class KlaviyoApi:
     def get_list_profiles(self, request: Request) -> Response:
         found = self._list(request)
         names = sparse(request.query, "profile", _PROFILE_FIELDS, _PROFILE_FIELD_PREFIXES)
-        _choice_list(request.query, "additional-fields[profile]", ("subscriptions", "predictive_analytics"))
+        consents = self._with_subscriptions(request)
         page, next_cursor = self._member_page(request, found)
         with self.state.lock:
-            data = [render_profile(request.account, row, request.base, names, joined) for row, joined in page]
+            data = [render_profile(request.account, row, request.base, names, joined, consents) for row, joined in page]
         return collection(request, data, next_cursor)
+
+    def _with_subscriptions(self, request: Request) -> ConsentBook | None:
+        extra = _choice_list(request.query, "additional-fields[profile]", ("subscriptions", "predictive_analytics"))
+        return self.consents if "subscriptions" in extra else None
 
     def get_list_profile_ids(self, request: Request) -> Response:
         found = self._list(request)
@@ -952,10 +964,11 @@ class KlaviyoApi:
     def get_job_profiles(self, request: Request) -> Response:
         job = self._job(request)
         names = sparse(request.query, "profile", _PROFILE_FIELDS - {"joined_group_at"}, _PROFILE_FIELD_PREFIXES)
-        _choice_list(request.query, "additional-fields[profile]", ("subscriptions", "predictive_analytics"))
+        consents = self._with_subscriptions(request)
         with self.state.lock:
             positions, next_cursor = self._offset_page(request, "job-profiles", len(job.profile_rows))
-            data = [render_profile(request.account, job.profile_rows[p], request.base, names) for p in positions]
+            rows = [job.profile_rows[p] for p in positions]
+            data = [render_profile(request.account, row, request.base, names, None, consents) for row in rows]
         return collection(request, data, next_cursor)
 
     def get_job_profile_ids(self, request: Request) -> Response:
