@@ -168,7 +168,11 @@ class ConsentBook:
             row = found.pop()
         else:
             return store.insert(profile.email, profile.phone_number, None, {}, None, now)
-        store.merge(row, profile.email, profile.phone_number, None, {}, None, now)
+        # Only a new identifier changes the profile (merge would re-encode its stored attributes).
+        if (profile.email and store.email[row] != profile.email) or (
+            profile.phone_number and store.phone[row] != profile.phone_number
+        ):
+            store.merge(row, profile.email, profile.phone_number, None, {}, None, now)
         return row
 
     def _record(self, account: Account, row: int) -> _Record:
