@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
+from .consent import OPT_IN_PROCESSES, ConsentBook, ConsentView
 from .faults import NO_FAULT, Fault, FaultInjector
 from .state import (
     ALL_SCOPES,
@@ -40,6 +41,7 @@ from .state import (
     scan_import,
     validate_import,
 )
+from .subscriptions import SUBSCRIBE, UNSUBSCRIBE, Operation, validate_consent_job
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +260,22 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", _JOBS + "/{id}/relationships/profiles", "get_job_profile_ids", _scopes("profiles:read"), _M, _PAGE),
     Route("GET", _JOBS + "/{id}/lists", "get_job_lists", _scopes("lists:read"), _M, frozenset({"fields[list]"})),
     Route("GET", _JOBS + "/{id}/relationships/lists", "get_job_list_ids", _scopes("lists:read"), _M),
+    Route(
+        "POST",
+        "/api/profile-subscription-bulk-create-jobs",
+        "subscribe_profiles",
+        _scopes("lists:write", "profiles:write", "subscriptions:write"),
+        _L,
+        body=True,
+    ),
+    Route(
+        "POST",
+        "/api/profile-subscription-bulk-delete-jobs",
+        "unsubscribe_profiles",
+        _scopes("lists:write", "profiles:write", "subscriptions:write"),
+        _L,
+        body=True,
+    ),
 )
 _COMPILED = tuple((route, route.pattern) for route in ROUTES)
 
@@ -607,13 +625,21 @@ def render_list(
 
 
 def render_profile(
-    account: Account, row: int, base: str, names: frozenset[str] | None, joined: float | None = None
+    account: Account,
+    row: int,
+    base: str,
+    names: frozenset[str] | None,
+    joined: float | None = None,
+    consents: ConsentBook | None = None,
 ) -> dict[str, Any]:
+    """A profile resource; consents given: with its subscriptions (additional-fields[profile]=subscriptions)."""
     attributes = account.profiles.record(row)
     attributes["created"] = iso(attributes["created"])
     attributes["updated"] = iso(attributes["updated"])
     if joined is not None:
         attributes["joined_group_at"] = iso(joined)
+    if consents is not None:
+        attributes["subscriptions"] = consents.render(account, row)
     pid = account.profile_id(row)
     return {
         "type": "profile",
@@ -661,8 +687,9 @@ def _challenge() -> Response:
 class KlaviyoApi:
     """The Klaviyo operations the simulator serves; each takes a checked Request and returns a Response."""
 
-    def __init__(self, state: SimState) -> None:
+    def __init__(self, state: SimState, consents: ConsentBook) -> None:
         self.state = state
+        self.consents = consents
 
     # ---- lists
 
@@ -795,11 +822,15 @@ class KlaviyoApi:
     def get_list_profiles(self, request: Request) -> Response:
         found = self._list(request)
         names = sparse(request.query, "profile", _PROFILE_FIELDS, _PROFILE_FIELD_PREFIXES)
-        _choice_list(request.query, "additional-fields[profile]", ("subscriptions", "predictive_analytics"))
+        consents = self._with_subscriptions(request)
         page, next_cursor = self._member_page(request, found)
         with self.state.lock:
-            data = [render_profile(request.account, row, request.base, names, joined) for row, joined in page]
+            data = [render_profile(request.account, row, request.base, names, joined, consents) for row, joined in page]
         return collection(request, data, next_cursor)
+
+    def _with_subscriptions(self, request: Request) -> ConsentBook | None:
+        extra = _choice_list(request.query, "additional-fields[profile]", ("subscriptions", "predictive_analytics"))
+        return self.consents if "subscriptions" in extra else None
 
     def get_list_profile_ids(self, request: Request) -> Response:
         found = self._list(request)
@@ -933,10 +964,11 @@ class KlaviyoApi:
     def get_job_profiles(self, request: Request) -> Response:
         job = self._job(request)
         names = sparse(request.query, "profile", _PROFILE_FIELDS - {"joined_group_at"}, _PROFILE_FIELD_PREFIXES)
-        _choice_list(request.query, "additional-fields[profile]", ("subscriptions", "predictive_analytics"))
+        consents = self._with_subscriptions(request)
         with self.state.lock:
             positions, next_cursor = self._offset_page(request, "job-profiles", len(job.profile_rows))
-            data = [render_profile(request.account, job.profile_rows[p], request.base, names) for p in positions]
+            rows = [job.profile_rows[p] for p in positions]
+            data = [render_profile(request.account, row, request.base, names, None, consents) for row in rows]
         return collection(request, data, next_cursor)
 
     def get_job_profile_ids(self, request: Request) -> Response:
@@ -956,6 +988,19 @@ class KlaviyoApi:
     def get_job_list_ids(self, request: Request) -> Response:
         job = self._job(request)
         return collection(request, [{"type": "list", "id": job.list_id}] if job.list_id else [], None)
+
+    # ---- subscriptions (consent.py, subscriptions.py)
+
+    def _consent_job(self, request: Request, operation: Operation) -> Response:
+        job = validate_consent_job(parse_json(request.body), operation, self.state.clock())
+        self.consents.apply(request.account, job)
+        return Response(202, content_type=None)  # no body: there is no job to poll
+
+    def subscribe_profiles(self, request: Request) -> Response:
+        return self._consent_job(request, SUBSCRIBE)
+
+    def unsubscribe_profiles(self, request: Request) -> Response:
+        return self._consent_job(request, UNSUBSCRIBE)
 
 
 # --------------------------------------------------------------------------- admin routes
@@ -1008,6 +1053,12 @@ class Admin:
                 if not sim.state.delete_list(list_id):
                     raise AdminError(404, f"no list {list_id}")
                 return Response(204, content_type=None)
+            case "GET", ["consent"]:
+                identifier = dict(parse_qsl(query)).get("identifier", "")
+                view = sim.consent_of(identifier, dict(parse_qsl(query)).get("account", "default"))
+                if view is None:
+                    raise AdminError(404, "no profile with that identifier")
+                return _json(_consent_json(view))
             case "GET", ["stats"]:
                 return _json(sim.stats)
             case "GET", ["config"]:
@@ -1016,6 +1067,19 @@ class Admin:
                 sim.configure(**payload)
                 return _json(sim.config.as_dict())
         raise AdminError(404, f"no admin route {method} {path}")
+
+
+def _consent_json(view: ConsentView) -> dict[str, Any]:
+    return {
+        "profile_id": view.profile_id,
+        "channels": {
+            name: {**vars(consent), "timestamp": iso(consent.timestamp)} for name, consent in view.channels.items()
+        },
+        "pending": {list_id or "": list(channels) for list_id, channels in view.pending.items()},
+        "suppressions": sorted(view.suppressions),
+        "lists": sorted(view.lists),
+        "confirmations_sent": view.confirmations_sent,
+    }
 
 
 def _member_stream(state: SimState, list_id: str) -> Iterator[bytes]:
@@ -1043,7 +1107,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], simulator: KlaviyoSimulator) -> None:
         self.simulator = simulator
-        self.api = KlaviyoApi(simulator.state)
+        self.api = KlaviyoApi(simulator.state, simulator.consents)
         self.admin = Admin(simulator)
         self.open_connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
@@ -1312,6 +1376,7 @@ class KlaviyoSimulator:
     def __init__(self, config: SimulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.config = config or SimulatorConfig()
         self.state = SimState(self.config)
+        self.consents = ConsentBook(self.state)
         self.faults = FaultInjector(self.config)
         self.url = ""
         self._address = (host, port)
@@ -1356,8 +1421,14 @@ class KlaviyoSimulator:
         if not self.state.remove_api_key(key):
             raise KeyError(key)
 
-    def create_list(self, name: str, account: str = "default", list_id: str | None = None) -> str:
-        return self.state.create_list(name, account, list_id).id
+    def create_list(
+        self, name: str, account: str = "default", list_id: str | None = None, opt_in_process: str = "single_opt_in"
+    ) -> str:
+        if opt_in_process not in OPT_IN_PROCESSES:
+            raise ValueError(f"opt_in_process must be one of {', '.join(OPT_IN_PROCESSES)}")
+        created = self.state.create_list(name, account, list_id)
+        created.opt_in_process = opt_in_process
+        return created.id
 
     def list_members(self, list_id: str) -> list[dict[str, Any]]:
         self.state.settle()
@@ -1383,6 +1454,27 @@ class KlaviyoSimulator:
         """True once every import job has completed, False if timeout passes first."""
         return self.state.wait_for_jobs(timeout)
 
+    # ---- consent (consent.ConsentBook)
+
+    def consent_of(self, identifier: str, account: str = "default") -> ConsentView | None:
+        """The consent of the profile with this email or phone number (None: no such profile)."""
+        return self.consents.consent_of(identifier, account)
+
+    def subscribed(self, list_id: str, channel: str) -> set[str]:
+        """Members of the list subscribed to marketing on the channel ("email": their emails, "sms": phones)."""
+        return self.consents.subscribed(list_id, channel)
+
+    def confirm(self, identifier: str, list_id: str | None, account: str = "default") -> bool:
+        """The profile answers its double opt-in confirmation; False when none was waiting."""
+        return self.consents.confirm(identifier, list_id, account)
+
+    def suppress(self, email: str, reason: str = "SPAM_REPORT", account: str = "default") -> None:
+        self.consents.suppress(email, reason, account)
+
+    def set_default_opt_in(self, process: str, account: str = "default") -> None:
+        """The account's opt-in process for subscriptions made without a list (single_opt_in at first)."""
+        self.consents.set_default_opt_in(process, account)
+
     @property
     def stats(self) -> dict[str, Any]:
-        return self.state.stats.snapshot()
+        return {**self.state.stats.snapshot(), "subscriptions": self.consents.counts()}
