@@ -1,4 +1,5 @@
-"""The client-side limiter, on a fake clock against the simulator's fixed windows: alone, shared, throttled."""
+"""The client-side limiter, on a fake clock against the simulator's fixed windows: alone, shared, throttled,
+with and without RateLimit headers; and the simulator stripping those headers, through the real client."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+import requests
 
-from shared.klaviyo.limits import BULK_IMPORT, Limit
+from shared.klaviyo import KlaviyoClient
+from shared.klaviyo.limits import BULK_IMPORT, JSON_API, LIST_READS, REVISION, EndpointGroup, Limit
 from shared.klaviyo.ratelimit import RateLimiter
+from tests.conftest import API_KEY
+from tools.klaviyo_sim import KlaviyoSimulator
 from tools.klaviyo_sim.faults import FaultInjector
 from tools.klaviyo_sim.state import RateDecision, RateLimit, SimulatorConfig
 from tools.klaviyo_sim.state import RateLimiter as AccountWindows
@@ -376,3 +381,27 @@ def test_senders_sharing_an_account_without_headers_finish_and_no_request_runs_o
     assert all(s.done_at is not None for s in shared.senders)
     assert shared.finished < 14 * 1.5
     assert max(s.most_429s_in_a_row for s in shared.senders) < 8
+
+
+def test_the_simulator_can_strip_ratelimit_headers_and_keep_retry_after(klaviyo: KlaviyoSimulator):
+    klaviyo.configure(rate_limit_headers=False)  # as `python -m tools.klaviyo_sim --no-rate-limit-headers`
+    headers = {"Authorization": f"Klaviyo-API-Key {API_KEY}", "revision": REVISION, "Accept": JSON_API}
+    with requests.Session() as http:
+        answers = [http.get(klaviyo.url + "/api/profile-bulk-import-jobs", headers=headers) for _ in range(11)]
+    assert [a.status_code for a in answers] == [200] * 10 + [429]
+    assert not any(name.lower().startswith("ratelimit-") for a in answers for name in a.headers)
+    assert answers[-1].headers["Retry-After"] == "1"
+
+
+def test_behind_a_proxy_that_strips_ratelimit_headers_a_429_only_halves_the_clients_pace(
+    klaviyo: KlaviyoSimulator, client: KlaviyoClient, list_id: str
+):
+    klaviyo.configure(rate_limit_headers=False)
+    client.get_list(list_id)  # answered without the headers
+    klaviyo.configure(throttle_storm_every=100.0, throttle_storm_seconds=1.0)
+    client.get_list(list_id)
+    assert client.stats.counts["retried_429"] == 1
+    pacer = client.transport.pacers[EndpointGroup.LISTS]
+    assert isinstance(pacer, RateLimiter)
+    # Not a guessed share of an account that no answer will ever measure (it held the pace there for good).
+    assert pacer.share is None and pacer.rate() >= LIST_READS.burst_per_second / 2
