@@ -19,8 +19,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +58,18 @@ MAPPING = [
     "properties.lifetime_value=lifetime_value",
 ]  # email: the default `email` column
 MODES = ("real", "pipeline")
+# Issue 19: real limits and a one-second throttle storm once the first import job is accepted (the jobs
+# in flight then get a 429), with the RateLimit-* headers ("storm") and without them, as behind a proxy
+# that strips them ("noheaders"); the client must pace the second within 1.2 times the first.
+EARLY_429_MODES = ("storm", "noheaders")
+SIMULATOR_OPTIONS = {"noheaders": ("--no-rate-limit-headers",)}
+MODE_LABELS = {
+    "real": "real limits",
+    "pipeline": "pipeline only",
+    "storm": "real limits, early 429",
+    "noheaders": "real limits, early 429, no RateLimit headers",
+}
+NO_HEADERS_SLOWDOWN = 1.2
 SHARED = "shared-3x300k"
 # A Customer Insights export (CDM folder): 4 headerless partitions quoting every field, CRLF, and model.json.
 CDM = "1m-cdm-pipeline"
@@ -86,7 +99,7 @@ class Dataset:
 
 DATASETS = [
     Dataset("100k", "100k", 100_000, "csv", 41),
-    Dataset("1m", "1m", 1_000_000, "csv", 42),
+    Dataset("1m", "1m", 1_000_000, "csv", 42, (*MODES, "storm", "noheaders")),
     Dataset("1m-jsonl", "1m", 1_000_000, "jsonl", 43),
     # Issue 17: a Parquet file (row groups of 128K rows) and a Delta table (4 commits of 250K rows, delta-rs).
     Dataset("1m-parquet", "1m", 1_000_000, "parquet", 45, ("pipeline",)),
@@ -207,7 +220,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--only", help="comma-separated scenario names (see --list)")
     parser.add_argument("--sizes", help="comma-separated sizes: 100k, 1m, 10m, 3x300k (the shared-account run)")
-    parser.add_argument("--modes", help="comma-separated modes: real, pipeline (the shared-account run is real)")
+    parser.add_argument(
+        "--modes", help="comma-separated modes: real, pipeline, storm, noheaders (the shared-account run is real)"
+    )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument(
         "--timeout-scale", type=float, default=1.0, help="multiply each run's time limit (120 s + 1 s per 5,000 rows)"
@@ -393,13 +408,13 @@ def run_scenario(
     storage: Azurite,
 ) -> None:
     """Starts a simulator, then one export per blob (all at once, each into its own list), and measures."""
-    real = result.mode == "real"
+    real = result.mode != "pipeline"
     list_ids = [f"L{k}{result.scenario.replace('-', '')}"[:40] for k in range(len(blobs))]
     logs = workdir / "logs" / result.scenario
     logs.mkdir(parents=True, exist_ok=True)
     timeout = (120 + max(e.rows for e in expected) / 5_000) * limits.timeout_scale
     max_rss_bytes = limits.max_rss_bytes // len(blobs)
-    print(f"\n== {result.scenario}: {result.rows:,} rows, {'real limits' if real else 'pipeline only'}", flush=True)
+    print(f"\n== {result.scenario}: {result.rows:,} rows, {MODE_LABELS[result.mode]}", flush=True)
     for list_id, e in zip(list_ids, expected, strict=True):
         result.runs.append(
             Run(
@@ -412,7 +427,7 @@ def run_scenario(
             )
         )
     try:
-        with Simulator(list_ids, real, logs / "simulator.log") as simulator:
+        with Simulator(list_ids, real, logs / "simulator.log", SIMULATOR_OPTIONS.get(result.mode, ())) as simulator:
             # Pipeline only: the client's own pace is lifted too, or it would measure our rate limiter.
             run_env = {**env, "KLAVIYO_BASE_URL": simulator.url, "KLAVIYO_RATE_LIMITS": "published" if real else "off"}
             commands = [
@@ -420,7 +435,7 @@ def run_scenario(
                 for k, (blob, run) in enumerate(zip(blobs, result.runs, strict=True))
             ]
             storage_cpu = process_cpu_seconds(storage.pid)
-            with exports(commands):
+            with exports(commands), early_429(simulator, result.mode):
                 processes = wait_all(commands, timeout, max_rss_bytes)
             result.storage_cpu_seconds = process_cpu_seconds(storage.pid) - storage_cpu
             stats = simulator.stats() | {"cpu_seconds": simulator.cpu_seconds()}
@@ -434,6 +449,28 @@ def run_scenario(
         return
     summarize(result, processes, stats)
     print_result(result)
+
+
+@contextlib.contextmanager
+def early_429(simulator: Simulator, mode: str) -> Iterator[None]:
+    """In the storm modes: a one-second throttle storm as soon as the simulator accepts the first import job."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.02):
+            if simulator.stats().get("jobs_created", 0) >= 1:
+                simulator.configure(throttle_storm_every=3600.0, throttle_storm_seconds=1.0)
+                return
+
+    thread = threading.Thread(target=watch, daemon=True)
+    if mode in EARLY_429_MODES:
+        thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        if thread.is_alive():
+            thread.join()
 
 
 def export_args(blob: str, list_id: str, report: Path) -> list[str]:
@@ -593,6 +630,7 @@ def _mark(ok: bool) -> str:
 def floors(results: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     """(floor, scenario, measured, met) for each floor of issue 4 and each run it applies to."""
     rows: list[tuple[str, str, str, str]] = []
+    by_name = {r["scenario"]: r for r in results}
     for r in results:
         name, ok = r["scenario"], r["status"] == "ok"
         if r["status"] == "interrupted":
@@ -620,6 +658,18 @@ def floors(results: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                         _mark(met),
                     )
                 )
+        with_headers = by_name.get(name.replace("-noheaders", "-storm")) if name.endswith("-noheaders") else None
+        if with_headers is not None and with_headers["all_jobs_accepted_seconds"] is not None:
+            accepted, paced = r["all_jobs_accepted_seconds"], with_headers["all_jobs_accepted_seconds"]
+            met = ok and accepted is not None and accepted <= NO_HEADERS_SLOWDOWN * paced
+            rows.append(
+                (
+                    "no RateLimit headers, early 429: every job accepted ≤ 1.2 × with them (issue 19)",
+                    name,
+                    f"{_seconds(accepted)} s ≤ 1.2 × {_seconds(paced)} s",
+                    _mark(met),
+                )
+            )
         if r["rows"] == 10_000_000:
             rows.append(("10M rows complete, every row accounted for", name, r["status"], _mark(ok)))
         if r["scenario"] == SHARED:
@@ -648,7 +698,7 @@ def render(document: dict[str, Any]) -> str:
     ]
     for r in document["results"]:
         lines.append(
-            f"| {r['scenario']} | {r['rows']:,} | {'real limits' if r['mode'] == 'real' else 'pipeline only'} "
+            f"| {r['scenario']} | {r['rows']:,} | {MODE_LABELS[r['mode']]} "
             f"| {r['status']} | {_seconds(r['wall_seconds'])} | {_seconds(r['all_jobs_accepted_seconds'])} "
             f"| {_rate(r)} | {r['peak_rss_bytes'] / 1e6:,.0f} ({r['rss_floor_bytes'] / 1e6:,.0f}) "
             f"| {r['cpu_seconds']:.1f} ({r['simulator'].get('cpu_seconds', 0):.1f}, "

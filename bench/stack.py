@@ -72,9 +72,10 @@ def _stop_group(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
 class Simulator:
     """`python -m tools.klaviyo_sim` in its own process, with one API key and the given lists."""
 
-    def __init__(self, lists: Sequence[str], real_limits: bool, log_path: Path) -> None:
+    def __init__(self, lists: Sequence[str], real_limits: bool, log_path: Path, options: Sequence[str] = ()) -> None:
         self.lists = list(lists)
         self.real_limits = real_limits
+        self.options = list(options)  # more of the simulator's command-line options
         self.log_path = log_path
         self.url = ""
         self._process: subprocess.Popen[bytes] | None = None
@@ -89,6 +90,7 @@ class Simulator:
             command += ["--list", f"{list_id}:{list_id}"]
         if not self.real_limits:  # pipeline only: no rate limits, jobs done as soon as they are processed
             command += ["--no-rate-limits", "--processing-seconds", "0"]
+        command += self.options
         log = self.log_path.open("wb")
         self._process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
         log.close()
@@ -119,6 +121,13 @@ class Simulator:
 
     def stats(self) -> dict[str, Any]:
         return dict(self.admin("stats"))
+
+    def configure(self, **changes: Any) -> None:
+        """Changes the running simulator's settings (its admin API's POST /_sim/config)."""
+        request = urllib.request.Request(f"{self.url}/_sim/config", data=orjson.dumps(changes), method="POST")
+        request.add_header("Content-Type", "application/json")
+        with _LOCAL.open(request, timeout=30.0) as response:
+            response.read()
 
     def member_count(self, list_id: str) -> int:
         return int(self.admin(f"lists/{list_id}/members?count_only=1")["count"])

@@ -1,4 +1,5 @@
-"""The client-side limiter, on a fake clock against the simulator's fixed windows: alone, shared, throttled."""
+"""The client-side limiter, on a fake clock against the simulator's fixed windows: alone, shared, throttled,
+with and without RateLimit headers; and the simulator stripping those headers, through the real client."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+import requests
 
-from shared.klaviyo.limits import BULK_IMPORT, Limit
+from shared.klaviyo import KlaviyoClient
+from shared.klaviyo.limits import BULK_IMPORT, JSON_API, LIST_READS, REVISION, EndpointGroup, Limit
 from shared.klaviyo.ratelimit import RateLimiter
-from tools.klaviyo_sim.state import RateDecision, RateLimit
+from tests.conftest import API_KEY
+from tools.klaviyo_sim import KlaviyoSimulator
+from tools.klaviyo_sim.faults import FaultInjector
+from tools.klaviyo_sim.state import RateDecision, RateLimit, SimulatorConfig
 from tools.klaviyo_sim.state import RateLimiter as AccountWindows
 
 ACCOUNT_LIMIT = RateLimit(10, 150)
@@ -126,6 +132,28 @@ def test_alone_the_rate_recovers_additively_after_a_429():
     assert rates[-1] == 10
 
 
+def test_without_headers_a_429_halves_the_rate_it_grows_back_and_a_further_429_halves_it_again():
+    clock = FakeClock()
+    limiter = RateLimiter(BULK_IMPORT, clock=clock, sleep=clock.sleep, rng=random.Random(1))
+    # Throttled before any answer: the guess of one other sender like us, until answers show more.
+    hold = limiter.throttled(limiter.acquire(), 1.0)
+    assert limiter.share == 0.5 and limiter.rate() == 2.25
+    at = limiter.acquire()
+    assert at >= hold
+    limiter.completed(at, {})  # no RateLimit headers: no answer will ever show the share
+    assert limiter.share is None and limiter.rate() == 2.25
+    clock.now = hold + 2
+    assert limiter.rate() == pytest.approx(2.25 + 2 * 1.5)
+    clock.now = hold + 6
+    assert limiter.rate() == 10
+    # A further 429 (requests got through since): halved again and held for Retry-After plus jitter only.
+    again = limiter.throttled(limiter.acquire(), 1.0)
+    assert again <= 1.35
+    assert limiter.share is None and limiter.rate() == 5
+    clock.now += again + 2
+    assert limiter.rate() == pytest.approx(5 + 2 * 1.5)
+
+
 def test_pause_holds_every_caller_without_changing_the_pace():
     clock = FakeClock()
     limiter = RateLimiter(Limit(10, 150), clock=clock, sleep=clock.sleep)
@@ -156,6 +184,7 @@ class Sender:
     done_at: float | None = None
     admitted: list[float] = field(default_factory=list)
     throttled: int = 0
+    most_429s_in_a_row: int = 0  # for one upload thread: the retries one request needed
 
 
 @dataclass
@@ -175,11 +204,16 @@ def share_account(
     latency: float = 0.005,
     background: tuple[float, float] = (0.0, 0.0),
     until: float = 300.0,
+    headers: bool = True,
+    storm: tuple[float, float] | None = None,
 ) -> Shared:
     """Senders (processes) of several upload threads each, on one account, on one fake clock; with
-    `background` (per second, for seconds), another integration sends requests, ignoring everyone."""
+    `background` (per second, for seconds), another integration sends requests, ignoring everyone.
+    `headers=False`: answers without RateLimit-* headers (a proxy stripped them; 429s keep Retry-After).
+    `storm` (from, seconds): the simulator's throttle storm, a 429 to every request in that time."""
     clock = FakeClock()
     account = Account(clock)
+    faults = FaultInjector(SimulatorConfig(), clock=clock)
     senders = [
         Sender(RateLimiter(BULK_IMPORT, clock=clock, sleep=_wait, rng=random.Random(i)), n, start, n)
         for i, (start, n) in enumerate(zip(starts, jobs, strict=True))
@@ -191,6 +225,8 @@ def share_account(
         heapq.heappush(events, (time, next(order), action))
 
     def worker(sender: Sender) -> Callable[[], None]:
+        in_a_row = 0
+
         def send() -> None:
             if sender.jobs <= 0:
                 return
@@ -203,12 +239,16 @@ def share_account(
             at(clock.now + latency, lambda: arrive(sent))
 
         def arrive(sent: float) -> None:
-            decision = account.request()
+            fault = faults.decide()
+            decision = RateDecision(False, fault.retry_after) if fault.kind == "storm" else account.request()
             at(clock.now + latency, lambda: answer(sent, decision))
 
         def answer(sent: float, decision: RateDecision) -> None:
+            nonlocal in_a_row
+            in_a_row = 0 if decision.allowed else in_a_row + 1
+            sender.most_429s_in_a_row = max(sender.most_429s_in_a_row, in_a_row)
             if decision.allowed:
-                sender.limiter.completed(sent, decision.headers)
+                sender.limiter.completed(sent, decision.headers if headers else {})
                 sender.admitted.append(sent)
                 if len(sender.admitted) == sender.total:
                     sender.done_at = clock.now
@@ -223,6 +263,10 @@ def share_account(
     for sender in senders:
         for thread in range(threads):
             at(sender.start + thread * 0.001, worker(sender))
+    if storm is not None:
+        # Configured when it begins, as through the simulator's admin API; it does not come back.
+        config = SimulatorConfig(throttle_storm_every=3600.0, throttle_storm_seconds=storm[1])
+        at(storm[0], lambda: faults.reconfigure(config))
     per_second, seconds = background
     for tick in range(int(per_second * seconds)):
         at(tick / per_second, account.request)
@@ -300,3 +344,64 @@ def test_steady_window_headers_in_the_ietf_form_are_read():
     )
     # The minute's budget is spent: the next request waits for the window to reset.
     assert limiter.acquire() >= 42
+
+
+# ------------------------------------------------------------------------------ no RateLimit headers
+
+MILLION_ROWS_JOBS = 100  # a 1M-row run: 100 import jobs of 10,000 profiles; the limiter paces calls
+
+
+def paced_million(headers: bool) -> Sender:
+    """A 1M-row run's import jobs, one sender of 6 threads, with one early 429 (a one-second storm at 2 s)."""
+    shared = share_account([0.0], [MILLION_ROWS_JOBS], headers=headers, storm=(2.0, 1.0))
+    (sender,) = shared.senders
+    assert sender.done_at is not None and sender.throttled >= 1, "the storm threw at least one 429"
+    assert sender.admitted == sorted(sender.admitted)
+    assert max_in_window(sender.admitted, 1.0) <= 10 and shared.account.throttled == 0
+    return sender
+
+
+def test_without_ratelimit_headers_the_rate_recovers_after_a_429_as_with_them():
+    # Issue 19: behind a proxy that strips RateLimit-*, one early 429 held a 1M run to about 2 jobs a
+    # second (48 s instead of 12 s). With nothing known of other senders, recover as when alone.
+    with_headers, without = paced_million(headers=True), paced_million(headers=False)
+    assert with_headers.done_at is not None and without.done_at is not None
+    assert with_headers.done_at < 14, "with headers: the 9.5 s of a clean run and a few seconds of recovery"
+    assert without.done_at <= 1.2 * with_headers.done_at, (without.done_at, with_headers.done_at)
+    # Back at the full burst by the end, and no one-second window over the limit on the way.
+    assert without.limiter.share is None and without.limiter.rate() == 10
+    assert max(admitted_per_window(without.admitted, without.done_at - 4.2, without.done_at)) == 10
+
+
+def test_senders_sharing_an_account_without_headers_finish_and_no_request_runs_out_of_retries():
+    # Nothing tells them of each other: each backs off on its 429s and grows back, and the account's
+    # 135 jobs take about as long as with the headers (17 s), where one early 429 used to hold each
+    # sender at 2 a second. The client gives up on a request after 8 429s in a row.
+    shared = share_account([0.0, 0.01, 0.02], [45, 45, 45], headers=False)
+    assert all(s.done_at is not None for s in shared.senders)
+    assert shared.finished < 14 * 1.5
+    assert max(s.most_429s_in_a_row for s in shared.senders) < 8
+
+
+def test_the_simulator_can_strip_ratelimit_headers_and_keep_retry_after(klaviyo: KlaviyoSimulator):
+    klaviyo.configure(rate_limit_headers=False)  # as `python -m tools.klaviyo_sim --no-rate-limit-headers`
+    headers = {"Authorization": f"Klaviyo-API-Key {API_KEY}", "revision": REVISION, "Accept": JSON_API}
+    with requests.Session() as http:
+        answers = [http.get(klaviyo.url + "/api/profile-bulk-import-jobs", headers=headers) for _ in range(11)]
+    assert [a.status_code for a in answers] == [200] * 10 + [429]
+    assert not any(name.lower().startswith("ratelimit-") for a in answers for name in a.headers)
+    assert answers[-1].headers["Retry-After"] == "1"
+
+
+def test_behind_a_proxy_that_strips_ratelimit_headers_a_429_only_halves_the_clients_pace(
+    klaviyo: KlaviyoSimulator, client: KlaviyoClient, list_id: str
+):
+    klaviyo.configure(rate_limit_headers=False)
+    client.get_list(list_id)  # answered without the headers
+    klaviyo.configure(throttle_storm_every=100.0, throttle_storm_seconds=1.0)
+    client.get_list(list_id)
+    assert client.stats.counts["retried_429"] == 1
+    pacer = client.transport.pacers[EndpointGroup.LISTS]
+    assert isinstance(pacer, RateLimiter)
+    # Not a guessed share of an account that no answer will ever measure (it held the pace there for good).
+    assert pacer.share is None and pacer.rate() >= LIST_READS.burst_per_second / 2

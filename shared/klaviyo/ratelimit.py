@@ -29,6 +29,8 @@ _GAIN = 0.5
 _EQUALIZE = 0.3
 # Throttled before any answer told our share: guess one other sender like us. Senders that collide
 # at the start guess alike, and the shares they measure next come from the rates they guessed.
+# Answers without RateLimit headers (a proxy may strip them) will never tell it: then no guess, a 429
+# only halves the rate and it grows back as when alone.
 _UNKNOWN_SHARE = 0.5
 # A new limiter sends this fraction of the burst, then waits (up to _FIRST_WAIT seconds) for their
 # answers before sending more: senders that start together collide with a few requests, not a burst
@@ -57,7 +59,8 @@ class RateLimiter:
     the server's one-second windows together. A 429 holds every caller for Retry-After plus jitter
     and halves the rate, once per congestion episode; it then recovers additively. Near the end of the
     steady (one-minute) window a sharing sender spreads the remaining budget over the time left, and
-    no one sends once it is spent."""
+    no one sends once it is spent. Answers that never carry the headers tell nothing of others: a 429
+    then halves the rate and it recovers additively, as when alone."""
 
     def __init__(
         self,
@@ -84,6 +87,7 @@ class RateLimiter:
         self._others_seen_at = -math.inf
         self._measure_since = -math.inf
         self._account = AccountObserver(self._burst, self._rng)
+        self._headerless = False  # answers came without RateLimit headers, and none with them yet
 
     # -- the callers' side ----------------------------------------------------------------------
     def acquire(self) -> float:
@@ -109,6 +113,8 @@ class RateLimiter:
                 # An answer without the headers was still counted by the server; no answer tells nothing.
                 if headers is not None:
                     self._account.uncounted(sent_at, now)
+                    if self._account.window_end is None:
+                        self._no_headers()
                 return
             self._throttled_in_a_row = 0
             self._account.counted(sent_at, now, count)
@@ -120,7 +126,7 @@ class RateLimiter:
             now = self._clock()
             self._forget(sent_at)
             rate = self._current_rate(now)
-            if self._share is None and self._account.window_end is None:
+            if self._share is None and self._account.window_end is None and not self._headerless:
                 self._share = _UNKNOWN_SHARE
                 rate = min(rate, _UNKNOWN_SHARE * _TARGET * self._burst)
             # Requests that were in flight when we last slowed down tell nothing new.
@@ -200,6 +206,12 @@ class RateLimiter:
     def _forget(self, sent_at: float) -> None:
         with contextlib.suppress(ValueError):
             self._pending.remove(sent_at)
+
+    def _no_headers(self) -> None:
+        """Answers come without RateLimit headers: no share will be measured, so a guessed one is
+        dropped and the rate grows back from where the 429 left it (after its hold), as when alone.
+        The answer also shows that requests get through again, so the next 429's hold starts short."""
+        self._headerless, self._throttled_in_a_row, self._share = True, 0, None
 
     def _adapt(self, now: float) -> None:
         """Updates the share and the rate from what the answers so far tell."""

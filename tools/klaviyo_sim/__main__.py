@@ -14,7 +14,7 @@ from dataclasses import fields
 from .server import KlaviyoSimulator
 from .state import ALL_SCOPES, SimulatorConfig
 
-_NOT_FLOATS = {"rate_limits", "seed", "keep_attributes", "fast_import"}
+_NOT_FLOATS = {"rate_limits", "rate_limit_headers", "seed", "keep_attributes", "fast_import"}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -34,6 +34,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--list", action="append", default=[], metavar="ID[:NAME]", help="create this list (repeatable)"
     )
     parser.add_argument("--no-rate-limits", action="store_true", help="do not enforce Klaviyo's rate limits")
+    parser.add_argument(
+        "--no-rate-limit-headers",
+        action="store_true",
+        help="answer without RateLimit-* headers, as behind a proxy that strips them (429s keep Retry-After)",
+    )
     parser.add_argument(
         "--no-profile-attributes",
         action="store_true",
@@ -65,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = SimulatorConfig(
             rate_limits=not args.no_rate_limits,
+            rate_limit_headers=not args.no_rate_limit_headers,
             seed=args.seed,
             keep_attributes=not args.no_profile_attributes,
             fast_import=args.fast_import,

@@ -1342,7 +1342,7 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host") or simulator.url.split("://", 1)[-1]
         request = Request(route, params, parsed_query, body, api_key.account, f"http://{host}", path)
         response: Response = getattr(self.server.api, route.action)(request)
-        if 200 <= response.status < 300:
+        if 200 <= response.status < 300 and state.config.rate_limit_headers:
             response.headers.update(decision.headers)
         return response
 

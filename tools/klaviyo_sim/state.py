@@ -59,6 +59,9 @@ class SimulatorConfig:
     """Behaviour of one simulator: rate limiting, job timing and injected faults."""
 
     rate_limits: bool = True
+    # False answers without RateLimit-* headers, as behind a proxy that strips them; a 429 still
+    # carries Retry-After.
+    rate_limit_headers: bool = True
     processing_seconds: float = 0.05
     processing_seconds_per_profile: float = 0.0
     error_rate: float = 0.0
