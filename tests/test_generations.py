@@ -293,3 +293,15 @@ def test_an_export_saved_before_generations_keeps_its_sync_state_until_it_is_sav
     assert saved["generation"], "saving it gives it a generation"
     app.upload("l.csv", csv(*people(1, 2, 3, 4)))
     assert timer(app)["legacy"]["counts"]["sent"] == 4, "and its first run after that starts a new state"
+
+
+def test_a_long_segment_version_is_kept_as_its_digest():
+    from shared.control.definition import version_kept
+
+    # A folder of 2,000 parts: its version (their etags joined) would pass a table property's 32K limit.
+    folder = ",".join(f'"0x8DC{n:011X}"' for n in range(2_000))
+    assert len(folder) > 32_768
+    kept = version_kept(folder)
+    assert kept is not None and kept.startswith("sha256:") and len(kept) == 71
+    assert version_kept(folder) == kept and version_kept(folder + ",x") != kept
+    assert version_kept('"0x8DC1"') == '"0x8DC1"' and version_kept(None) is None

@@ -31,6 +31,18 @@ DEFINITION_FIELDS = (
 )
 
 
+# A segment version longer than this (the etags of a folder of many parts) is kept as its digest.
+_LONGEST_KEPT_VERSION = 256
+
+
+def version_kept(version: str | None) -> str | None:
+    """A segment version as an export keeps it to compare with later runs': itself, or its digest when
+    too long for one table property (the etags of a folder of thousands of parts)."""
+    if version is None or len(version) <= _LONGEST_KEPT_VERSION:
+        return version
+    return "sha256:" + hashlib.sha256(version.encode()).hexdigest()
+
+
 def definition_fingerprint(export: Mapping[str, Any]) -> str:
     """A short digest of the export's definition fields (a field left out counts as absent)."""
     definition = {name: export.get(name) for name in DEFINITION_FIELDS}

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from azure.core.exceptions import ResourceExistsError
 
-from shared.control.definition import definition_fingerprint, sync_state_prefix
+from shared.control.definition import definition_fingerprint, sync_state_prefix, version_kept
 from shared.control.lease import STALE_AFTER_SECONDS, Held
 from shared.control.monitor import RunMonitor
 from shared.control.services import Services
@@ -163,7 +163,7 @@ def _record_success(services: Services, run: dict[str, Any], export: dict[str, A
     was started for: an export deleted, or deleted and created again, since is left alone."""
     definition = run.get("definition") or definition_fingerprint(export)
     success = {
-        "last_success_version": source.version,
+        "last_success_version": version_kept(source.version),
         "last_success_run": run["run_id"],
         "last_success_definition": definition,
     }

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from shared.control.definition import definition_fingerprint
+from shared.control.definition import definition_fingerprint, version_kept
 from shared.control.models import csv_dialect
 from shared.control.services import Services
 from shared.control.store import new_run_id, utc_now
@@ -160,7 +160,7 @@ def _reason_to_skip(services: Services, export: dict[str, Any], active: bool) ->
         version = export_segment(services, export).version
     except SegmentError as exc:
         return f"segment not available: {exc}"
-    if export.get("run_always") or not version or version != export.get("last_success_version"):
+    if export.get("run_always") or not version or version_kept(version) != export.get("last_success_version"):
         return None
     # An export whose last success predates definition fingerprints counts as changed (it runs once more).
     if definition_fingerprint(export) != export.get("last_success_definition"):
