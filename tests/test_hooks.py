@@ -287,6 +287,26 @@ def test_the_local_build_installs_linux_wheels_of_the_apps_python_into_python_pa
     assert "--no-compile" in command
 
 
+@pytest.mark.slow
+def test_every_pinned_requirement_has_a_linux_wheel_for_the_local_build(tmp_path: Path):
+    """The local build installs only wheels (--only-binary): a pin without a CPython 3.11 manylinux x86-64
+    wheel would fail `azd up` at packaging. pip resolves the whole set without installing (~10 s)."""
+    build = load("build_package")
+    report = tmp_path / "report.json"
+    command = build.pip_command(sys.executable, target=tmp_path / "site-packages")
+
+    done = subprocess.run([*command, "--dry-run", "--report", str(report)], capture_output=True, text=True)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    wheels = [item["download_info"]["url"].rsplit("/", 1)[-1] for item in json.loads(report.read_text())["install"]]
+    pinned = {
+        line.split("==")[0].lower() for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line
+    }
+    names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+    assert pinned <= names
+    assert all(w.endswith(".whl") and ("manylinux" in w or "-none-any" in w) for w in wheels), wheels
+
+
 def test_azure_yaml_builds_locally_and_runs_each_hook_on_posix_and_windows():
     config = yaml.safe_load((ROOT / "azure.yaml").read_text(encoding="utf-8"))
     api = config["services"]["api"]
