@@ -260,3 +260,14 @@ def test_the_optional_export_sends_ten_rows_end_to_end_then_removes_the_export_a
     smoke = {email for email in member_emails(klaviyo, list_id) if email.startswith("smoke-test+")}
     assert len(smoke) == ROWS
     assert app.services.store.list_exports() == [] and segments.names() == []
+
+
+def test_an_app_that_does_not_answer_fails_each_check_with_the_reason(capsys):
+    port = free_port()  # nothing listens there
+
+    status = main(["--url", f"http://127.0.0.1:{port}", "--no-token"], env={"SMOKE_FUNCTION_KEY": KEY})
+
+    out = capsys.readouterr().out
+    assert status == 1
+    assert lines(out)["openapi.json without credentials"].startswith("FAIL expected 200, got no answer: ")
+    assert "0 of 3 checks passed, 3 FAILED" in out

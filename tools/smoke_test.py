@@ -70,7 +70,7 @@ class Target:
 class Http:
     """Plain HTTP with the standard library: the smoke test runs on any Python 3, without the venv."""
 
-    def __init__(self, base_url: str, timeout: float = 60.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 120.0) -> None:  # a cold start of a Flex app
         self.base_url, self.timeout = base_url.rstrip("/"), timeout
 
     def __call__(self, method: str, path: str, headers: Mapping[str, str], body: bytes | None = None) -> Response:
@@ -80,6 +80,8 @@ class Http:
                 return Response(answer.status, answer.read())
         except urllib.error.HTTPError as error:
             return Response(error.code, error.read())
+        except (urllib.error.URLError, OSError) as error:  # no answer at all: status 0, the reason as body
+            return Response(0, str(getattr(error, "reason", error)).encode())
 
 
 def forged_principal(roles: Sequence[str]) -> str:
@@ -92,6 +94,8 @@ def forged_principal(roles: Sequence[str]) -> str:
 def _expect(name: str, answer: Response, expected: int, meaning: dict[int, str]) -> Outcome:
     if answer.status == expected:
         return Outcome(name, True, str(answer.status))
+    if answer.status == 0:
+        return Outcome(name, False, f"expected {expected}, got no answer: {answer.body.decode(errors='replace')}")
     explanation = meaning.get(answer.status, "unexpected")
     return Outcome(name, False, f"expected {expected}, got {answer.status}: {explanation}")
 
