@@ -29,6 +29,10 @@ param principalId string = ''
 @description('Client id of the Entra app registration (app roles Admin and Contributor) that App Service Authentication checks callers against. Empty: no authentication is configured and the app refuses every HTTP API call.')
 param authClientId string = ''
 
+@maxLength(4)
+@description('Appended to the Key Vault\'s name (lowercase letters and digits). Empty until the first `azd down`; then the postdown hook (infra/hooks/new_vault_suffix.py) sets KEY_VAULT_SUFFIX anew, because the deleted vault keeps its name for 90 days (purge protection).')
+param keyVaultSuffix string = ''
+
 @minValue(40)
 @maxValue(1000)
 @description('Most instances the Flex plan scales out to; runs on one Klaviyo account share its rate limits anyway.')
@@ -93,7 +97,9 @@ module vault 'app/keyvault.bicep' = {
   name: 'keyvault'
   scope: rg
   params: {
-    name: take('kv-${prefix}-${token}', 24)
+    // Soft-deleted vaults keep their names (https://learn.microsoft.com/azure/key-vault/general/soft-delete-change):
+    // keyVaultSuffix makes the name after an `azd down` a new one; the token is shortened to fit 24 characters.
+    name: '${take('kv-${prefix}-${token}', 24 - length(keyVaultSuffix))}${keyVaultSuffix}'
     location: location
     tags: tags
   }

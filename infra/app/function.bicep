@@ -38,6 +38,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222:the HTTP API is for people and scripts outside Azure and Event Grid calls the blob webhook; every call needs a function key, and API calls an Entra token too (App Service Authentication)
   // checkov:skip=CKV_AZURE_17:callers authenticate with Entra tokens and function keys; Event Grid cannot present a client certificate to the blob webhook
   // checkov:skip=CKV_AZURE_212:a Flex app scales from zero per event; always-ready instances would bill around the clock for hourly batch runs, and a run whose instance dies comes back through its queue message
+  // checkov:skip=CKV_AZURE_78:Flex Consumption does not support FTPS and rejects siteConfig.ftpsState ("properties.ftpsState: FTPS not supported", https://learn.microsoft.com/azure/azure-functions/functions-app-settings#flex-consumption-plan-deprecations); FTP and SCM basic-auth publishing are off below (basicPublishingCredentialsPolicies)
   // checkov:skip=CKV_AZURE_213:health check removes unhealthy instances from a fixed pool behind a load balancer; a Flex app has no fixed pool, and a run whose instance dies comes back through its queue message
   name: name
   location: location
@@ -56,8 +57,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     clientCertEnabled: false
     siteConfig: {
+      // No ftpsState: Flex Consumption rejects it (see the CKV_AZURE_78 skip above).
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       // Every setting the app reads that has no default; the README's settings table documents each
       // (tests/test_infra.py checks both ways). Flex sets the runtime itself: no FUNCTIONS_WORKER_RUNTIME.
