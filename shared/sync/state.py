@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 STATE_NAME = "sync-state.npz"
 _IN_MEMORY = 4 * 1024 * 1024  # a larger state passes through a temporary file on its way to or from a blob
+# The most one append to a blob may add (an append blob block).
+MAX_APPEND_BYTES = 4 * 1024 * 1024
 
 
 class Int64Blocks:
@@ -183,11 +186,29 @@ def _writable(values: np.ndarray) -> np.ndarray:
 
 
 class SyncStateStore(Protocol):
+    """Where an export's sync state lives: the state itself, and the files beside it (the identifiers
+    of the profiles put on the list, and the logs of what runs are sending)."""
+
     location: str
 
     def load(self, name: str = STATE_NAME) -> SyncState | None: ...
     def save(self, state: SyncState, name: str = STATE_NAME) -> None: ...
     def delete(self, name: str) -> None: ...
+    def append(self, name: str, data: bytes) -> None:
+        """Adds `data` (at most MAX_APPEND_BYTES) to the end of `name`, durably, creating it if need be."""
+        ...
+
+    def names(self, prefix: str) -> list[str]:
+        """The names of the files beside the state that start with `prefix`."""
+        ...
+
+    def fetch(self, name: str) -> contextlib.AbstractContextManager[Path | None]:
+        """A local file holding `name` while the context lasts (None when there is no such file)."""
+        ...
+
+    def replace(self, name: str) -> contextlib.AbstractContextManager[Path]:
+        """A local path to write; when the context ends without an error, it replaces `name` whole."""
+        ...
 
 
 class FolderSyncState:
@@ -214,6 +235,37 @@ class FolderSyncState:
     def delete(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.folder / name).unlink()
+
+    def append(self, name: str, data: bytes) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / name, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def names(self, prefix: str) -> list[str]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(path.name for path in self.folder.iterdir() if path.name.startswith(prefix))
+
+    @contextlib.contextmanager
+    def fetch(self, name: str) -> Iterator[Path | None]:
+        path = self.folder / name
+        yield path if path.exists() else None
+
+    @contextlib.contextmanager
+    def replace(self, name: str) -> Iterator[Path]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / name
+        temporary = path.with_name(path.name + ".tmp")
+        try:
+            yield temporary
+            with open(temporary, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(temporary, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
 
 
 class BlobSyncState:
@@ -247,3 +299,40 @@ class BlobSyncState:
 
         with contextlib.suppress(ResourceNotFoundError):
             self._container.get_blob_client(self._prefix + name).delete_blob()
+
+    def append(self, name: str, data: bytes) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        blob = self._container.get_blob_client(self._prefix + name)
+        try:
+            blob.append_block(data)
+        except ResourceNotFoundError:
+            blob.create_append_blob()
+            blob.append_block(data)
+
+    def names(self, prefix: str) -> list[str]:
+        start = self._prefix + prefix
+        return sorted(b.name[len(self._prefix) :] for b in self._container.list_blobs(name_starts_with=start))
+
+    @contextlib.contextmanager
+    def fetch(self, name: str) -> Iterator[Path | None]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with tempfile.TemporaryDirectory(prefix="sync-") as folder:
+            path = Path(folder) / "file"
+            try:
+                with open(path, "wb") as f:
+                    self._container.get_blob_client(self._prefix + name).download_blob().readinto(f)
+            except ResourceNotFoundError:
+                yield None
+                return
+            yield path
+
+    @contextlib.contextmanager
+    def replace(self, name: str) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(prefix="sync-") as folder:
+            path = Path(folder) / "file"
+            yield path
+            with open(path, "rb") as f:
+                blob = self._container.get_blob_client(self._prefix + name)
+                blob.upload_blob(f, length=path.stat().st_size, overwrite=True)
