@@ -111,6 +111,12 @@ class KlaviyoClient:
         jobs = paged(self.transport, _JOBS, EndpointGroup.JOBS, params=params, what="import jobs")
         return map(ImportJob.from_resource, jobs)
 
+    def unfinished_import_jobs(self) -> Iterator[ImportJob]:
+        """The account's import jobs still queued or processing (every writer's), a page at a time."""
+        params = {"filter": 'any(status,["queued","processing"])', "page[size]": str(MAX_PAGE_SIZE)}
+        jobs = paged(self.transport, _JOBS, EndpointGroup.JOBS, params=params, what="unfinished import jobs")
+        return map(ImportJob.from_resource, jobs)
+
     def import_errors(self, job_id: str) -> Iterator[dict[str, Any]]:
         """The profiles a finished job failed to import, with Klaviyo's reason and payload."""
         path, what = f"{_JOBS}/{job_id}/import-errors", f"import errors of job {job_id}"

@@ -4,14 +4,18 @@ profile the list no longer holds needs no removal."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
 
-from shared.klaviyo import MAX_PAGE_SIZE, KlaviyoClient
+from shared.klaviyo import MAX_PAGE_SIZE, KlaviyoClient, KlaviyoError
 from shared.telemetry import carry_run_context
+
+log = logging.getLogger(__name__)
 
 # Lookups in flight at once: Klaviyo answers each in a fraction of a second, and the client's rate
 # limiter (750 list reads a minute) sets the pace, not this number.
@@ -26,6 +30,22 @@ class OnList(NamedTuple):
     ids: np.ndarray
     profile_ids: list[str]
     absent: np.ndarray
+
+
+def settle_import_jobs(client: KlaviyoClient, timeout: float) -> None:
+    """Waits until every import job the account had unfinished when asked is finished: a run that
+    was killed or failed may have left jobs Klaviyo is still importing, and a leaver looked up before
+    its job lands on the list would be missed. Raises KlaviyoError after `timeout` seconds."""
+    waiting = {job.id for job in client.unfinished_import_jobs()}
+    if waiting:
+        log.info("mirror: waiting for %d earlier import job(s) to finish before looking up leavers", len(waiting))
+    deadline, pause = time.monotonic() + timeout, 0.1
+    while waiting:
+        if time.monotonic() > deadline:
+            raise KlaviyoError(f"{len(waiting)} earlier import job(s) still not complete after {timeout:.0f} s")
+        time.sleep(pause)
+        pause = min(pause * 2, 5.0)
+        waiting &= {job.id for job in client.unfinished_import_jobs()}
 
 
 class _Query(NamedTuple):

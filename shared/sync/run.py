@@ -14,7 +14,7 @@ from shared.klaviyo import KlaviyoClient
 from shared.mapping import fingerprints
 from shared.sync.accepted import AcceptedProfiles
 from shared.sync.delta import DeltaFilter, SyncCounts
-from shared.sync.lookup import find_on_list
+from shared.sync.lookup import find_on_list, settle_import_jobs
 from shared.sync.members import NO_PROFILE_IDS, ListMembers
 from shared.sync.mirror import Removals, safety_stop, take_off_list
 from shared.sync.options import SyncOptions
@@ -63,6 +63,7 @@ class SyncRun:
         self.register = Register(store)
         self.sending = SendingLog(store, run_id) if self.mirror and not self._counts_read else None
         self.dropped = Int64Blocks()  # mirror: profiles taken off the list, or found not on it
+        self.settle_timeout = 3600.0  # mirror: the longest wait for earlier runs' jobs before removing
 
     # -- before and while sending ------------------------------------------------------------------
     def load(self, resumed: bool) -> None:
@@ -166,6 +167,7 @@ class SyncRun:
         if self.dry_run or self.client is None:
             self.counts.removed = leaving
             return None
+        settle_import_jobs(self.client, self.settle_timeout)
         found = find_on_list(self.client, self.list_id, leavers.ids, leavers.texts)
         if len(found.absent):  # not on the list (any more): nothing to remove
             state.drop(found.absent)
