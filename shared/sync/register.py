@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from shared.sync.state import MAX_APPEND_BYTES, SyncStateStore
+from shared.sync.state import MAX_APPEND_BYTES, Int64Blocks, SyncStateStore
 
 REGISTER_NAME = "identifiers.arrow"
 LOG_PREFIX = "sending-"
@@ -105,41 +105,44 @@ class Register:
 
     def ids(self) -> np.ndarray:
         """Every identifier fingerprint of the register and the logs, sorted, each once."""
-        found = [batch.column(0).to_numpy() for batch in self._batches(self.logs())]
-        return np.unique(np.concatenate(found)) if found else NO_IDS
+        return sorted_unique(self._every_id(self.logs()))
+
+    def _every_id(self, logs: list[str]) -> np.ndarray:
+        """The identifier fingerprints of the register and the logs, in their order (copied, so that
+        no record batch, texts and all, stays in memory for them)."""
+        found = Int64Blocks()
+        for batch in self._batches(logs):
+            found.extend(batch.column(0).to_numpy())
+        return found.take()
 
     def leavers(self, segment: np.ndarray) -> Leavers:
         """The profiles of the register and the logs not in `segment` (sorted identifier fingerprints)."""
         ids: list[np.ndarray] = []
         texts: list[str] = []
-        every: list[np.ndarray] = []
+        every = Int64Blocks()
         for batch in self._batches(self.logs()):
             batch_ids = batch.column(0).to_numpy()
-            every.append(batch_ids)
+            every.extend(batch_ids)
             gone = ~isin_sorted(batch_ids, segment)
             if gone.any():
                 ids.append(batch_ids[gone])
                 texts += batch.column(1).filter(pa.array(gone)).to_pylist()
+        registered = count_distinct(every.take())
         if not ids:
-            return Leavers(NO_IDS, [], len(np.unique(np.concatenate(every))) if every else 0)
+            return Leavers(NO_IDS, [], registered)
         leaving = np.concatenate(ids)
-        _, first = np.unique(leaving, return_index=True)
-        first.sort()
-        registered = len(np.unique(np.concatenate(every)))
-        return Leavers(leaving[first], [texts[i] for i in first.tolist()], registered)
+        first = first_of_each(leaving)
+        return Leavers(leaving[first], [texts[i] for i in np.flatnonzero(first).tolist()], registered)
 
     def fold(self, dropped: np.ndarray) -> list[str]:
         """Rewrites the register as the register and every log, each profile once, without the
         `dropped` ones (sorted fingerprints: taken off the list, or found not on it); returns the
         logs folded in, to be deleted once the state is saved too."""
         logs = self.logs()
-        every = [batch.column(0).to_numpy() for batch in self._batches(logs)]
         if not logs and not len(dropped):
             return logs
-        ids = np.concatenate(every) if every else NO_IDS
-        keep = np.zeros(len(ids), dtype=bool)
-        keep[np.unique(ids, return_index=True)[1]] = True
-        keep &= ~isin_sorted(ids, dropped)
+        ids = self._every_id(logs)
+        keep = first_of_each(ids) & ~isin_sorted(ids, dropped)
         del ids
         with (
             self.store.replace(REGISTER_NAME) as target,
@@ -159,9 +162,47 @@ class Register:
             self.store.delete(name)
 
 
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """The values sorted, each once (np.unique's hash table is several times slower on int64)."""
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    first = np.ones(len(ordered), dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    return ordered[first]
+
+
+def count_distinct(values: np.ndarray) -> int:
+    ordered = np.sort(values)
+    return int(np.count_nonzero(ordered[1:] != ordered[:-1])) + 1 if len(ordered) else 0
+
+
+def first_of_each(values: np.ndarray) -> np.ndarray:
+    """A mask of the first occurrence of each value. Values seldom repeat (a profile sent again by a
+    resumed run, or changed since the register got it), so only the repeated ones are ordered."""
+    ordered = np.sort(values)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    del ordered
+    mask = np.ones(len(values), dtype=bool)
+    if not len(repeated):
+        return mask
+    at = np.flatnonzero(isin_sorted(values, np.unique(repeated)))
+    order = np.argsort(values[at], kind="stable")
+    ordered = values[at][order]
+    later = np.zeros(len(at), dtype=bool)
+    later[1:] = ordered[1:] == ordered[:-1]
+    mask[at[order[later]]] = False
+    return mask
+
+
 def isin_sorted(values: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
-    """np.isin for a sorted, unique `sorted_values` (a binary search per value)."""
-    if not len(sorted_values):
+    """np.isin for a sorted, unique `sorted_values`: a binary search per value, the values taken in
+    order (random probes into a large array miss the cache at every step, ordered ones seldom)."""
+    if not len(sorted_values) or not len(values):
         return np.zeros(len(values), dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
-    return sorted_values[at] == values
+    order = np.argsort(values)
+    ordered = values[order]
+    at = np.minimum(np.searchsorted(sorted_values, ordered), len(sorted_values) - 1)
+    found = np.empty(len(values), dtype=bool)
+    found[order] = sorted_values[at] == ordered
+    return found

@@ -18,7 +18,7 @@ from shared.sync.lookup import find_on_list, settle_import_jobs
 from shared.sync.members import NO_PROFILE_IDS, ListMembers
 from shared.sync.mirror import Removals, safety_stop, take_off_list
 from shared.sync.options import SyncOptions
-from shared.sync.register import Register, SendingLog, isin_sorted
+from shared.sync.register import NO_IDS, Register, SendingLog, isin_sorted, sorted_unique
 from shared.sync.state import Int64Blocks, SyncState, SyncStateStore
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,8 @@ class SyncRun:
         if not self.mirror:
             return None
         state = self._merged()
-        seen = np.unique(self.segment.take())
+        self.delta.registered = NO_IDS  # the delta filter is done with it
+        seen = sorted_unique(self.segment.take())
         leavers = self.register.leavers(seen)
         # States written before the register existed: departed profiles whose Klaviyo id is known.
         departed = state.absent_from(seen)
@@ -193,7 +194,9 @@ class SyncRun:
             if aside is not None:
                 self.store.save(aside, self.pending_name)
             return
-        folded = self.register.fold(np.unique(self.dropped.take())) if self.mirror else []
         self.store.save(self._merged())
+        self._final = None  # let go before the register is rewritten: a large state is not held twice
         self.store.delete(self.pending_name)
-        self.register.delete(folded)
+        # The logs go only once the register holds them: a run killed in between leaves them for the next.
+        if self.mirror:
+            self.register.delete(self.register.fold(sorted_unique(self.dropped.take())))
