@@ -240,3 +240,30 @@ def _body(list_id: str, addresses: list[str]) -> bytes:
     for i, address in enumerate(addresses):
         batch.add(serialize_profile({"email": address}), 0, i)
     return bytes(batch.body(list_id))
+
+
+# -- the Functions app: the state in blob storage -------------------------------------------------------------
+def test_the_app_folds_every_invocations_log_and_mirrors_exactly(app, klaviyo):
+    """A mirror run split by its time budget into several invocations, each logging to an append blob
+    of its own; the run's end folds them into the register, and the next run removes those who left."""
+    from dataclasses import replace
+
+    app.services.settings = replace(app.services.settings, run_time_budget=0.0)
+    list_id = klaviyo.create_list("Mirror by lookup")
+    app.put_connection()
+    app.upload("m.csv", csv_of(range(25_000)))
+    app.put_export("m", list_id, {"blob": "m.csv"}, mapping={"email": "email"}, sync_mode="mirror")
+    _, run, _ = app.http("export_runs", "POST", "exports/m/runs", name="m")
+    assert app.drain_queue() >= 2, "the run went on in a new queue message"
+    assert member_emails(klaviyo, list_id) == emails(range(25_000))
+    reports = app.services.blobs.get_container_client(app.services.settings.reports_container)
+    names = [b.name for b in reports.list_blobs(name_starts_with="m/sync/")]
+    assert [n.rsplit("/", 1)[1] for n in names] == [REGISTER_NAME, "sync-state.npz"], names
+
+    app.services.settings = replace(app.services.settings, run_time_budget=540.0)
+    app.upload("m.csv", csv_of(range(1_000, 25_000)))
+    _, run, _ = app.http("export_runs", "POST", "exports/m/runs", name="m")
+    app.drain_queue()
+    _, done, _ = app.http("run_status", "GET", f"runs/{run['run_id']}", run_id=run["run_id"])
+    assert done["status"] == "succeeded" and done["counts"]["removed"] == 1_000
+    assert member_emails(klaviyo, list_id) == emails(range(1_000, 25_000))
