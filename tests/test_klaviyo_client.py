@@ -262,3 +262,15 @@ def test_the_simulator_refuses_lookups_klaviyo_refuses(
     )
     assert answer.status_code == 400
     assert message in answer.json()["errors"][0]["detail"]
+
+
+def test_a_lookup_retried_after_a_lost_connection_logs_no_identifier(
+    klaviyo: KlaviyoSimulator, list_id: str, caplog: pytest.LogCaptureFixture
+):
+    klaviyo.configure(reset_rate=1.0)
+    api = KlaviyoClient(API_KEY, klaviyo.url, max_retries=1)
+    with caplog.at_level("DEBUG"), pytest.raises(KlaviyoError):
+        list(api.list_members_by(list_id, "email", ["secret.person@example.com"]))
+    retries = [r for r in caplog.records if r.name.startswith("urllib3")]
+    assert retries, "urllib3 logged its retries"
+    assert not any("secret" in r.getMessage() or "example.com" in r.getMessage() for r in caplog.records)

@@ -267,3 +267,24 @@ def test_the_app_folds_every_invocations_log_and_mirrors_exactly(app, klaviyo):
     _, done, _ = app.http("run_status", "GET", f"runs/{run['run_id']}", run_id=run["run_id"])
     assert done["status"] == "succeeded" and done["counts"]["removed"] == 1_000
     assert member_emails(klaviyo, list_id) == emails(range(1_000, 25_000))
+
+
+def test_an_add_state_switched_to_mirror_filters_alike_in_every_invocation_of_a_run(sync, klaviyo, list_id, tmp_path):
+    """A state kept in add mode has no identifiers: the first mirror run sends every profile again to
+    record them. Split by its time budget, each invocation must form the same batches (its own log
+    does not count as the register), so no batch is sent twice."""
+    everyone = people(*range(30_000))
+    assert sync.run(everyone).status == SUCCEEDED
+    jobs_before = klaviyo.stats["jobs_created"]
+    checkpoint = FileCheckpoints(tmp_path / "checkpoint.json")
+    run = sync.run(everyone, checkpoints=checkpoint, mode="mirror", deadline=time.monotonic())
+    invocations = 1
+    while run.status == INCOMPLETE:
+        invocations += 1
+        run = sync.run(everyone, checkpoints=checkpoint, mode="mirror", run_id=run.run_id, resume=True)
+    assert invocations >= 2 and run.status == SUCCEEDED, run.error
+    assert run.counts.sent == run.counts.updated == 30_000
+    assert klaviyo.stats["jobs_created"] - jobs_before == len(run.job_ids), "no batch was sent twice"
+    after = sync.run(people(*range(1_000, 30_000)), mode="mirror")
+    assert after.status == SUCCEEDED and after.counts.sent == 0 and after.counts.removed == 1_000
+    assert member_emails(klaviyo, list_id) == set(people(*range(1_000, 30_000)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,6 +33,22 @@ _IDENTIFIED_PROFILES = {**_FULL_PAGE, "fields[profile]": "email,phone_number,ext
 
 _LIST_MEMBER_FILTERS = ("email", "phone_number")
 _PROFILE_FILTERS = ("email", "phone_number", "external_id")
+
+
+class _WithoutQueries(logging.Filter):
+    """Cuts the query string off the URLs urllib3 logs (a retry's warning names the URL): a lookup's
+    query holds the emails and phone numbers looked up."""
+
+    _QUERY = re.compile(r"\?\S*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._QUERY.sub("?…", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+for _logger in ("urllib3.connectionpool", "urllib3.util.retry"):
+    logging.getLogger(_logger).addFilter(_WithoutQueries())
 
 
 def _any_filter(field: str, values: list[str]) -> str:

@@ -6,7 +6,7 @@ ended.
 Two kinds of files sit beside the sync state:
 - `identifiers.arrow`, the register: an Arrow IPC file (columns `id`, `text`), read a record batch at a
   time, rewritten whole when a run ends;
-- `sending-<run>-<n>.log`, one per invocation of a run: before a chunk's profiles can be sent, their
+- `sending-<run>.<n>.log`, one per invocation of a run: before a chunk's profiles can be sent, their
   identifiers are appended to it (each append an 8-byte length and an Arrow IPC stream). A run that
   ends folds every log it finds into the register and deletes them; a run that was killed leaves its
   log for the next run to fold in. So every profile ever sent is in the register or in a log.
@@ -38,7 +38,7 @@ class SendingLog:
 
     def __init__(self, store: SyncStateStore, run_id: str) -> None:
         self.store = store
-        self.name = f"{LOG_PREFIX}{run_id}-{uuid.uuid4().hex[:8]}.log"
+        self.name = f"{LOG_PREFIX}{run_id}.{uuid.uuid4().hex[:8]}.log"
 
     def append(self, ids: np.ndarray, texts: pa.Array) -> None:
         """Records profiles before they are sent: returns once the store holds them."""
@@ -103,9 +103,11 @@ class Register:
                 if path is not None:
                     yield from _log_batches(path)
 
-    def ids(self) -> np.ndarray:
-        """Every identifier fingerprint of the register and the logs, sorted, each once."""
-        return sorted_unique(self._every_id(self.logs()))
+    def ids(self, run_id: str) -> np.ndarray:
+        """Every identifier fingerprint of the register and the logs, sorted, each once; not those of
+        run `run_id`'s own logs, so that every invocation of a run filters its profiles alike."""
+        own = f"{LOG_PREFIX}{run_id}."
+        return sorted_unique(self._every_id([name for name in self.logs() if not name.startswith(own)]))
 
     def _every_id(self, logs: list[str]) -> np.ndarray:
         """The identifier fingerprints of the register and the logs, in their order (copied, so that

@@ -56,7 +56,7 @@ class SyncRun:
         self.lock = threading.Lock()
         self.accepted_profiles = AcceptedProfiles()
         self.segment = Int64Blocks()  # mirror mode: identifier fingerprints of every valid profile read
-        self.pending_name = f"run-{run_id}.npz"
+        self.run_id, self.pending_name = run_id, f"run-{run_id}.npz"
         self._final: SyncState | None = None
         # Mirror mode: the identifiers of the profiles the export put on the list, and this
         # invocation's log of those it is about to send (written before they can be sent).
@@ -75,7 +75,7 @@ class SyncRun:
             state = None
         self.delta = DeltaFilter(self.options, self.counts, state, count_read=self._counts_read)
         if self.mirror and state is not None and len(state):
-            self.delta.registered = self.register.ids()
+            self.delta.registered = self.register.ids(self.run_id)
         if resumed and (pending := self.store.load(self.pending_name)) is not None:
             self.accepted_profiles.restore(pending)
         self.loaded = True
