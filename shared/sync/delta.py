@@ -9,8 +9,7 @@ import numpy as np
 
 from shared.sync.members import NO_FINGERPRINTS, ListMembers
 from shared.sync.options import SyncOptions
-from shared.sync.register import isin_sorted
-from shared.sync.state import SyncState
+from shared.sync.state import SyncState, isin_sorted
 
 
 class SyncCounts(Protocol):

@@ -18,8 +18,8 @@ from shared.sync.lookup import find_on_list, settle_import_jobs
 from shared.sync.members import NO_PROFILE_IDS, ListMembers
 from shared.sync.mirror import Removals, safety_stop, take_off_list
 from shared.sync.options import SyncOptions
-from shared.sync.register import NO_IDS, Register, SendingLog, isin_sorted, sorted_unique
-from shared.sync.state import Int64Blocks, SyncState, SyncStateStore
+from shared.sync.register import NO_IDS, Register, SendingLog, sorted_unique
+from shared.sync.state import Int64Blocks, SyncState, SyncStateStore, isin_sorted
 
 log = logging.getLogger(__name__)
 

@@ -141,12 +141,14 @@ class SyncState:
             self.profile_ids = _writable(self.profile_ids)
 
     def drop(self, ids: np.ndarray) -> None:
-        keep = ~np.isin(self.ids, ids)
+        at, found = self.find(ids)
+        keep = np.ones(len(self.ids), dtype=bool)
+        keep[at[found]] = False
         self.ids, self.fingerprints, self.profile_ids = self.ids[keep], self.fingerprints[keep], self.profile_ids[keep]
 
     def absent_from(self, seen: np.ndarray) -> np.ndarray:
-        """Positions of the profiles not among `seen` (e.g. those who left the segment)."""
-        return np.flatnonzero(~np.isin(self.ids, seen))
+        """Positions of the profiles not among `seen` (sorted, each once: e.g. the segment's)."""
+        return np.flatnonzero(~isin_sorted(self.ids, seen))
 
     def write(self, file: IO[bytes]) -> None:
         """Writes the state as an .npz archive, array by array (np.savez never builds it in memory)."""
@@ -166,6 +168,19 @@ class SyncState:
             if header.get("format") != FORMAT_VERSION:
                 raise ValueError(f"sync state format {header.get('format')} is not {FORMAT_VERSION}")
             return cls(header["list_id"], stored["ids"], stored["fingerprints"], stored["profile_ids"])
+
+
+def isin_sorted(values: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
+    """np.isin for a sorted, unique `sorted_values`: a binary search per value, the values taken in
+    order (random probes into a large array miss the cache at every step, ordered ones seldom)."""
+    if not len(sorted_values) or not len(values):
+        return np.zeros(len(values), dtype=bool)
+    order = np.argsort(values)
+    ordered = values[order]
+    at = np.minimum(np.searchsorted(sorted_values, ordered), len(sorted_values) - 1)
+    found = np.empty(len(values), dtype=bool)
+    found[order] = sorted_values[at] == ordered
+    return found
 
 
 def _order_by_id(ids: np.ndarray) -> np.ndarray:
