@@ -7,6 +7,7 @@ import time
 
 import orjson
 import pytest
+import requests
 
 from shared.engine.batching import Batch, Batcher
 from shared.klaviyo import InvalidPayload, KlaviyoClient, KlaviyoError
@@ -247,8 +248,6 @@ def test_lookups_by_identifier_find_members_and_profiles_100_values_a_call(
 def test_the_simulator_refuses_lookups_klaviyo_refuses(
     klaviyo: KlaviyoSimulator, list_id: str, path, filter_text, message
 ):
-    import requests
-
     values = ",".join(f'"m{n}@example.com"' for n in range(101))
     answer = requests.get(
         klaviyo.url + path.format(list=list_id),
