@@ -7,6 +7,7 @@ import time
 
 import orjson
 import pytest
+import requests
 
 from shared.engine.batching import Batch, Batcher
 from shared.klaviyo import InvalidPayload, KlaviyoClient, KlaviyoError
@@ -203,3 +204,72 @@ def test_job_profiles_list_members_and_removal_page_and_batch_within_klaviyos_li
     assert [m["email"] for m in klaviyo.list_members(list_id)] == ["m0@example.com"]
     # Removal ends list membership only: the profiles are still there for the job's profiles to name.
     assert len(dict(client.import_job_profiles(job.id))) == 2_345
+
+
+def test_lookups_by_identifier_find_members_and_profiles_100_values_a_call(
+    client: KlaviyoClient, klaviyo: KlaviyoSimulator, list_id: str
+):
+    batch = Batch()
+    profiles = [{"email": "Ann@Example.com"}, {"phone_number": "+15005550006"}, {"external_id": 'C-"1\\'}]
+    for i, attributes in enumerate(profiles):
+        batch.add(serialize_profile(attributes), 0, i)
+    client.create_import_job(batch.body(list_id))
+    elsewhere = klaviyo.create_list("Another list")
+    client.create_import_job(body_for(elsewhere, "bo@example.com"))
+    assert klaviyo.wait_for_jobs()
+
+    by_email = dict(client.list_members_by(list_id, "email", ["ann@example.com", "bo@example.com", "x@y.z"]))
+    assert [a["email"] for a in by_email.values()] == ["ann@example.com"], "bo is not a member of this list"
+    by_phone = dict(client.list_members_by(list_id, "phone_number", ["+15005550006"]))
+    assert [a["phone_number"] for a in by_phone.values()] == ["+15005550006"]
+    by_external = dict(client.profiles_by("external_id", ['C-"1\\', "C-2"]))
+    assert [a["external_id"] for a in by_external.values()] == ['C-"1\\']
+    assert len(dict(client.profiles_by("email", ["bo@example.com"]))) == 1, "profiles are found on any list"
+    calls = klaviyo.stats["requests_by_endpoint"]
+    assert calls["GET /api/lists/{id}/profiles"] == 2 and calls["GET /api/profiles"] == 2
+
+    many = [f"m{n}@example.com" for n in range(101)]
+    with pytest.raises(ValueError, match="from 1 to 100"):
+        client.list_members_by(list_id, "email", many)
+    with pytest.raises(ValueError, match="external_id"):
+        client.list_members_by(list_id, "external_id", ["C-2"])
+
+
+@pytest.mark.parametrize(
+    ("path", "filter_text", "message"),
+    [
+        ("/api/lists/{list}/profiles", "any(email,[{values}])", "from 1 to 100 values"),
+        ("/api/lists/{list}/profiles", 'any(external_id,["C-1"])', "not a valid operator for the field 'external_id'"),
+        ("/api/profiles", "any(external_id,[{values}])", "from 1 to 100 values"),
+        ("/api/profiles", 'any(first_name,["Ann"])', "not a valid operator for the field 'first_name'"),
+        ("/api/profiles", 'greater-than(email,"a")', "not a valid operator"),
+    ],
+)
+def test_the_simulator_refuses_lookups_klaviyo_refuses(
+    klaviyo: KlaviyoSimulator, list_id: str, path, filter_text, message
+):
+    values = ",".join(f'"m{n}@example.com"' for n in range(101))
+    answer = requests.get(
+        klaviyo.url + path.format(list=list_id),
+        params={"filter": filter_text.format(values=values), "page[size]": "100"},
+        headers={
+            "Authorization": f"Klaviyo-API-Key {API_KEY}",
+            "revision": REVISION,
+            "accept": "application/vnd.api+json",
+        },
+        timeout=10,
+    )
+    assert answer.status_code == 400
+    assert message in answer.json()["errors"][0]["detail"]
+
+
+def test_a_lookup_retried_after_a_lost_connection_logs_no_identifier(
+    klaviyo: KlaviyoSimulator, list_id: str, caplog: pytest.LogCaptureFixture
+):
+    klaviyo.configure(reset_rate=1.0)
+    api = KlaviyoClient(API_KEY, klaviyo.url, max_retries=1)
+    with caplog.at_level("DEBUG"), pytest.raises(KlaviyoError):
+        list(api.list_members_by(list_id, "email", ["secret.person@example.com"]))
+    retries = [r for r in caplog.records if r.name.startswith("urllib3")]
+    assert retries, "urllib3 logged its retries"
+    assert not any("secret" in r.getMessage() or "example.com" in r.getMessage() for r in caplog.records)

@@ -255,7 +255,9 @@ def test_cli_mirror_with_state_in_a_folder_or_blob(cli_env, tmp_path, klaviyo, l
     assert "unchanged   9 " in out and "removed     1 removed" in out
     assert member_emails(klaviyo, list_id) == set(people(*range(1, 10)))
     if where == "blob":
-        assert [b.name for b in container.list_blobs(name_starts_with="sync/cli/")] == ["sync/cli/sync-state.npz"]
+        # The state, and the identifiers of the profiles on the list; no run's sending log is left.
+        names = [b.name for b in container.list_blobs(name_starts_with="sync/cli/")]
+        assert names == ["sync/cli/identifiers.arrow", "sync/cli/sync-state.npz"]
     # The safety stop fails the run (exit 1) and names the override; the override removes.
     assert cli_run(tmp_path, list_id, people(1), "--mode", "mirror", "--state", state) == EXIT_FAILED
     assert "--confirm-removals" in capsys.readouterr().out
@@ -317,16 +319,16 @@ def test_what_an_interrupted_invocation_accepted_reaches_the_state_at_the_runs_e
     assert not (tmp_path / "run-r1.npz").exists()
 
 
-def test_an_add_export_switched_to_mirror_learns_profile_ids_then_removes(sync, klaviyo, list_id):
-    sync.run(people(*range(10)), mode="add")  # add mode never reads profile ids
+def test_an_add_export_switched_to_mirror_records_identifiers_then_removes(sync, klaviyo, list_id):
+    sync.run(people(*range(10)), mode="add")  # add mode keeps no identifiers
     switched = sync.run(people(*range(10)), mode="mirror")
-    assert switched.counts.sent == 10 and switched.counts.updated == 10, "sent again to learn their ids"
+    assert switched.counts.sent == 10 and switched.counts.updated == 10, "sent again to record their identifiers"
     settled = sync.run(people(*range(1, 10)), mode="mirror")
     assert settled.counts.sent == 0 and settled.counts.removed == 1
     assert member_emails(klaviyo, list_id) == set(people(*range(1, 10)))
 
 
-def test_mirror_with_reconcile_takes_profile_ids_from_the_list_instead_of_the_jobs(sync, klaviyo, list_id, container):
+def test_mirror_with_reconcile_keeps_the_members_profile_ids(sync, klaviyo, list_id, container):
     # The list already holds the segment (an earlier tool, or runs without a state).
     container.upload_blob("before.csv", segment(people(*range(10))))
     run_export(blob_segment(container, "before.csv"), ExportSpec("x", list_id, MAPPING), sync.client)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,6 +13,7 @@ from shared.klaviyo.errors import KlaviyoError
 from shared.klaviyo.jobs import ImportJob
 from shared.klaviyo.limits import (
     DEFAULT_BASE_URL,
+    MAX_FILTER_VALUES,
     MAX_LIST_RELATIONSHIP_IDS,
     MAX_PAGE_SIZE,
     PUBLISHED_LIMITS,
@@ -26,6 +29,34 @@ _JOBS = "/api/profile-bulk-import-jobs"
 _FULL_PAGE = {"page[size]": str(MAX_PAGE_SIZE)}
 # The profile collections are read for their identifiers only.
 _IDENTIFIED_PROFILES = {**_FULL_PAGE, "fields[profile]": "email,phone_number,external_id"}
+
+
+_LIST_MEMBER_FILTERS = ("email", "phone_number")
+_PROFILE_FILTERS = ("email", "phone_number", "external_id")
+
+
+class _WithoutQueries(logging.Filter):
+    """Cuts the query string off the URLs urllib3 logs (a retry's warning names the URL): a lookup's
+    query holds the emails and phone numbers looked up."""
+
+    _QUERY = re.compile(r"\?\S*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._QUERY.sub("?…", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+for _logger in ("urllib3.connectionpool", "urllib3.util.retry"):
+    logging.getLogger(_logger).addFilter(_WithoutQueries())
+
+
+def _any_filter(field: str, values: list[str]) -> str:
+    """Klaviyo's filter for profiles whose `field` is one of `values`: any(field,["a","b"]), each value
+    a quoted string with its quotes and backslashes escaped."""
+    if not 1 <= len(values) <= MAX_FILTER_VALUES:
+        raise ValueError(f"a lookup takes from 1 to {MAX_FILTER_VALUES} values, not {len(values)}")
+    return f"any({field},{orjson.dumps(values).decode()})"
 
 
 # Seconds to wait for a connection, and for an answer (a large import job can take a while to be accepted).
@@ -98,6 +129,12 @@ class KlaviyoClient:
         jobs = paged(self.transport, _JOBS, EndpointGroup.JOBS, params=params, what="import jobs")
         return map(ImportJob.from_resource, jobs)
 
+    def unfinished_import_jobs(self) -> Iterator[ImportJob]:
+        """The account's import jobs still queued or processing (every writer's), a page at a time."""
+        params = {"filter": 'any(status,["queued","processing"])', "page[size]": str(MAX_PAGE_SIZE)}
+        jobs = paged(self.transport, _JOBS, EndpointGroup.JOBS, params=params, what="unfinished import jobs")
+        return map(ImportJob.from_resource, jobs)
+
     def import_errors(self, job_id: str) -> Iterator[dict[str, Any]]:
         """The profiles a finished job failed to import, with Klaviyo's reason and payload."""
         path, what = f"{_JOBS}/{job_id}/import-errors", f"import errors of job {job_id}"
@@ -115,8 +152,27 @@ class KlaviyoClient:
         path, what = f"/api/lists/{list_id}/profiles", f"members of list {list_id}"
         return self._identified_profiles(path, EndpointGroup.LIST_MEMBERS, what)
 
-    def _identified_profiles(self, path: str, group: str, what: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        profiles = paged(self.transport, path, group, params=dict(_IDENTIFIED_PROFILES), what=what)
+    def list_members_by(self, list_id: str, field: str, values: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The list's members whose `field` (email or phone_number) is one of `values` (at most 100):
+        (profile id, identifier attributes). A value no member has is simply not in the answer."""
+        if field not in _LIST_MEMBER_FILTERS:
+            raise ValueError(f"list members can be looked up by {' or '.join(_LIST_MEMBER_FILTERS)}, not {field}")
+        path, what = f"/api/lists/{list_id}/profiles", f"members of list {list_id} by {field}"
+        return self._identified_profiles(path, EndpointGroup.LIST_MEMBERS, what, _any_filter(field, values))
+
+    def profiles_by(self, field: str, values: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The account's profiles whose `field` (email, phone_number or external_id) is one of
+        `values` (at most 100): (profile id, identifier attributes)."""
+        if field not in _PROFILE_FILTERS:
+            raise ValueError(f"profiles can be looked up by {', '.join(_PROFILE_FILTERS)}, not {field}")
+        what = f"profiles by {field}"
+        return self._identified_profiles("/api/profiles", EndpointGroup.PROFILES, what, _any_filter(field, values))
+
+    def _identified_profiles(
+        self, path: str, group: str, what: str, filter_text: str | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        params = dict(_IDENTIFIED_PROFILES) | ({"filter": filter_text} if filter_text else {})
+        profiles = paged(self.transport, path, group, params=params, what=what)
         return ((profile["id"], profile.get("attributes") or {}) for profile in profiles)
 
     def remove_from_list(

@@ -34,6 +34,9 @@ BULK_IMPORT = Limit(10, 150)
 JOB_READS = Limit(10, 150)
 LIST_READS = Limit(75, 750)
 LIST_WRITES = Limit(10, 150)
+PROFILE_READS = Limit(75, 700)  # GET /api/profiles
+# Values one any(field,[...]) filter may hold (a lookup by identifier asks for at most this many).
+MAX_FILTER_VALUES = 100
 
 
 class EndpointGroup(StrEnum):
@@ -50,6 +53,7 @@ class EndpointGroup(StrEnum):
     LISTS = "lists"
     LIST_MEMBERS = "list_members"
     LIST_WRITES = "list_writes"
+    PROFILES = "profiles"
 
 
 PUBLISHED_LIMITS: Mapping[str, Limit] = {
@@ -61,4 +65,5 @@ PUBLISHED_LIMITS: Mapping[str, Limit] = {
     EndpointGroup.LISTS: LIST_READS,
     EndpointGroup.LIST_MEMBERS: LIST_READS,
     EndpointGroup.LIST_WRITES: LIST_WRITES,
+    EndpointGroup.PROFILES: PROFILE_READS,
 }

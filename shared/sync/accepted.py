@@ -7,36 +7,28 @@ import threading
 
 import numpy as np
 
-from shared.sync.learning import LearntProfileIds
 from shared.sync.state import Int64Blocks, SyncState
 
 
 class AcceptedProfiles:
-    """The identifier and profile fingerprints of the profiles Klaviyo accepted, and the Klaviyo
-    profile ids learnt for some of them. Thread-safe: jobs finish on several threads."""
+    """The identifier and profile fingerprints of the profiles Klaviyo accepted. Thread-safe: jobs
+    finish on several threads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ids = Int64Blocks()
         self._prints = Int64Blocks()
-        self._learnt: list[LearntProfileIds] = []
 
     def add(self, ids: np.ndarray, prints: np.ndarray) -> None:
         with self._lock:
             self._ids.extend(ids)
             self._prints.extend(prints)
 
-    def learn(self, learnt: LearntProfileIds) -> None:
-        with self._lock:
-            self._learnt.append(learnt)
-
     def restore(self, pending: SyncState) -> None:
         """Takes back what an earlier invocation of the run put aside."""
-        known = pending.profile_ids != b""
         with self._lock:
             self._ids.extend(pending.ids)
             self._prints.extend(pending.fingerprints)
-            self._learnt.append(LearntProfileIds(pending.ids[known], pending.profile_ids[known]))
 
     def merge_into(self, state: SyncState) -> None:
         """Records everything gathered in `state`. The fingerprints move there, so that a large run
@@ -44,7 +36,6 @@ class AcceptedProfiles:
         with self._lock:
             if len(self._ids):
                 state.merge(self._ids.take(), self._prints.take())
-            self._set_learnt(state)
 
     def aside(self, list_id: str) -> SyncState | None:
         """Everything gathered, moved into a state of its own to be put aside (None when Klaviyo
@@ -54,10 +45,4 @@ class AcceptedProfiles:
                 return None
             aside = SyncState(list_id)
             aside.merge(self._ids.take(), self._prints.take())
-            self._set_learnt(aside)
             return aside
-
-    def _set_learnt(self, state: SyncState) -> None:
-        if self._learnt:
-            ids = np.concatenate([learnt.ids for learnt in self._learnt])
-            state.set_profile_ids(ids, np.concatenate([learnt.profile_ids for learnt in self._learnt]))

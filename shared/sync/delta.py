@@ -9,7 +9,7 @@ import numpy as np
 
 from shared.sync.members import NO_FINGERPRINTS, ListMembers
 from shared.sync.options import SyncOptions
-from shared.sync.state import SyncState
+from shared.sync.state import SyncState, isin_sorted
 
 
 class SyncCounts(Protocol):
@@ -37,6 +37,8 @@ class DeltaFilter:
         self.count_read = count_read
         self.off_list = NO_FINGERPRINTS  # identifier fingerprints of profiles of the state not on the list
         self.on_list = NO_FINGERPRINTS  # every identifier fingerprint of a list member, sorted
+        # Mirror: every identifier fingerprint the register and the runs' logs hold, sorted.
+        self.registered = NO_FINGERPRINTS
 
     def reconcile(self, members: ListMembers) -> None:
         """Takes the list's members into account (read after the state, which stays whatever happens)."""
@@ -46,7 +48,7 @@ class DeltaFilter:
     def to_send(self, ids: np.ndarray, prints: np.ndarray) -> np.ndarray | None:
         """Counts a chunk's profiles (identifier and profile fingerprints) against the state; returns
         a mask of those to send, or None to send all of them. Every profile the state has that is
-        sent counts as updated (changed, off the list, or its profile id to learn), once accepted."""
+        sent counts as updated (changed, off the list, or its identifier to record), once accepted."""
         state, counts = self.state, self.counts
         if state is None or not len(state):
             self._count_read(len(ids), 0)
@@ -55,8 +57,10 @@ class DeltaFilter:
         same = found & (state.fingerprints[at] == prints)
         if len(self.off_list):
             same &= ~np.isin(ids, self.off_list)
-        if self.mirror:  # without its profile id a profile could never be removed: send it to learn it
-            same &= (state.profile_ids[at] != b"") | np.isin(ids, self.on_list)
+        if self.mirror:
+            # A profile whose identifier the register lacks (a state kept in add mode) could never be
+            # looked up once it leaves: it is sent again, and its identifier recorded on the way.
+            same &= (state.profile_ids[at] != b"") | isin_sorted(ids, self.on_list) | isin_sorted(ids, self.registered)
         if self.full:  # every profile already on the list is sent again, as an update
             self._count_read(int((~found).sum()), int(found.sum()))
             return None
@@ -84,26 +88,12 @@ class DeltaFilter:
 
     def changing(self, ids: np.ndarray, prints: np.ndarray) -> np.ndarray | slice:
         """Which accepted profiles change the state: not those sent again exactly as the state has
-        them (a full run), whose merge would change nothing. In mirror mode, the profiles whose
-        profile id is still to be learnt stay, so that what an interrupted run puts aside keeps the
-        ids it learns with its profiles."""
+        them (a full run, or to record their identifier), whose merge would change nothing."""
         state = self.state
         if state is None or not len(state):
             return slice(None)
         at, found = state.find(ids)
-        same = found & (state.fingerprints[at] == prints)
-        if self.mirror:
-            same &= state.profile_ids[at] != b""
-        return ~same
-
-    def profile_id_known(self, ids: np.ndarray) -> np.ndarray:
-        """Where the Klaviyo profile id is known already: from the state, or from the list's members."""
-        known = np.isin(ids, self.on_list)
-        state = self.state
-        if state is not None and len(state):
-            at, found = state.find(ids)
-            known |= found & (state.profile_ids[at] != b"")
-        return known
+        return ~(found & (state.fingerprints[at] == prints))
 
     def hand_over(self) -> SyncState | None:
         """The state as the run found it, let go: it becomes the run's result, changed in place."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.klaviyo import KlaviyoClient
+from shared.sync.lookup import OnList
 from shared.sync.options import SyncOptions
 from shared.sync.state import SyncState
 
@@ -39,54 +40,67 @@ def safety_stop(options: SyncOptions, leaving: int, on_list: int, segment_size: 
 
 @dataclass(frozen=True)
 class Removals:
-    """What a mirror run takes off the list."""
+    """What a mirror run takes off the list: each with its identifier fingerprint (to drop it from the
+    state and the register once Klaviyo confirms) and its Klaviyo profile id."""
 
-    departed: np.ndarray  # positions in the state of the profiles that left the segment, their ids known
-    strangers: np.ndarray  # profile ids of members neither in the segment nor in the state (reconcile)
+    ids: np.ndarray  # identifier fingerprints: found on the list by lookup, or (older states) whose id is known
+    profile_ids: list[str]
+    strangers: list[str]  # profile ids of members neither in the segment nor put there by this export (reconcile)
 
     @classmethod
-    def of(cls, state: SyncState, departed: np.ndarray, strangers: np.ndarray) -> Removals:
-        """The departed profiles whose Klaviyo profile id is known (the others cannot be removed),
-        and the strangers that are not one of them."""
-        removable = departed[state.profile_ids[departed] != b""]
-        unknown = len(departed) - len(removable)
-        if unknown:
-            log.warning("mirror: %d departed profile(s) have no known Klaviyo id and stay on the list", unknown)
-        if len(strangers):
-            known = set(state.profile_ids[removable].tolist())
-            strangers = np.array([p for p in strangers.tolist() if p not in known], dtype="S")
-        return cls(removable, strangers)
+    def of(cls, found: OnList, state: SyncState, known: np.ndarray, strangers: np.ndarray) -> Removals:
+        """The leavers found on the list, the departed profiles of the state whose Klaviyo id is known
+        but that the register does not hold (`known`: their positions in the state), and the strangers
+        that are not one of them."""
+        ids = np.concatenate([found.ids, state.ids[known]])
+        profile_ids = found.profile_ids + [p.decode() for p in state.profile_ids[known].tolist()]
+        taken = set(profile_ids)
+        return cls(ids, profile_ids, [p for p in (s.decode() for s in strangers.tolist()) if p not in taken])
 
     @property
     def count(self) -> int:
-        return len(self.departed) + len(self.strangers)
+        return len(self.profile_ids) + len(self.strangers)
 
 
 def take_off_list(
-    client: KlaviyoClient, list_id: str, state: SyncState, removals: Removals, count_removed: Callable[[int], None]
+    client: KlaviyoClient,
+    list_id: str,
+    state: SyncState,
+    removals: Removals,
+    count_removed: Callable[[int], None],
+    dropped: Callable[[np.ndarray], None],
 ) -> None:
-    """Removes the strangers, then the departed profiles, dropping these from the state as Klaviyo
-    confirms their removal (so that a failure midway leaves the state right)."""
-    strangers = removals.strangers
-    if len(strangers):
-        client.remove_from_list(list_id, [p.decode() for p in strangers.tolist()], count_removed)
-        log.info("reconcile: %d member(s) not put there by this export and not in the segment removed", len(strangers))
-    departed = _DroppedWhenRemoved(state, state.ids[removals.departed], count_removed)
-    profile_ids = [p.decode() for p in state.profile_ids[removals.departed].tolist()]
-    client.remove_from_list(list_id, profile_ids, departed.removed)
-    log.info("mirror: %d profile(s) that left the segment were removed from list %s", len(profile_ids), list_id)
+    """Removes the strangers, then the profiles that left the segment, dropping these from the state
+    (and handing them to `dropped`) as Klaviyo confirms their removal, so that a failure midway
+    leaves the state right."""
+    if removals.strangers:
+        client.remove_from_list(list_id, removals.strangers, count_removed)
+        count = len(removals.strangers)
+        log.info("reconcile: %d member(s) not put there by this export and not in the segment removed", count)
+    departed = _DroppedWhenRemoved(state, removals.ids, count_removed, dropped)
+    client.remove_from_list(list_id, removals.profile_ids, departed.removed)
+    count = len(removals.profile_ids)
+    log.info("mirror: %d profile(s) that left the segment were removed from list %s", count, list_id)
 
 
 class _DroppedWhenRemoved:
     """Departed profiles being taken off the list: Klaviyo confirms their removal a call at a time,
     in the order they were given, and each confirmed profile is dropped from the state."""
 
-    def __init__(self, state: SyncState, ids: np.ndarray, count_removed: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        state: SyncState,
+        ids: np.ndarray,
+        count_removed: Callable[[int], None],
+        dropped: Callable[[np.ndarray], None],
+    ) -> None:
         # Their identifier fingerprints, not their positions: each drop moves the profiles after it.
-        self.state, self.ids, self.count_removed = state, ids, count_removed
+        self.state, self.ids, self.count_removed, self.dropped = state, ids, count_removed, dropped
         self.done = 0
 
     def removed(self, count: int) -> None:
+        confirmed = self.ids[self.done : self.done + count]
         self.count_removed(count)
-        self.state.drop(self.ids[self.done : self.done + count])
+        self.state.drop(confirmed)
+        self.dropped(confirmed)
         self.done += count

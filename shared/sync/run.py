@@ -1,5 +1,5 @@
-"""One run's part in a segment sync: the delta filter, what Klaviyo accepted, the profile ids learnt and
-(mirror mode) taking the profiles that left the segment off the list."""
+"""One run's part in a segment sync: the delta filter, what Klaviyo accepted and (mirror mode) the
+identifiers of what it sends, and taking the profiles that left the segment off the list."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from shared.klaviyo import KlaviyoClient
 from shared.mapping import fingerprints
 from shared.sync.accepted import AcceptedProfiles
 from shared.sync.delta import DeltaFilter, SyncCounts
-from shared.sync.learning import job_profile_ids
+from shared.sync.lookup import find_on_list, settle_import_jobs
 from shared.sync.members import NO_PROFILE_IDS, ListMembers
 from shared.sync.mirror import Removals, safety_stop, take_off_list
 from shared.sync.options import SyncOptions
-from shared.sync.state import Int64Blocks, SyncState, SyncStateStore
+from shared.sync.register import NO_IDS, Register, SendingLog, sorted_unique
+from shared.sync.state import Int64Blocks, SyncState, SyncStateStore, isin_sorted
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,14 @@ class SyncRun:
         self.lock = threading.Lock()
         self.accepted_profiles = AcceptedProfiles()
         self.segment = Int64Blocks()  # mirror mode: identifier fingerprints of every valid profile read
-        self.pending_name = f"run-{run_id}.npz"
+        self.run_id, self.pending_name = run_id, f"run-{run_id}.npz"
         self._final: SyncState | None = None
+        # Mirror mode: the identifiers of the profiles the export put on the list, and this
+        # invocation's log of those it is about to send (written before they can be sent).
+        self.register = Register(store)
+        self.sending = SendingLog(store, run_id) if self.mirror and not self._counts_read else None
+        self.dropped = Int64Blocks()  # mirror: profiles taken off the list, or found not on it
+        self.settle_timeout = 3600.0  # mirror: the longest wait for earlier runs' jobs before removing
 
     # -- before and while sending ------------------------------------------------------------------
     def load(self, resumed: bool) -> None:
@@ -67,6 +74,8 @@ class SyncRun:
             log.warning("sync state in %s is for another list; this run starts a new one", self.store.location)
             state = None
         self.delta = DeltaFilter(self.options, self.counts, state, count_read=self._counts_read)
+        if self.mirror and state is not None and len(state):
+            self.delta.registered = self.register.ids(self.run_id)
         if resumed and (pending := self.store.load(self.pending_name)) is not None:
             self.accepted_profiles.restore(pending)
         self.loaded = True
@@ -93,7 +102,11 @@ class SyncRun:
         ids, prints = fingerprints(identifiers), fingerprints(bodies)
         if self.mirror:
             self.segment.extend(ids)
-        return self.delta.to_send(ids, prints), ids, prints
+        send = self.delta.to_send(ids, prints)
+        if self.sending is not None:  # before any of them can be sent, so a leaver is never unknown
+            sent = ids if send is None else ids[send]
+            self.sending.append(sent, identifiers if send is None else identifiers.filter(pa.array(send)))
+        return send, ids, prints
 
     @property
     def _counts_read(self) -> bool:
@@ -107,10 +120,6 @@ class SyncRun:
         self.count_accepted(counted)
         kept = self.delta.changing(ids, prints)
         self.accepted_profiles.add(ids[kept], prints[kept])
-        if self.mirror and self.client is not None and not self.delta.profile_id_known(ids).all():
-            learnt = job_profile_ids(self.client, job_id, ids)
-            if learnt is not None:
-                self.accepted_profiles.learn(learnt)
         return counted
 
     def count_accepted(self, counted: AcceptedCounts) -> None:
@@ -135,24 +144,38 @@ class SyncRun:
 
     def remove_departed(self) -> str | None:
         """Mirror mode: takes the profiles that left the segment off the list (never deletes or
-        unsubscribes them). Returns why nothing was removed when the safety stop holds it back."""
+        unsubscribes them): every profile the register or a run's log holds that is not in the segment
+        is looked up on the list, by its identifier, and removed if found there. Returns why nothing
+        was removed when the safety stop holds it back."""
         if not self.mirror:
             return None
         state = self._merged()
-        seen = self.segment.take()
+        self.delta.registered = NO_IDS  # the delta filter is done with it
+        seen = sorted_unique(self.segment.take())
+        leavers = self.register.leavers(seen)
+        # States written before the register existed: departed profiles whose Klaviyo id is known.
         departed = state.absent_from(seen)
+        known = departed[(state.profile_ids[departed] != b"") & ~isin_sorted(state.ids[departed], np.sort(leavers.ids))]
         strangers = NO_PROFILE_IDS if self.members is None else self.members.not_in_segment(state, seen)
-        if not len(departed) and not len(strangers):
+        leaving = len(leavers.ids) + len(known) + len(strangers)
+        if not leaving:
             return None
-        on_list = max(len(state), 0 if self.members is None else len(self.members))
-        stop = safety_stop(self.options, len(departed) + len(strangers), on_list, segment_size=len(seen))
+        # Before any lookup: counted as if every leaver were still on the list.
+        on_list = max(len(state), leavers.registered, 0 if self.members is None else len(self.members))
+        stop = safety_stop(self.options, leaving, on_list, segment_size=len(seen))
         if stop is not None:
             return stop
-        removals = Removals.of(state, departed, strangers)
         if self.dry_run or self.client is None:
-            self.counts.removed = removals.count
+            self.counts.removed = leaving
             return None
-        take_off_list(self.client, self.list_id, state, removals, self._count_removed)
+        settle_import_jobs(self.client, self.settle_timeout)
+        found = find_on_list(self.client, self.list_id, leavers.ids, leavers.texts)
+        if len(found.absent):  # not on the list (any more): nothing to remove
+            state.drop(found.absent)
+            self.dropped.extend(found.absent)
+            log.info("mirror: %d profile(s) that left the segment were not on the list", len(found.absent))
+        removals = Removals.of(found, state, known, strangers)
+        take_off_list(self.client, self.list_id, state, removals, self._count_removed, self.dropped.extend)
         return None
 
     def _count_removed(self, count: int) -> None:
@@ -161,7 +184,9 @@ class SyncRun:
 
     def save(self, finished: bool) -> None:
         """Saves what Klaviyo accepted: into the state once the run is finished (whatever its
-        outcome), or aside (for the run's next invocation) when its time budget ran out."""
+        outcome), or aside (for the run's next invocation) when its time budget ran out. In mirror
+        mode a finished run also folds every run's log into the register (its own and those of runs
+        that were killed), without the profiles it took off the list or found not on it."""
         if not self.loaded:
             return
         if not finished:
@@ -170,4 +195,8 @@ class SyncRun:
                 self.store.save(aside, self.pending_name)
             return
         self.store.save(self._merged())
+        self._final = None  # let go before the register is rewritten: a large state is not held twice
         self.store.delete(self.pending_name)
+        # The logs go only once the register holds them: a run killed in between leaves them for the next.
+        if self.mirror:
+            self.register.delete(self.register.fold(sorted_unique(self.dropped.take())))

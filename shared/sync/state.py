@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 STATE_NAME = "sync-state.npz"
 _IN_MEMORY = 4 * 1024 * 1024  # a larger state passes through a temporary file on its way to or from a blob
+# The most one append to a blob may add (an append blob block).
+MAX_APPEND_BYTES = 4 * 1024 * 1024
 
 
 class Int64Blocks:
@@ -138,12 +141,14 @@ class SyncState:
             self.profile_ids = _writable(self.profile_ids)
 
     def drop(self, ids: np.ndarray) -> None:
-        keep = ~np.isin(self.ids, ids)
+        at, found = self.find(ids)
+        keep = np.ones(len(self.ids), dtype=bool)
+        keep[at[found]] = False
         self.ids, self.fingerprints, self.profile_ids = self.ids[keep], self.fingerprints[keep], self.profile_ids[keep]
 
     def absent_from(self, seen: np.ndarray) -> np.ndarray:
-        """Positions of the profiles not among `seen` (e.g. those who left the segment)."""
-        return np.flatnonzero(~np.isin(self.ids, seen))
+        """Positions of the profiles not among `seen` (sorted, each once: e.g. the segment's)."""
+        return np.flatnonzero(~isin_sorted(self.ids, seen))
 
     def write(self, file: IO[bytes]) -> None:
         """Writes the state as an .npz archive, array by array (np.savez never builds it in memory)."""
@@ -165,6 +170,19 @@ class SyncState:
             return cls(header["list_id"], stored["ids"], stored["fingerprints"], stored["profile_ids"])
 
 
+def isin_sorted(values: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
+    """np.isin for a sorted, unique `sorted_values`: a binary search per value, the values taken in
+    order (random probes into a large array miss the cache at every step, ordered ones seldom)."""
+    if not len(sorted_values) or not len(values):
+        return np.zeros(len(values), dtype=bool)
+    order = np.argsort(values)
+    ordered = values[order]
+    at = np.minimum(np.searchsorted(sorted_values, ordered), len(sorted_values) - 1)
+    found = np.empty(len(values), dtype=bool)
+    found[order] = sorted_values[at] == ordered
+    return found
+
+
 def _order_by_id(ids: np.ndarray) -> np.ndarray:
     """Positions that sort `ids`, keeping only the first given of an id."""
     order = np.argsort(ids)  # not stable, but several times faster than a stable sort
@@ -183,11 +201,29 @@ def _writable(values: np.ndarray) -> np.ndarray:
 
 
 class SyncStateStore(Protocol):
+    """Where an export's sync state lives: the state itself, and the files beside it (the identifiers
+    of the profiles put on the list, and the logs of what runs are sending)."""
+
     location: str
 
     def load(self, name: str = STATE_NAME) -> SyncState | None: ...
     def save(self, state: SyncState, name: str = STATE_NAME) -> None: ...
     def delete(self, name: str) -> None: ...
+    def append(self, name: str, data: bytes) -> None:
+        """Adds `data` (at most MAX_APPEND_BYTES) to the end of `name`, durably, creating it if need be."""
+        ...
+
+    def names(self, prefix: str) -> list[str]:
+        """The names of the files beside the state that start with `prefix`."""
+        ...
+
+    def fetch(self, name: str) -> contextlib.AbstractContextManager[Path | None]:
+        """A local file holding `name` while the context lasts (None when there is no such file)."""
+        ...
+
+    def replace(self, name: str) -> contextlib.AbstractContextManager[Path]:
+        """A local path to write; when the context ends without an error, it replaces `name` whole."""
+        ...
 
 
 class FolderSyncState:
@@ -214,6 +250,37 @@ class FolderSyncState:
     def delete(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.folder / name).unlink()
+
+    def append(self, name: str, data: bytes) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / name, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def names(self, prefix: str) -> list[str]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(path.name for path in self.folder.iterdir() if path.name.startswith(prefix))
+
+    @contextlib.contextmanager
+    def fetch(self, name: str) -> Iterator[Path | None]:
+        path = self.folder / name
+        yield path if path.exists() else None
+
+    @contextlib.contextmanager
+    def replace(self, name: str) -> Iterator[Path]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / name
+        temporary = path.with_name(path.name + ".tmp")
+        try:
+            yield temporary
+            with open(temporary, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(temporary, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
 
 
 class BlobSyncState:
@@ -247,3 +314,40 @@ class BlobSyncState:
 
         with contextlib.suppress(ResourceNotFoundError):
             self._container.get_blob_client(self._prefix + name).delete_blob()
+
+    def append(self, name: str, data: bytes) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        blob = self._container.get_blob_client(self._prefix + name)
+        try:
+            blob.append_block(data)
+        except ResourceNotFoundError:
+            blob.create_append_blob()
+            blob.append_block(data)
+
+    def names(self, prefix: str) -> list[str]:
+        start = self._prefix + prefix
+        return sorted(b.name[len(self._prefix) :] for b in self._container.list_blobs(name_starts_with=start))
+
+    @contextlib.contextmanager
+    def fetch(self, name: str) -> Iterator[Path | None]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with tempfile.TemporaryDirectory(prefix="sync-") as folder:
+            path = Path(folder) / "file"
+            try:
+                with open(path, "wb") as f:
+                    self._container.get_blob_client(self._prefix + name).download_blob().readinto(f)
+            except ResourceNotFoundError:
+                yield None
+                return
+            yield path
+
+    @contextlib.contextmanager
+    def replace(self, name: str) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(prefix="sync-") as folder:
+            path = Path(folder) / "file"
+            yield path
+            with open(path, "rb") as f:
+                blob = self._container.get_blob_client(self._prefix + name)
+                blob.upload_blob(f, length=path.stat().st_size, overwrite=True)

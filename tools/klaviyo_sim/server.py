@@ -54,6 +54,9 @@ _REVISION = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:\.[A-Za-z0-9_-]+)?")
 _M = RateLimit(10, 150)
 _L = RateLimit(75, 750)
 _XS = RateLimit(1, 15)
+_PROFILES = RateLimit(75, 700)  # GET /api/profiles (check)
+# Values one any(field,[...]) filter may hold.
+MAX_FILTER_VALUES = 100
 _LIST_CREATE = RateLimit(10, 150, daily=150)
 _PAGE = frozenset({"page[cursor]", "page[size]"})
 
@@ -110,6 +113,15 @@ _LIST_FILTERS = {
     "updated": {"greater-than"},
 }
 _JOB_FILTERS = {"status": {"any", "equals"}}
+_PROFILE_FILTERS = {
+    "id": {"any", "equals"},
+    "email": {"any", "equals"},
+    "phone_number": {"any", "equals"},
+    "external_id": {"any", "equals"},
+    "_kx": {"equals"},
+    "created": {"greater-or-equal", "greater-than", "less-or-equal", "less-than"},
+    "updated": {"greater-or-equal", "greater-than", "less-or-equal", "less-than"},
+}
 _DATETIME_FIELDS = frozenset({"joined_group_at", "created", "updated"})
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     "greater-than": lambda a, b: a > b,
@@ -189,6 +201,15 @@ ROUTES: tuple[Route, ...] = (
         "get_list_profiles",
         _scopes("lists:read", "profiles:read"),
         _L,
+        _PAGE | {"additional-fields[profile]", "fields[profile]", "filter", "sort"},
+        heavy=("additional-fields[profile]", "predictive_analytics", _M),
+    ),
+    Route(
+        "GET",
+        "/api/profiles",
+        "get_profiles",
+        _scopes("profiles:read"),
+        _PROFILES,
         _PAGE | {"additional-fields[profile]", "fields[profile]", "filter", "sort"},
         heavy=("additional-fields[profile]", "predictive_analytics", _M),
     ),
@@ -544,6 +565,10 @@ def parse_filter(raw: str | None, allowed: dict[str, set[str]]) -> list[Conditio
             raise ApiError.invalid(f"'{op}' is not a valid operator for the field '{name}'.", parameter="filter")
         if op == "any" and not isinstance(value, list):
             raise ApiError.invalid(f"any({name},...) needs a list of values.", parameter="filter")
+        if op == "any" and not 1 <= len(value) <= MAX_FILTER_VALUES:
+            raise ApiError.invalid(
+                f"any({name},...) takes from 1 to {MAX_FILTER_VALUES} values; got {len(value)}.", parameter="filter"
+            )
         if name in _DATETIME_FIELDS:
             value = _timestamp(value)
         conditions.append(Condition(op, name, value))
@@ -831,6 +856,63 @@ class KlaviyoApi:
     def _with_subscriptions(self, request: Request) -> ConsentBook | None:
         extra = _choice_list(request.query, "additional-fields[profile]", ("subscriptions", "predictive_analytics"))
         return self.consents if "subscriptions" in extra else None
+
+    def get_profiles(self, request: Request) -> Response:
+        """The account's profiles, by row (the order they were created), filtered on their identifiers."""
+        query = request.query
+        size = page_size(query)
+        names = sparse(query, "profile", _PROFILE_FIELDS - {"joined_group_at"}, _PROFILE_FIELD_PREFIXES)
+        consents = self._with_subscriptions(request)
+        _, descending = _sort(query, ("created", "-created", "id", "-id"))
+        conditions = parse_filter(query.get("filter"), _PROFILE_FILTERS)
+        cursor = decode_cursor(query, "profiles")
+        account = request.account
+        store = account.profiles
+        with self.state.lock:
+            rows: Iterable[int] = self._profile_rows(account, conditions)
+            if descending:
+                rows = (row for row in reversed(list(rows)) if cursor is None or row <= cursor)
+            elif cursor is not None:
+                rows = (row for row in rows if row >= cursor)
+            times = [(store.created if c.field == "created" else store.updated, c) for c in conditions]
+            times = [(column, c) for column, c in times if c.field in ("created", "updated")]
+            page: list[int] = []
+            next_cursor = None
+            for row in rows:
+                if not all(_COMPARE[c.op](column[row], c.value) for column, c in times):
+                    continue
+                if len(page) == size:
+                    next_cursor = encode_cursor("profiles", row)
+                    break
+                page.append(row)
+            data = [render_profile(account, row, request.base, names, None, consents) for row in page]
+        return collection(request, data, next_cursor)
+
+    @staticmethod
+    def _profile_rows(account: Account, conditions: list[Condition]) -> Iterable[int]:
+        """The rows the identifier conditions allow, in row order (every row without one)."""
+        store = account.profiles
+        candidates: set[int] | None = None
+        for condition in conditions:
+            if condition.field in ("created", "updated"):
+                continue
+            values = [str(value) for value in _values(condition)]
+            if condition.field == "id":
+                found = {account.row_of(value) for value in values}
+            elif condition.field == "email":
+                found = {store.by_email.get(value.lower()) for value in values}
+            elif condition.field == "phone_number":
+                found = {store.by_phone.get(value) for value in values}
+            elif condition.field == "external_id":
+                found = {store.by_external_id.get(value) for value in values}
+            else:
+                found = set()  # exchange ids (_kx) are not simulated
+            found.discard(None)
+            rows = {row for row in found if row is not None}
+            candidates = rows if candidates is None else candidates & rows
+        if candidates is None:
+            return range(len(store.email))
+        return sorted(candidates)
 
     def get_list_profile_ids(self, request: Request) -> Response:
         found = self._list(request)
