@@ -51,6 +51,11 @@ bench: deps
 	$(PY) -m compileall -q shared tools
 	$(PY) -m bench.run $(BENCH_ARGS)
 
+# Mirror mode at real limits (issue 19): a first mirror run of 1M rows against a plain one, and 1% leavers.
+bench-mirror: deps
+	$(PY) -m compileall -q shared tools
+	$(PY) -m bench.mirror $(BENCH_ARGS)
+
 # Lint, format, types, the import-linter layers (pyproject.toml) and the code's shape (tools/code_shape.py).
 lint: deps
 	$(VENV)/bin/ruff check shared tools tests bench function_app.py

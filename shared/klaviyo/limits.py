@@ -34,7 +34,9 @@ BULK_IMPORT = Limit(10, 150)
 JOB_READS = Limit(10, 150)
 LIST_READS = Limit(75, 750)
 LIST_WRITES = Limit(10, 150)
-PROFILE_READS = Limit(75, 700)  # GET /api/profiles
+# GET /api/profiles: not in ../shared/klaviyo-api.md; Klaviyo's tier L (75/s burst, 700/m steady), as its
+# rate-limits guide lists the tiers: https://developers.klaviyo.com/en/docs/rate_limits_and_error_handling
+PROFILE_READS = Limit(75, 700)
 # Values one any(field,[...]) filter may hold (a lookup by identifier asks for at most this many).
 MAX_FILTER_VALUES = 100
 
