@@ -18,8 +18,8 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 from shared.control import ADMIN, encode_principal, use_services
 from shared.control.auth import CONTRIBUTOR
 from tests.conftest import API_KEY, AUTH_SETTINGS, SECRET, App, build_app, member_emails
-from tools.azurite import Azurite
 from tools import local_sign_in
+from tools.azurite import Azurite
 from tools.functions_host import LocalFunctionsHost, serve
 from tools.keyvault_sim import LocalKeyVault
 from tools.klaviyo_sim import KlaviyoSimulator, SimulatorConfig
@@ -31,9 +31,11 @@ CONTRIB_P = encode_principal("cole@contoso.example", CONTRIBUTOR)
 WIDE, NARROW = {"width": 1280, "height": 900}, {"width": 390, "height": 844}
 # The segment: its email column is not called "email", so it has to be picked; one address twice.
 ROWS = 40
-SEGMENT = "Customer Id,E-mail Address,First Name,Tier\n" + "".join(
-    f"{n},user{n}@example.com,Name{n},gold\n" for n in range(ROWS - 1)
-) + f"{ROWS},user3@example.com,Again,silver\n"
+SEGMENT = (
+    "Customer Id,E-mail Address,First Name,Tier\n"
+    + "".join(f"{n},user{n}@example.com,Name{n},gold\n" for n in range(ROWS - 1))
+    + f"{ROWS},user3@example.com,Again,silver\n"
+)
 
 
 @dataclass
@@ -235,7 +237,9 @@ def test_a_field_error_from_the_api_is_shown_next_to_its_field(browser: Browser,
     page.get_by_label("Display name").fill("x")
     page.get_by_label("Key Vault secret name").fill(SECRET)
     page.get_by_role("button", name="Save").click()
-    expect(page.locator("#f-name-error")).to_have_text("must be lowercase letters, digits and single dashes (at most 63)")
+    expect(page.locator("#f-name-error")).to_have_text(
+        "must be lowercase letters, digits and single dashes (at most 63)"
+    )
     assert site.outside == []
     page.context.close()
 

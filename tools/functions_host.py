@@ -245,7 +245,6 @@ def main() -> None:
             shutdown = serve(host, args.port)
             try:
                 print(stack.describe(f"http://127.0.0.1:{args.port}"), flush=True)
-                print(f"console               http://127.0.0.1:{args.port}/api/console  (open it in a browser)", flush=True)
                 while True:
                     time.sleep(3600)
             finally:

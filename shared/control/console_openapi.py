@@ -22,7 +22,7 @@ def _download(operation: Builder, error: Builder, run_id: list[dict[str, Any]], 
                 "200": {
                     "description": f"{name}, as the run wrote it",
                     "headers": {"Content-Disposition": {"schema": {"type": "string"}, "required": True}},
-                    "content": {media: {"schema": {"type": "object"} if media.endswith("json") else {"type": "string"}}},
+                    "content": {media: {"schema": {"type": "object"}} if media.endswith("json") else {}},
                 },
                 "400": error("not a run id"),
                 "403": error("the run belongs to an export the caller may not use"),
@@ -33,9 +33,9 @@ def _download(operation: Builder, error: Builder, run_id: list[dict[str, Any]], 
 
 
 def _console_page(description: str, asset: bool) -> dict[str, Any]:
-    html = {"text/html": {"schema": {"type": "string"}}}
+    html: dict[str, Any] = {"text/html": {}}  # a page, not JSON: no schema
     responses = {
-        "200": {"description": description, "content": html if not asset else {"*/*": {"schema": {"type": "string"}}}},
+        "200": {"description": description, "content": html if not asset else {"text/javascript": {}, "text/css": {}}},
         "401": {"description": "no authenticated caller: a page with a sign-in link", "content": html},
         "403": {"description": "the caller has neither app role", "content": html},
         "500": {"description": "unsafe configuration (as for every operation)", "content": html},

@@ -64,6 +64,6 @@ def _refusal(status: int, message: str) -> Page:
     link = f'<p><a href="{SIGN_IN}">Sign in</a></p>' if status == 401 else ""
     body = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Klaviyo exports</title></head>'
-        f"<body><main><h1>Klaviyo exports</h1><p role=\"alert\">{html.escape(message)}</p>{link}</main></body></html>"
+        f'<body><main><h1>Klaviyo exports</h1><p role="alert">{html.escape(message)}</p>{link}</main></body></html>'
     )
     return Page(status, body.encode(), "text/html")

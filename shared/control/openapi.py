@@ -11,6 +11,8 @@ from pydantic.json_schema import models_json_schema
 
 from shared.control.api import MAX_BODY_BYTES
 from shared.control.auth import MAX_CLAIM_CHARS, PRINCIPAL_HEADER
+from shared.control.console_models import ColumnsIn, SegmentColumns
+from shared.control.console_openapi import console_paths
 from shared.control.models import (
     NAME_PATTERN,
     Connection,
@@ -25,8 +27,6 @@ from shared.control.models import (
     RunList,
     RunWithReport,
 )
-from shared.control.console_models import ColumnsIn, SegmentColumns
-from shared.control.console_openapi import console_paths
 
 OPENAPI_VERSION = "3.1.0"
 _MODELS = (
