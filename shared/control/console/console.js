@@ -161,7 +161,7 @@
   async function runNow(name) {
     const result = await api("POST", `exports/${encoded(name)}/runs`);
     if (result.status !== 202) return fail(result, "The run could not be started");
-    go(`#/runs/${result.data.run_id}`, `Run of ${name} queued.`);
+    go(`#/runs/${result.data.run_id}`, `Run of ${name} started: this page follows it.`);
   }
 
   async function remove(kind, name, back) {
