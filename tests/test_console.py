@@ -231,6 +231,18 @@ def test_a_field_error_from_the_api_is_shown_next_to_its_field(browser: Browser,
     assert site.app.services.store.get_export("bad-list") is None
     shot(page, "field-error-1280")
 
+    page.get_by_label("File or folder in the container").fill("no-such.csv")
+    page.get_by_role("button", name="Read the columns").click()  # a problem with the whole segment: at its fieldset
+    expect(page.locator("#f-segment-error")).to_contain_text("no-such.csv")
+    expect(page.locator("#f-list-id-error")).to_be_hidden()
+
+    site.app.upload("o.csv", b"email\nann@example.com\n")
+    site.app.put_export("uses-main", site.list_id, {"blob": "o.csv"})
+    page.goto(f"{site.url}/api/console#/connections")
+    page.get_by_role("button", name="Delete main").click()  # the confirmation is accepted
+    expect(page.get_by_role("alert")).to_contain_text("connection 'main' is used by export(s)")
+    assert site.app.services.store.get_connection("main") is not None
+
     page.goto(f"{site.url}/api/console#/connections/new")
     expect(page.get_by_role("heading", name="Add connection")).to_be_visible()
     page.get_by_label("Name", exact=True).fill("Not A Name")

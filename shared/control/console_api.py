@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.control.api import ApiError, ApiRequest, ApiResponse, _require_admin, _validated, _visible_run
+# The API's own checks (roles, bodies, who may read a run), so these calls refuse exactly as the others do.
+from shared.control.api import ApiError, ApiRequest, ApiResponse, Handler, _require_admin, _validated, _visible_run
 from shared.control.auth import Caller
 from shared.control.console_models import ColumnsIn
 from shared.control.services import Services
@@ -40,7 +40,7 @@ def segment_columns(services: Services, request: ApiRequest, caller: Caller) -> 
     return ApiResponse(200, {"columns": columns, "parts": len(source.parts), "note": note})
 
 
-def run_file(which: str) -> Any:
+def run_file(which: str) -> Handler:
     """A handler downloading the run's report.json or rejects.csv (the run's readers may download them)."""
     file_name, content_type = REPORT_FILES[which]
 
