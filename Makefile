@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INFRA_VENV := .venv-infra
 
-.PHONY: deps demo host test check-infra lint bench clean
+.PHONY: deps demo host test check-infra lint bench clean chromium
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Python 3.11+ is needed"'
@@ -32,8 +32,13 @@ demo: deps
 host: deps
 	$(PY) -m tools.functions_host --port 7071
 
-test: deps check-infra lint
+test: deps check-infra lint chromium
 	$(PY) -m pytest
+
+# The console's browser tests (tests/test_console.py) drive Debian's chromium through Playwright; Playwright's
+# own browser download is not used. Installed when missing (as root, as on CI).
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
 # checkov on every Bicep file, offline. Findings left unfixed carry a checkov:skip comment with the reason
 # (listed in the README's Deploy section). checkov exits 0 when it cannot parse a file: that fails here.

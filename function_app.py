@@ -11,11 +11,25 @@ import azurefunctions.extensions.bindings.blob as blob_types
 import orjson
 
 from shared import telemetry
-from shared.control import api, execute_run, get_services, mark_poisoned, on_segment_blob, openapi, plan_scheduled_runs
+from shared.control import (
+    api,
+    console_api,
+    execute_run,
+    get_services,
+    mark_poisoned,
+    on_segment_blob,
+    openapi,
+    plan_scheduled_runs,
+)
+from shared.control.console_page import SECURITY_HEADERS, console_page
 from shared.settings import RUNS_QUEUE, SEGMENTS_STORAGE_SETTING, STORAGE_SETTING
 
 telemetry.configure()  # Application Insights when APPLICATIONINSIGHTS_CONNECTION_STRING is set; else nothing
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+# Anonymous at the host: a browser signed in through App Service Authentication has no function key, and a
+# key must never be shipped to it. Every route identifies its caller in code (shared/control/auth.py): a
+# principal with a role, which only App Service Authentication can set; in Azure without it, every request
+# is refused (see the README's "Who may call the API").
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 
 def _origin(request: func.HttpRequest) -> str:
@@ -31,7 +45,7 @@ def _http(request: func.HttpRequest, handler: api.Handler) -> func.HttpResponse:
         handler,
     )
     return func.HttpResponse(
-        response.json(), status_code=response.status, headers=response.headers, mimetype="application/json"
+        response.json(), status_code=response.status, headers=response.headers, mimetype=response.content_type
     )
 
 
@@ -60,7 +74,29 @@ def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
     return _http(req, api.cancel_run)
 
 
-# Anonymous: the API's shape only (no data, no secret), readable by API Management and client generators.
+@app.route(route="segment-columns", methods=["POST"])
+def segment_columns(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(req, console_api.segment_columns)
+
+
+@app.route(route="runs/{run_id}/report.json", methods=["GET"])
+def run_report(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(req, console_api.run_file("report"))
+
+
+@app.route(route="runs/{run_id}/rejects.csv", methods=["GET"])
+def run_rejects(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(req, console_api.run_file("rejects"))
+
+
+# The browser console: a page and its two files, bundled in the package; it calls the API above.
+@app.route(route="console/{asset?}", methods=["GET"])
+def console(req: func.HttpRequest) -> func.HttpResponse:
+    page = console_page(dict(req.headers), req.route_params.get("asset") or "")
+    return func.HttpResponse(page.body, status_code=page.status, headers=SECURITY_HEADERS, mimetype=page.content_type)
+
+
+# Anonymous in code too: the API's shape only (no data, no secret), readable by API Management and client generators.
 @app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(openapi.document_json(_origin(req)), mimetype="application/json")

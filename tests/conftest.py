@@ -153,7 +153,9 @@ class App:
         response = self.functions[function](request)
         route_template = FUNCTIONS[function].get_trigger().route
         self.exchanges.add(check_exchange(method, route_template, route, headers, data, response))
-        payload = orjson.loads(response.get_body()) if response.get_body() else None
+        body = response.get_body()
+        # JSON answers parsed; a page or a downloaded CSV file as it is.
+        payload = (orjson.loads(body) if response.mimetype == "application/json" else body) if body else None
         return response.status_code, payload, response
 
     def drain_queue(self) -> int:

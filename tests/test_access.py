@@ -5,6 +5,7 @@ malformed or oversized bodies. Each gets the status the README documents and a c
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,11 +14,13 @@ from typing import Any
 import azure.functions as func
 import orjson
 import pytest
+from azure.core.exceptions import ResourceExistsError
 
 import function_app
 from shared.control import ADMIN, encode_principal, use_services
 from shared.control.auth import CONTRIBUTOR
 from shared.control.store import new_run_id, utc_now
+from shared.engine import RunReport
 from tests.conftest import AUTH_SETTINGS, SECRET, App, build_app
 from tools.azurite import Azurite
 from tools.functions_host import FUNCTIONS
@@ -48,11 +51,24 @@ def world(azurite: Azurite, vault: LocalKeyVault) -> Iterator[World]:
         app.put_export("open", list_id, {"blob": "o.csv"})
         app.put_export("closed", list_id, {"blob": "c.csv"}, connection="admins-only")
         app.put_export("spare", list_id, {"blob": "s.csv"})
+        app.upload("o.csv", b"email,first_name\nann@example.com,Ann\n")
         runs = {}
         for name in ("open", "closed"):
             runs[name] = app.http("export_runs", "POST", f"exports/{name}/runs", name=name)[1]["run_id"]
+            _with_report(app, name, runs[name])
         yield World(app, runs)
         use_services(None)
+
+
+def _with_report(app: App, export: str, run_id: str) -> None:
+    """The run's report.json and rejects.csv where a run leaves them (the report downloads read them)."""
+    container = app.services.settings.reports_container
+    with contextlib.suppress(ResourceExistsError):
+        app.services.blobs.create_container(container)
+    report = RunReport(run_id, export, "AbC123", f"{app.segments}/o.csv", "etag", utc_now(), status="succeeded")
+    for name, data in (("report.json", report.to_json()), ("rejects.csv", b"source,row\n")):
+        app.services.blobs.get_blob_client(container, f"{export}/{run_id}/{name}").upload_blob(data, overwrite=True)
+    app.services.store.update_run(run_id, {"report_path": f"{container}/{export}/{run_id}/report.json"})
 
 
 @pytest.fixture
@@ -70,6 +86,14 @@ def export_body(app: App) -> dict[str, Any]:
     return {"connection": "main", "list_id": "AbC123", "segment": {"container": app.segments, "blob": "o.csv"}}
 
 
+def body_of(kind: str, app: App) -> dict[str, Any]:
+    if kind == "connection":
+        return CONNECTION_BODY
+    if kind == "columns":
+        return {"segment": {"container": app.segments, "blob": "o.csv"}}
+    return export_body(app)
+
+
 # Every HTTP route and method: (function, method, path, route params, body).
 ROUTES = {
     "list-connections": ("connections", "GET", "connections", {}, None),
@@ -84,6 +108,9 @@ ROUTES = {
     "start-run": ("export_runs", "POST", "exports/open/runs", {"name": "open"}, None),
     "run-status": ("run_status", "GET", "runs/{open}", {"run_id": "{open}"}, None),
     "cancel-run": ("cancel_run", "POST", "runs/{open_fresh}/cancel", {"run_id": "{open_fresh}"}, None),
+    "segment-columns": ("segment_columns", "POST", "segment-columns", {}, "columns"),
+    "run-report": ("run_report", "GET", "runs/{open}/report.json", {"run_id": "{open}"}, None),
+    "run-rejects": ("run_rejects", "GET", "runs/{open}/rejects.csv", {"run_id": "{open}"}, None),
 }
 # The same routes on the export whose connection is for admins only.
 CLOSED_ROUTES = {
@@ -92,6 +119,8 @@ CLOSED_ROUTES = {
     "start-run": ("export_runs", "POST", "exports/closed/runs", {"name": "closed"}, None),
     "run-status": ("run_status", "GET", "runs/{closed}", {"run_id": "{closed}"}, None),
     "cancel-run": ("cancel_run", "POST", "runs/{closed_fresh}/cancel", {"run_id": "{closed_fresh}"}, None),
+    "run-report": ("run_report", "GET", "runs/{closed}/report.json", {"run_id": "{closed}"}, None),
+    "run-rejects": ("run_rejects", "GET", "runs/{closed}/rejects.csv", {"run_id": "{closed}"}, None),
 }
 
 NO_CALLER = "no authenticated caller: sign in through App Service Authentication"
@@ -112,6 +141,9 @@ ADMIN_OK = {
     "start-run": 202,
     "run-status": 200,
     "cancel-run": 200,
+    "segment-columns": 200,
+    "run-report": 200,
+    "run-rejects": 200,
 }
 CONTRIBUTOR_OK = {
     "list-exports": 200,
@@ -120,6 +152,8 @@ CONTRIBUTOR_OK = {
     "start-run": 202,
     "run-status": 200,
     "cancel-run": 200,
+    "run-report": 200,
+    "run-rejects": 200,
 }
 CONTRIBUTOR_STATUS = {r: CONTRIBUTOR_OK.get(r, 403) for r in ROUTES}
 
@@ -150,6 +184,8 @@ CALLERS = [
             "start-run": "export 'closed' uses a connection reserved for admins",
             "run-status": "this run belongs to an export you cannot use",
             "cancel-run": "this run belongs to an export you cannot use",
+            "run-report": "this run belongs to an export you cannot use",
+            "run-rejects": "this run belongs to an export you cannot use",
         },
     ),
     ("admin-on-admins-only-connection", ADMIN_P, {}, CLOSED_ROUTES, {r: ADMIN_OK[r] for r in CLOSED_ROUTES}, ""),
@@ -189,7 +225,7 @@ def queued_run(app: App, export: str) -> str:
 def call(world: World, route: tuple, headers: dict[str, str], raw: bytes | None = None) -> tuple[int, Any]:
     function, method, path, params, body = route
     params = {k: v.format(**world.runs) for k, v in params.items()}
-    data = None if body is None else (CONNECTION_BODY if body == "connection" else export_body(world.app))
+    data = None if body is None else body_of(body, world.app)
     path = path.format(**world.runs)
     if headers is NO_P and "LOCAL_AUTH_BYPASS_ROLE" in os.environ:
         # Local development without a principal: not an exchange the OpenAPI document describes.
@@ -197,7 +233,10 @@ def call(world: World, route: tuple, headers: dict[str, str], raw: bytes | None 
             method, f"http://localhost:7071/api/{path}", headers=headers, route_params=params, body=orjson.dumps(data)
         )
         response = world.app.functions[function](request)
-        return response.status_code, orjson.loads(response.get_body()) if response.get_body() else None
+        payload = response.get_body()
+        if payload and response.mimetype.endswith("json"):
+            return response.status_code, orjson.loads(payload)
+        return response.status_code, payload or None
     status, payload, _ = world.app.http(function, method, path, data, headers, raw, **params)
     return status, payload
 
@@ -226,23 +265,77 @@ def test_every_route_answers_every_caller_with_the_documented_status(
         assert "open" in names and ("closed" in names) == (headers is ADMIN_P), "contributors see their exports only"
 
 
-# The one route anyone may read (the API's shape, no data: see the README's OpenAPI section).
+# The one route anyone may read (the API's shape, no data: see the README's OpenAPI section), and the
+# console's page, which answers with pages rather than JSON (checked on its own below).
 ANONYMOUS = {"openapi_document"}
+PAGES = {"console"}
+HTTP_FUNCTIONS = sorted(n for n, f in FUNCTIONS.items() if f.get_trigger().type == "httpTrigger")
 
 
-@pytest.mark.parametrize("function", sorted(n for n, f in FUNCTIONS.items() if f.get_trigger().type == "httpTrigger"))
-def test_every_http_route_needs_a_function_key(function: str) -> None:
-    # The Functions host enforces the key (AuthLevel.FUNCTION): a request without `code=` or
-    # `x-functions-key` is answered 401 before the app runs. Core Tools cannot run here, so this
-    # checks what the host is told: each route is declared with that level.
-    expected = "ANONYMOUS" if function in ANONYMOUS else "FUNCTION"
-    assert str(FUNCTIONS[function].get_trigger().auth_level) == expected
-    assert function_app.app.auth_level == func.AuthLevel.FUNCTION
+@pytest.mark.parametrize("function", HTTP_FUNCTIONS)
+def test_every_http_route_is_anonymous_at_the_host_so_a_browser_needs_no_key(function: str) -> None:
+    # A browser signed in through App Service Authentication has no function key (and none may be shipped
+    # to it): the host lets every request through, and the app identifies the caller in code (the tests
+    # above and below). Core Tools cannot run here, so this checks what the host is told.
+    assert str(FUNCTIONS[function].get_trigger().auth_level) == "ANONYMOUS"
+    assert function_app.app.auth_level == func.AuthLevel.ANONYMOUS
 
 
 def test_every_http_route_is_in_the_access_table() -> None:
-    http = {n for n, f in FUNCTIONS.items() if f.get_trigger().type == "httpTrigger"}
-    assert {function for function, *_ in ROUTES.values()} | ANONYMOUS == http
+    assert {function for function, *_ in ROUTES.values()} | ANONYMOUS | PAGES == set(HTTP_FUNCTIONS)
+
+
+EASY_AUTH_ON = {**IN_AZURE, "WEBSITE_AUTH_ENABLED": "true"}
+KEY_ONLY = {"x-functions-key": "a-valid-looking-function-key"}
+CONSOLE_ROUTES = {
+    "console-page": ("console", "GET", "console", {}, None),
+    "console-script": ("console", "GET", "console/console.js", {"asset": "console.js"}, None),
+}
+# In Azure, whatever the caller sends, only a principal with a role gets anything but a refusal.
+UNSIGNED = [("no-principal", NO_P, 401), ("function-key-only", KEY_ONLY, 401), ("malformed", MALFORMED_P, 401)]
+UNSIGNED += [("signed-in-without-a-role", READER_P, 403)]
+
+
+def call_page(world: World, route: tuple, headers: dict[str, str]) -> tuple[int, bytes]:
+    function, method, path, params, _ = route
+    request = func.HttpRequest(
+        method, f"https://kse.azurewebsites.net/api/{path}", headers=headers, route_params=params, body=b""
+    )
+    response = world.app.functions[function](request)
+    return response.status_code, response.get_body()
+
+
+@pytest.mark.parametrize(("caller", "headers", "status"), [pytest.param(*u, id=u[0]) for u in UNSIGNED])
+@pytest.mark.parametrize("route", [*ROUTES, *CONSOLE_ROUTES])
+def test_in_azure_nothing_is_reachable_without_a_signed_in_principal_with_a_role(
+    app: App, world: World, monkeypatch, route: str, caller: str, headers: dict[str, str], status: int
+) -> None:
+    for key, value in EASY_AUTH_ON.items():
+        monkeypatch.setenv(key, value)
+    if route in CONSOLE_ROUTES:
+        got, body = call_page(world, CONSOLE_ROUTES[route], headers)
+        assert got == status and b"<script" not in body, "a refusal is a short page, not the console"
+    else:
+        if route.startswith("cancel"):
+            world.runs["open_fresh"] = queued_run(app, "open")
+        got, body = call(world, ROUTES[route], headers)
+        assert got == status and body["error"], body
+    if got == 401 and route == "console-page":
+        assert b"/.auth/login/aad" in body, "the page offers to sign in"
+
+
+@pytest.mark.parametrize(("caller", "headers", "env"), [(c, h, e) for c, h, e, r, *_ in CALLERS if r is ROUTES])
+def test_the_console_answers_every_caller_as_the_api_does(app: App, world: World, monkeypatch, caller, headers, env):
+    """The page is served to exactly those who may list exports, with their role; the others get a page saying why."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    expected = next(statuses["list-exports"] for c, _, _, _, statuses, _ in CALLERS if c == caller)
+    got, body = call_page(world, CONSOLE_ROUTES["console-page"], headers)
+    assert got == expected, body
+    if got == 200:
+        role = "Admin" if "admin" in caller else "Contributor"
+        assert f'data-role="{role}"'.encode() in body and b'src="/api/console/console.js"' in body
+    assert call_page(world, CONSOLE_ROUTES["console-script"], headers)[0] == expected
 
 
 @pytest.mark.parametrize(("caller", "headers", "env"), [(c, h, e) for c, h, e, *_ in CALLERS])

@@ -37,6 +37,10 @@ def test_the_app_indexes_every_function_with_its_bindings():
         "run_status",
         "cancel_run",
         "openapi_document",
+        "segment_columns",
+        "run_report",
+        "run_rejects",
+        "console",
         "scheduled_exports",
         "run_export",
         "poisoned_run",
@@ -48,12 +52,16 @@ def test_the_app_indexes_every_function_with_its_bindings():
         if t.type == "httpTrigger"
     }
     assert http == {
-        "connections": ("connections/{name?}", ["DELETE", "GET", "PUT"], "FUNCTION"),
-        "exports": ("exports/{name?}", ["DELETE", "GET", "PUT"], "FUNCTION"),
-        "export_runs": ("exports/{name}/runs", ["GET", "POST"], "FUNCTION"),
-        "run_status": ("runs/{run_id}", ["GET"], "FUNCTION"),
-        "cancel_run": ("runs/{run_id}/cancel", ["POST"], "FUNCTION"),
+        "connections": ("connections/{name?}", ["DELETE", "GET", "PUT"], "ANONYMOUS"),
+        "exports": ("exports/{name?}", ["DELETE", "GET", "PUT"], "ANONYMOUS"),
+        "export_runs": ("exports/{name}/runs", ["GET", "POST"], "ANONYMOUS"),
+        "run_status": ("runs/{run_id}", ["GET"], "ANONYMOUS"),
+        "cancel_run": ("runs/{run_id}/cancel", ["POST"], "ANONYMOUS"),
         "openapi_document": ("openapi.json", ["GET"], "ANONYMOUS"),
+        "segment_columns": ("segment-columns", ["POST"], "ANONYMOUS"),
+        "run_report": ("runs/{run_id}/report.json", ["GET"], "ANONYMOUS"),
+        "run_rejects": ("runs/{run_id}/rejects.csv", ["GET"], "ANONYMOUS"),
+        "console": ("console/{asset?}", ["GET"], "ANONYMOUS"),
     }
     timer = triggers["scheduled_exports"]
     assert (timer.type, timer.schedule, timer.run_on_startup) == ("timerTrigger", "%EXPORT_SCHEDULE%", False)
@@ -428,18 +436,33 @@ def test_each_operation_gives_every_status_its_openapi_document_lists_and_no_oth
         ("export_runs", "POST", "exports/vip/runs", {"name": "vip"}),
         ("run_status", "GET", f"runs/{run_id}", {"run_id": run_id}),
         ("cancel_run", "POST", f"runs/{run_id}/cancel", {"run_id": run_id}),
+        ("segment_columns", "POST", "segment-columns", {}),
+        ("run_report", "GET", f"runs/{run_id}/report.json", {"run_id": run_id}),
+        ("run_rejects", "GET", f"runs/{run_id}/rejects.csv", {"run_id": run_id}),
+        ("console", "GET", "console", {}),
+        ("console", "GET", "console/console.js", {"asset": "console.js"}),
     ]
     for function, method, path, params in operations:
         assert app.http(function, method, path, headers={"x-other": "1"}, **params)[0] == 401
         assert app.http(function, method, path, headers=NOBODY_HEADERS, **params)[0] == 403
         bad = {k: ("bad!id" if k == "run_id" else "..") for k in params}
-        if bad:
+        if bad and function != "console":
             assert app.http(function, method, path, **bad)[0] == 400
     with monkeypatch.context() as azure:
         azure.setenv("WEBSITE_INSTANCE_ID", "in-azure-without-easy-auth")
         for function, method, path, params in operations:
             assert app.http(function, method, path, **params)[0] == 500
 
+    columns = {"segment": {"container": app.segments, "blob": "c.csv"}}
+    assert app.http("segment_columns", "POST", "segment-columns", columns)[1]["columns"] == ["email", "first_name"]
+    assert app.http("segment_columns", "POST", "segment-columns", {"segment": {"container": app.segments}})[0] == 400
+    assert app.http("segment_columns", "POST", "segment-columns", raw=b"{" + b" " * 70_000)[0] == 413
+    assert app.http("segment_columns", "POST", "segment-columns", columns, headers=CONTRIB_HEADERS)[0] == 403
+    for function, path in (("run_report", "report.json"), ("run_rejects", "rejects.csv")):
+        got = app.http(function, "GET", f"runs/{run_id}/{path}", run_id=run_id)
+        assert got[0] == 200 and got[2].headers["Content-Disposition"].endswith(f'-{path}"')
+        assert app.http(function, "GET", f"runs/0000-none/{path}", run_id="0000-none")[0] == 404
+    assert app.http("console", "GET", "console/nope.js", asset="nope.js")[0] == 404
     for function, name in (("connections", "main"), ("exports", "vip")):
         assert app.http(function, "PUT", f"{function}/{name}", {"unknown": 1}, name=name)[0] == 400
         assert app.http(function, "PUT", f"{function}/{name}", raw=b"{" + b" " * 70_000, name=name)[0] == 413

@@ -342,8 +342,10 @@ def test_the_package_holds_the_app_and_its_dependencies_but_not_tests_tools_or_b
 
     included = packaged([*tracked, *dependencies, *built])
 
-    assert {"function_app.py", "host.json", "shared/cli.py", *dependencies} <= included
-    assert not {p for p in included if p.split("/")[0] in {"tests", "tools", "bench", "infra", "scripts", ".ci"}}
+    console = {f"shared/control/console/{name}" for name in ("index.html", "console.css", "console.js")}
+    assert {"function_app.py", "host.json", "shared/cli.py", *console, *dependencies} <= included
+    leftout = {"tests", "tools", "bench", "infra", "scripts", ".ci", "docs"}
+    assert not {p for p in included if p.split("/")[0] in leftout}
     assert not set(built) & included
     assert not {p for p in included if p.endswith(".md") and "/" not in p}
 

@@ -66,7 +66,7 @@ def test_every_operation_names_its_roles_and_its_errors_have_the_error_schema():
                 continue
             assert operation["description"].startswith("Roles: "), (path, method)
             for status, response in operation["responses"].items():
-                if int(status) >= 400:
+                if int(status) >= 400 and not path.startswith("/api/console"):  # the console's refusals are pages
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/Error"}, (path, method, status)
 

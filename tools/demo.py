@@ -40,6 +40,9 @@ def check(label: str, ok: bool) -> bool:
     return ok
 
 
+CONSOLE_URL = "http://127.0.0.1:7071/api/console"  # where `make host` serves it
+
+
 def main() -> int:
     say("starting Azurite, the Klaviyo simulator and a local Key Vault on free loopback ports")
     with LocalStack() as stack:
@@ -61,7 +64,9 @@ def main() -> int:
         ok = cli_export(stack, container, expected)
         ok = functions_export(stack, expected) and ok
         say("demo " + ("succeeded" if ok else "FAILED") + "; stopping everything it started")
-        return 0 if ok else 1
+    # The demo's stack is gone now; `make host` keeps one running, with the console on it.
+    print(f"\nthe console in a browser: run `make host`, then open {CONSOLE_URL}", flush=True)
+    return 0 if ok else 1
 
 
 def cli_export(stack: LocalStack, container: str, expected: Expected) -> bool:

@@ -27,6 +27,7 @@ import function_app
 from shared.control import Services
 from shared.settings import RUNS_QUEUE
 from shared.storage import queue_client
+from tools import local_sign_in
 
 # The worker indexes the app once per process; so does this host.
 FUNCTIONS = {f.get_function_name(): f for f in function_app.app.get_functions()}
@@ -161,13 +162,25 @@ def serve(
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
             path = self.path.split("?", 1)[0]
-            if path == "/admin/functions/scheduled_exports" and self.command == "POST":
+            signing_in = local_sign_in.answer(self.path) if path.startswith("/.auth/") else None
+            if signing_in is not None:  # the local stand-in for App Service Authentication's sign-in
+                response = func.HttpResponse(
+                    signing_in.body, status_code=signing_in.status, headers=signing_in.headers, mimetype="text/html"
+                )
+            elif path == "/admin/functions/scheduled_exports" and self.command == "POST":
                 host.fire_timer()  # the real host's admin endpoint for firing a timer by hand
                 response = func.HttpResponse(b"", status_code=202)
             elif not path.startswith("/api/"):
                 response = func.HttpResponse(b'{"error": "not found"}', status_code=404)
             else:
-                response = host.http(self.command, path[len("/api/") :], body, dict(self.headers.items()))
+                headers = local_sign_in.with_principal(dict(self.headers.items()))
+                response = host.http(self.command, path[len("/api/") :], body, headers)
+            try:
+                self._send(response)
+            except (BrokenPipeError, ConnectionResetError):  # the client went away (a browser closing a page)
+                self.close_connection = True
+
+        def _send(self, response: func.HttpResponse) -> None:
             payload = response.get_body()
             self.send_response(response.status_code)
             for key, value in response.headers.items():

@@ -86,6 +86,7 @@ class LocalStack(contextlib.AbstractContextManager["LocalStack"]):
         return "\n".join(
             [
                 f"local Functions host  {host_url}/api/",
+                f"console               {host_url}/api/console  (open it in a browser; sign in locally as a role)",
                 f"Azurite               {self.azurite.connection_string}",
                 f"Klaviyo simulator     {self.klaviyo.url} (list {self.list_id}, API key {API_KEY})",
                 f"Key Vault             {self.vault.url} (secret {SECRET_NAME} holds the simulator's key)",

@@ -47,8 +47,12 @@ class ApiResponse:
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # a file handed out as it is (a run's report.json or rejects.csv)
+    content_type: str = "application/json"
 
     def json(self) -> bytes:
+        if self.raw is not None:
+            return self.raw
         return orjson.dumps(self.body) if self.body is not None else b""
 
 

@@ -11,6 +11,8 @@ from pydantic.json_schema import models_json_schema
 
 from shared.control.api import MAX_BODY_BYTES
 from shared.control.auth import MAX_CLAIM_CHARS, PRINCIPAL_HEADER
+from shared.control.console_models import ColumnsIn, SegmentColumns
+from shared.control.console_openapi import console_paths
 from shared.control.models import (
     NAME_PATTERN,
     Connection,
@@ -39,6 +41,8 @@ _MODELS = (
     RunWithReport,
     RunList,
     Error,
+    ColumnsIn,
+    SegmentColumns,
 )
 
 
@@ -58,8 +62,7 @@ def _error(description: str) -> dict[str, Any]:
 _COMMON_ERRORS = {
     "401": _error(
         "no authenticated caller, or a malformed principal header (not Base64 JSON, or a name or role claim "
-        f"that is not text of at most {MAX_CLAIM_CHARS} characters; a missing or wrong function key is "
-        "answered 401 by the Functions host itself, with an empty body)"
+        f"that is not text of at most {MAX_CLAIM_CHARS} characters)"
     ),
     "500": _error(
         "unsafe configuration, every request refused: App Service Authentication is not enabled in Azure, "
@@ -116,6 +119,7 @@ def _paths() -> dict[str, Any]:
     ]
     admin, contributor = "Admin", "Admin or Contributor (only exports whose connection is usable by contributors)"
     return {
+        **console_paths(_operation, _json, _error, run_id),
         "/api/connections": {
             "get": _operation(
                 "listConnections",
@@ -297,10 +301,11 @@ def _paths() -> dict[str, Any]:
 _DESCRIPTION = f"""\
 Connections, exports and runs of klaviyo-segment-export (segments in Azure Blob Storage into Klaviyo lists).
 
-Two things authenticate a call: the **function key** (`x-functions-key` header or `code` query
-parameter; checked by the Functions host, which answers 401 with an empty body without it) and the
-**caller**, from the `{PRINCIPAL_HEADER}` header that App Service Authentication sets after the caller
-signs in with Microsoft Entra ID (it removes any copy a client sends). The caller's app roles decide the
+One thing authenticates a call: the **caller**, from the `{PRINCIPAL_HEADER}` header that App Service
+Authentication sets after the caller signs in with Microsoft Entra ID (a browser session, or
+`Authorization: Bearer <token>` for automation; it removes any copy a client sends). The functions are
+anonymous at the Functions host (a browser has no function key): a function key sent along is ignored, and
+in Azure the app refuses every request when App Service Authentication is off. The caller's app roles decide the
 rest: `Admin` manages everything; `Contributor` lists exports, starts runs and reads runs, on exports
 whose connection is `usable_by: contributors`. Errors are JSON: `{{"error": "...", "problems": [...]}}`,
 `problems` naming each invalid field (400 only)."""
@@ -318,18 +323,6 @@ def _document() -> dict[str, Any]:
         "components": {
             "schemas": definitions["$defs"],
             "securitySchemes": {
-                "functionKey": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "x-functions-key",
-                    "description": "a function key (or the host key) of the Function App",
-                },
-                "functionKeyQuery": {
-                    "type": "apiKey",
-                    "in": "query",
-                    "name": "code",
-                    "description": "the same key as a query parameter",
-                },
                 "appServiceAuthentication": {
                     "type": "apiKey",
                     "in": "header",
@@ -343,8 +336,7 @@ def _document() -> dict[str, Any]:
             },
         },
         "security": [
-            {"functionKey": [], "appServiceAuthentication": []},
-            {"functionKeyQuery": [], "appServiceAuthentication": []},
+            {"appServiceAuthentication": []},
         ],
     }
 
