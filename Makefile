@@ -38,7 +38,7 @@ test: deps check-infra lint chromium
 # The console's browser tests (tests/test_console.py) drive Debian's chromium through Playwright; Playwright's
 # own browser download is not used. Installed when missing (as root, as on CI).
 chromium:
-	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+	@test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 # checkov on every Bicep file, offline. Findings left unfixed carry a checkov:skip comment with the reason
 # (listed in the README's Deploy section). checkov exits 0 when it cannot parse a file: that fails here.
