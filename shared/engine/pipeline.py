@@ -19,6 +19,7 @@ from shared.engine.batching import ROW_BITS, Batch, Batcher, PartNames
 from shared.engine.dedupe import SeenKeys
 from shared.engine.report import RejectLine, RejectsFile
 from shared.engine.spec import ExportSpec
+from shared.engine.subscriber import Subscriber
 from shared.engine.tally import RunTally
 from shared.klaviyo import MAX_PROFILE_BYTES
 from shared.mapping import ColumnarMapper, ColumnsMapped, MappedRows, ProfileMapper
@@ -73,8 +74,10 @@ class ChunkPipeline:
         rejects: RejectsFile,
         sync: SyncRun | None,
         flush_points: Iterable[int],
+        subscriber: Subscriber | None = None,
     ) -> None:
         self.source, self.spec, self.parts = source, spec, parts
+        self.subscriber = subscriber  # given the consent of each chunk's profiles to import
         self.tally, self.rejects, self.sync = tally, rejects, sync
         self.mapper = ProfileMapper(spec.mapping)
         self.columnar = ColumnarMapper(self.mapper)
@@ -101,7 +104,7 @@ class ChunkPipeline:
 
         def read(mappers: ThreadPoolExecutor) -> None:
             try:
-                for chunk in self.source.chunks(columns=mapper.columns):
+                for chunk in self.source.chunks(columns=self._columns()):
                     if stopping.is_set():
                         return
                     if isinstance(chunk, TableChunk):
@@ -154,6 +157,11 @@ class ChunkPipeline:
         """The batch being filled, as it is (None if empty): the last one, or one cut short."""
         return self.batcher.flush()
 
+    def _columns(self) -> list[str]:
+        """The columns read: the mapped ones, and the consent columns when subscribing."""
+        extra = self.subscriber.columns if self.subscriber is not None else []
+        return list(dict.fromkeys(self.mapper.columns + extra))
+
     def _make_room(self, chunk: TableChunk) -> bool:
         """Makes room in the identifier set at once for about as many identifiers as the segment has
         rows in the parts of this first table's format, so the set need not grow by doubling (which
@@ -198,6 +206,8 @@ class ChunkPipeline:
         rows = mapped.numbers[keep] | (part << ROW_BITS)
         kept = pa.array(keep)
         bodies, keys = mapped.bodies.filter(kept), mapped.keys[keep]
+        if self.subscriber is not None:  # every profile to import, changed or not, sent or not
+            self._read_consent(chunk, mapped, keep, bodies, rows)
         if self.sync is None:
             return Profiles(bodies, keys, rows)
         identifiers = mapped.identifiers.filter(kept) if mapped.identifiers is not None else None
@@ -205,3 +215,43 @@ class ChunkPipeline:
         if send is None:
             return Profiles(bodies, keys, rows, ids, prints)
         return Profiles(bodies.filter(pa.array(send)), keys[send], rows[send], ids[send], prints[send])
+
+    def _read_consent(
+        self, chunk: Chunk, mapped: MappedRows, keep: np.ndarray, bodies: pa.Array, rows: np.ndarray
+    ) -> None:
+        """Hands the subscriber the consent values of the chunk's profiles to import."""
+        assert self.subscriber is not None
+        numbers = mapped.numbers[keep]
+        values = [consent_values(chunk, column, numbers) for column in self.subscriber.columns]
+        kept_at = np.flatnonzero(keep)
+        self.subscriber.add(
+            chunk.source,
+            values[0],
+            values[1] if len(values) > 1 else None,
+            bodies,
+            numbers,
+            rows,
+            lambda at: mapped.masked(kept_at[at]),
+        )
+
+
+def consent_values(chunk: Chunk, column: str, numbers: np.ndarray) -> pa.Array:
+    """A column's values in the rows `numbers` of the chunk: taken from a table, else read from
+    each record (row by row, as that path maps them)."""
+    if isinstance(chunk, TableChunk):
+        at = np.searchsorted(chunk.numbers, numbers)
+        return chunk.table.column(column).take(pa.array(at)).combine_chunks()
+    at = np.searchsorted(np.asarray(chunk.numbers, dtype=np.int64), numbers).tolist()
+    if chunk.columns is not None:
+        index = chunk.columns.index(column)
+        return pa.array([chunk.records[i][index] for i in at], pa.string())
+    return pa.array([_as_text(chunk.records[i].get(column)) for i in at], pa.string())
+
+
+def _as_text(value: object) -> str:
+    """A JSON Lines value as text: true/false, numbers written out, null empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -17,6 +17,9 @@ MAX_JOB_BYTES = 5_000_000
 MAX_PROFILE_BYTES = 100_000
 # How many profiles one call that adds them to or removes them from a list may name.
 MAX_LIST_RELATIONSHIP_IDS = 1_000
+# How many profiles one bulk subscribe call, and one bulk unsubscribe call, may name.
+MAX_SUBSCRIBE_PROFILES = 1_000
+MAX_UNSUBSCRIBE_PROFILES = 100
 # The largest page of a collection Klaviyo serves.
 MAX_PAGE_SIZE = 100
 
@@ -34,6 +37,7 @@ BULK_IMPORT = Limit(10, 150)
 JOB_READS = Limit(10, 150)
 LIST_READS = Limit(75, 750)
 LIST_WRITES = Limit(10, 150)
+SUBSCRIPTION_JOBS = Limit(75, 750)
 
 
 class EndpointGroup(StrEnum):
@@ -50,6 +54,8 @@ class EndpointGroup(StrEnum):
     LISTS = "lists"
     LIST_MEMBERS = "list_members"
     LIST_WRITES = "list_writes"
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
 
 
 PUBLISHED_LIMITS: Mapping[str, Limit] = {
@@ -61,4 +67,6 @@ PUBLISHED_LIMITS: Mapping[str, Limit] = {
     EndpointGroup.LISTS: LIST_READS,
     EndpointGroup.LIST_MEMBERS: LIST_READS,
     EndpointGroup.LIST_WRITES: LIST_WRITES,
+    EndpointGroup.SUBSCRIBE: SUBSCRIPTION_JOBS,
+    EndpointGroup.UNSUBSCRIBE: SUBSCRIPTION_JOBS,
 }
