@@ -19,7 +19,7 @@ from shared.engine.batching import ROW_BITS, Batch, Batcher, PartNames
 from shared.engine.dedupe import SeenKeys
 from shared.engine.report import RejectLine, RejectsFile
 from shared.engine.spec import ExportSpec
-from shared.engine.subscriber import Subscriber
+from shared.engine.subscriber import ConsentValues, Subscriber
 from shared.engine.tally import RunTally
 from shared.klaviyo import MAX_PROFILE_BYTES
 from shared.mapping import ColumnarMapper, ColumnsMapped, MappedRows, ProfileMapper
@@ -207,7 +207,7 @@ class ChunkPipeline:
         kept = pa.array(keep)
         bodies, keys = mapped.bodies.filter(kept), mapped.keys[keep]
         if self.subscriber is not None:  # every profile to import, changed or not, sent or not
-            self._read_consent(chunk, mapped, keep, bodies, rows)
+            self._read_consent(chunk, mapped, keep, rows)
         if self.sync is None:
             return Profiles(bodies, keys, rows)
         identifiers = mapped.identifiers.filter(kept) if mapped.identifiers is not None else None
@@ -216,19 +216,15 @@ class ChunkPipeline:
             return Profiles(bodies, keys, rows, ids, prints)
         return Profiles(bodies.filter(pa.array(send)), keys[send], rows[send], ids[send], prints[send])
 
-    def _read_consent(
-        self, chunk: Chunk, mapped: MappedRows, keep: np.ndarray, bodies: pa.Array, rows: np.ndarray
-    ) -> None:
+    def _read_consent(self, chunk: Chunk, mapped: MappedRows, keep: np.ndarray, rows: np.ndarray) -> None:
         """Hands the subscriber the consent values of the chunk's profiles to import."""
         assert self.subscriber is not None
         numbers = mapped.numbers[keep]
         values = [consent_values(chunk, column, numbers) for column in self.subscriber.columns]
-        kept_at = np.flatnonzero(keep)
+        kept_at, kept = np.flatnonzero(keep), pa.array(keep)
+        emails, phones = (None if v is None else v.filter(kept) for v in (mapped.emails, mapped.phones))
         self.subscriber.add(
-            chunk.source,
-            values[0],
-            values[1] if len(values) > 1 else None,
-            bodies,
+            ConsentValues(chunk.source, values[0], values[1] if len(values) > 1 else None, emails, phones),
             numbers,
             rows,
             lambda at: mapped.masked(kept_at[at]),

@@ -9,6 +9,7 @@ from shared.mapping.consent import (
     ConsentReader,
     NotSubscribed,
     SubscribeOptions,
+    Subscribers,
 )
 from shared.mapping.fingerprints import fingerprints, text_fingerprints
 from shared.mapping.identifiers import identifier_text
@@ -21,6 +22,7 @@ __all__ = [
     "DEFAULT_CONSENT_VALUES",
     "NotSubscribed",
     "SubscribeOptions",
+    "Subscribers",
     "ColumnarMapper",
     "ColumnsMapped",
     "DEFAULT_REGION",

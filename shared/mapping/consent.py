@@ -3,9 +3,9 @@ consenting row's entry for Klaviyo's bulk subscription call, all column-wise (no
 
 An export's `subscribe` options (SubscribeOptions) name the channels, the consent column and its yes
 values, and optionally a consented-at column. ConsentReader reads a chunk's consent for the profiles
-it is about to import: it is given the consent values, the consented-at values and the serialized
-profile bodies (whose identifiers, already checked and normalised by the mapper, it reuses) and
-returns the subscription entries and, for consenting rows that cannot be subscribed, why not."""
+it is about to import: it is given the consent values, the consented-at values and the profiles'
+email and phone number (already checked and normalised by the mapper, see MappedRows) and
+returns who to subscribe and, for consenting rows that cannot be subscribed, why not."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shared.mapping.columnar import _escaped
 from shared.mapping.config import MappingError
 from shared.privacy import short_name
 
@@ -28,13 +29,6 @@ _MAX_CONSENT_VALUE = 100
 _NAMES = {"email": "email", "sms": "SMS"}
 _MISSING = {"email": "no email address for email", "sms": "no phone number for SMS"}
 
-# A profile body starts with its identifiers, in this order (rows.serialize_profile and the
-# columnar mapper both write email, phone_number, external_id first): their JSON text is reused.
-_IDENTIFIERS = (
-    r'^\{"type":"profile","attributes":\{'
-    r'(?:"email":"(?P<email>(?:[^"\\]|\\.)*)",?)?'
-    r'(?:"phone_number":"(?P<phone>[^"]*)")?'
-)
 # The ISO 8601 shapes taken: a date, or a date and time with an optional zone (none means UTC).
 _ISO_DATE = r"^\d{4}-\d\d-\d\d$"
 _ISO_DATETIME = r"^\d{4}-\d\d-\d\d[T ]\d\d(:\d\d(:\d\d(\.\d{1,9})?)?)?([zZ]|[+-]\d\d(:?\d\d)?)?$"
@@ -126,22 +120,41 @@ class NotSubscribed(NamedTuple):
     subscribed: bool  # subscribed on another channel it asked for
 
 
-class ChunkConsent(NamedTuple):
-    """A chunk's consent: entries (serialized subscription profiles, each with a trailing comma)
-    and the positions they came from; consenting profiles not subscribed; how many rows gave no
-    consent; and with unsubscribe_withdrawn, the unsubscription entries of rows that said no."""
+class Subscribers(NamedTuple):
+    """Profiles to send to a subscription call: their positions among those given, and their email,
+    phone number and (with historical_import) consent time, as text ("" where there is none)."""
 
-    entries: pa.BinaryArray
     positions: np.ndarray
+    email: pa.Array
+    phone: pa.Array
+    consented_at: pa.Array | None
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def take(self, at: np.ndarray) -> Subscribers:
+        indices = pa.array(at, pa.int64())
+        when = self.consented_at.take(indices) if self.consented_at is not None else None
+        return Subscribers(self.positions[at], self.email.take(indices), self.phone.take(indices), when)
+
+
+class ChunkConsent(NamedTuple):
+    """A chunk's consent: the consenting profiles to subscribe; those not subscribed (on any or on
+    every channel asked); how many rows gave no consent; and with unsubscribe_withdrawn, the rows
+    whose consent is withdrawn (consented_at None)."""
+
+    subscribe: Subscribers
     not_subscribed: list[NotSubscribed]
     no_consent: int
-    withdrawn: pa.BinaryArray
-    withdrawn_positions: np.ndarray
+    withdrawn: Subscribers
 
 
 class ConsentReader:
     """Reads consent with SubscribeOptions' rules; `now` (epoch seconds) is when consent dates must
-    precede, and the consent time of a historical import without a consented-at column."""
+    precede, and the consent time of a historical import without a consented-at column.
+
+    `read` is all column kernels (no object per row but for the rows that cannot be subscribed);
+    `entries` writes the JSON of a call's profiles, on the thread that sends it."""
 
     def __init__(self, options: SubscribeOptions, now: float) -> None:
         self.options = options
@@ -150,21 +163,20 @@ class ConsentReader:
         fallback = np.datetime64(int(now), "s").astype("datetime64[s]")
         self._fallback = _s(f"{fallback}+00:00")
 
-    def read(self, consent: pa.Array, consented_at: pa.Array | None, bodies: pa.Array) -> ChunkConsent:
-        """`consent`, `consented_at` and `bodies` are aligned: one item per profile to import."""
+    def read(self, consent: pa.Array, consented_at: pa.Array | None, email: pa.Array, phone: pa.Array) -> ChunkConsent:
+        """The arguments are aligned, one item per profile to import: the consent and consented-at
+        columns' values, and the profile's normalised email and phone number ("" or null if none)."""
         said = pc.utf8_lower(pc.utf8_trim_whitespace(_text(consent)))
         yes = _np(pc.is_in(said, value_set=self._yes))
         given = _np(pc.greater(pc.binary_length(said), 0))
-        no_consent = int(np.count_nonzero(~yes))
+        email, phone = _text(email), _text(phone)
         positions = np.flatnonzero(yes)
-        idents = pc.extract_regex(pc.cast(bodies, pa.string()), _IDENTIFIERS)
-        emails, phones = idents.field("email"), idents.field("phone")
-        problems: dict[int, NotSubscribed] = {}
         chosen = pa.array(yes)
-        email, phone = emails.filter(chosen), phones.filter(chosen)
+        email_yes, phone_yes = email.filter(chosen), phone.filter(chosen)
+        problems: dict[int, NotSubscribed] = {}
         chosen_at = consented_at.filter(chosen) if consented_at is not None else None
         when = self._consent_times(chosen_at, len(positions), problems)
-        has = {"email": _np(pc.greater(pc.binary_length(email), 0)), "sms": _np(pc.greater(pc.binary_length(phone), 0))}
+        has = {"email": _present(email_yes), "sms": _present(phone_yes)}
         wanted = self.options.channels
         sendable = np.zeros(len(positions), dtype=bool)
         for channel in wanted:
@@ -172,30 +184,43 @@ class ConsentReader:
         bad_time = np.zeros(len(positions), dtype=bool)
         bad_time[list(problems)] = True
         sendable &= ~bad_time
-        missing = {channel: np.flatnonzero(~has[channel] & ~bad_time) for channel in wanted}
-        for at in sorted(set(np.concatenate(list(missing.values())).tolist())):
+        lacking_any = np.zeros(len(positions), dtype=bool)
+        for channel in wanted:
+            lacking_any |= ~has[channel]
+        for at in np.flatnonzero(lacking_any & ~bad_time).tolist():
             lacking = [channel for channel in wanted if not has[channel][at]]
             reason = ", ".join(_MISSING[channel] for channel in lacking)
             others = [_NAMES[channel] for channel in wanted if has[channel][at]]
             if others:
                 reason += f"; subscribed to {' and '.join(others)} only"
             problems[at] = NotSubscribed(at, _IDENTIFIER_OF[lacking[0]], reason, bool(others))
-        send = pa.array(sendable)
-        entries = self._entries(email.filter(send), phone.filter(send), when.filter(send) if when is not None else None)
-        withdrawn, withdrawn_at = self._withdrawn(given & ~yes, emails, phones)
+        subscribers = Subscribers(positions, email_yes, phone_yes, when).take(np.flatnonzero(sendable))
         not_subscribed = [p._replace(position=int(positions[p.position])) for _, p in sorted(problems.items())]
-        return ChunkConsent(entries, positions[sendable], not_subscribed, no_consent, withdrawn, withdrawn_at)
+        withdrawn = self._withdrawn(given & ~yes, email, phone)
+        return ChunkConsent(subscribers, not_subscribed, int(np.count_nonzero(~yes)), withdrawn)
 
     def _consent_times(
-        self, values: pa.Array | None, count: int | None, problems: dict[int, NotSubscribed]
+        self, values: pa.Array | None, count: int, problems: dict[int, NotSubscribed]
     ) -> pa.Array | None:
         """Each consenting row's consent time as ISO 8601 in UTC (None: not sent, without
-        historical_import); an empty, unreadable or future one is a problem of that row."""
+        historical_import); an empty, unreadable or future one is a problem of that row. Each
+        distinct value is read once (a column of dates repeats them)."""
         if not self.options.historical_import:
             return None
         if values is None:
-            return None if count is None else _repeat(self._fallback, count)
-        text = pc.utf8_trim_whitespace(_text(values))
+            return _repeat(self._fallback, count)
+        encoded = pc.dictionary_encode(pc.utf8_trim_whitespace(_text(values)))
+        indices = _np(encoded.indices)
+        fine, codes = self._read_times(encoded.dictionary)
+        field = self.options.consented_at_column or "consented_at"
+        row_codes = codes[indices]
+        for at in np.flatnonzero(row_codes).tolist():
+            problems[at] = NotSubscribed(at, field, _TIME_PROBLEMS[row_codes[at]], False)
+        return fine.take(encoded.indices)
+
+    def _read_times(self, text: pa.Array) -> tuple[pa.Array, np.ndarray]:
+        """Distinct consent times: each as ISO 8601 in UTC ("" if it is not usable), and a problem
+        code (0: fine, else an index of _TIME_PROBLEMS)."""
         empty = _np(pc.equal(pc.binary_length(text), 0))
         shaped = _np(pc.match_substring_regex(text, _ISO_DATETIME)) | _np(pc.match_substring_regex(text, _ISO_DATE))
         dated = pc.match_substring_regex(text, _ISO_DATE)
@@ -205,79 +230,66 @@ class ConsentReader:
             pc.binary_join_element_wise(text, _s("T00:00:00Z"), _EMPTY),
             pc.if_else(zoned, text, pc.binary_join_element_wise(text, _s("Z"), _EMPTY)),
         )
-        full = pc.if_else(pa.array(shaped), full, pa.scalar(None, pa.string()))
-        stamps = _parse_times(full)
+        stamps = _parse_times(pc.if_else(pa.array(shaped), full, pa.scalar(None, pa.string())))
         readable = _np(pc.is_valid(stamps))
         future = np.zeros(len(text), dtype=bool)
         future[readable] = _np(pc.greater(stamps.filter(pa.array(readable)), pa.scalar(int(self.now * 1e6), _UTC)))
-        field = self.options.consented_at_column or "consented_at"
-        for at in np.flatnonzero(empty).tolist():
-            problems[at] = NotSubscribed(at, field, "consented_at is empty (a historical import needs it)", False)
-        for at in np.flatnonzero(~empty & ~readable).tolist():
-            problems[at] = NotSubscribed(at, field, "consented_at is not an ISO 8601 date or date-time", False)
-        for at in np.flatnonzero(future).tolist():
-            problems[at] = NotSubscribed(at, field, "consented_at is in the future", False)
+        codes = np.zeros(len(text), dtype=np.int8)
+        codes[~readable] = _UNREADABLE
+        codes[empty] = _EMPTY_TIME
+        codes[future] = _FUTURE
         seconds = pc.cast(stamps, pa.timestamp("s", tz="UTC"), safe=False)
-        fine = pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%S+00:00")
-        return pc.fill_null(fine, _EMPTY)
+        return pc.fill_null(pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%S+00:00"), _EMPTY), codes
 
-    def _entries(self, email: pa.Array, phone: pa.Array, when: pa.Array | None) -> pa.BinaryArray:
-        """The subscription profiles: identifiers, then the channels the row has an identifier for."""
-        count = len(email)
-        if count == 0:
+    def _withdrawn(self, said_no: np.ndarray, email: pa.Array, phone: pa.Array) -> Subscribers:
+        """The rows that said no and have an identifier for a channel (only with unsubscribe_withdrawn)."""
+        if not self.options.unsubscribe_withdrawn:
+            said_no = np.zeros(len(said_no), dtype=bool)
+        chosen = pa.array(said_no)
+        rows = Subscribers(np.flatnonzero(said_no), email.filter(chosen), phone.filter(chosen), None)
+        usable = np.zeros(len(rows), dtype=bool)
+        for channel in self.options.channels:
+            usable |= _present(rows.email if channel == "email" else rows.phone)
+        return rows.take(np.flatnonzero(usable))
+
+    def entries(self, profiles: Subscribers, consent: str = "SUBSCRIBED") -> pa.BinaryArray:
+        """The profiles of a subscription call (each serialized and followed by a comma): their
+        identifiers, then the channels asked that they have an identifier for; consent
+        "UNSUBSCRIBED" for an unsubscription call (no consent time)."""
+        if not len(profiles):
             return pa.array([], pa.binary())
-        pieces: list[pa.Array | pa.Scalar] = [_s('{"type":"profile","attributes":{')]
-        has_email = pc.greater(pc.binary_length(email), 0)
-        has_phone = pc.greater(pc.binary_length(phone), 0)
-        pieces.append(
-            pc.if_else(has_email, pc.binary_join_element_wise(_s('"email":"'), email, _s('",'), _EMPTY), _EMPTY)
-        )
-        pieces.append(
-            pc.if_else(has_phone, pc.binary_join_element_wise(_s('"phone_number":"'), phone, _s('",'), _EMPTY), _EMPTY)
-        )
-        pieces.append(_s('"subscriptions":{'))
+        email, phone = _escaped(profiles.email), profiles.phone
+        has_email, has_phone = pc.greater(pc.binary_length(email), 0), pc.greater(pc.binary_length(phone), 0)
+        when = profiles.consented_at if consent == "SUBSCRIBED" else None
+        pieces: list[pa.Array | pa.Scalar] = [
+            _s('{"type":"profile","attributes":{'),
+            pc.if_else(has_email, pc.binary_join_element_wise(_s('"email":"'), email, _s('",'), _EMPTY), _EMPTY),
+            pc.if_else(has_phone, pc.binary_join_element_wise(_s('"phone_number":"'), phone, _s('",'), _EMPTY), _EMPTY),
+            _s('"subscriptions":{'),
+        ]
         for index, channel in enumerate(self.options.channels):
-            parameters: list[pa.Array | pa.Scalar] = [_s(f'"{channel}":{{"marketing":{{"consent":"SUBSCRIBED"')]
+            parameters: list[pa.Array | pa.Scalar] = [_s(f'"{channel}":{{"marketing":{{"consent":"{consent}"')]
             if when is not None:
                 parameters += [_s(',"consented_at":"'), when, _s('"')]
             parameters.append(_s("}}"))
             piece = pc.binary_join_element_wise(*parameters, _EMPTY)
-            present = has_email if channel == "email" else has_phone
-            if index:  # a comma before it when an earlier channel is there
-                earlier = has_email
-                piece = pc.if_else(earlier, pc.binary_join_element_wise(_s(","), piece, _EMPTY), piece)
-            pieces.append(pc.if_else(present, piece, _EMPTY))
+            if index:  # after the email channel, when the row has one
+                piece = pc.if_else(has_email, pc.binary_join_element_wise(_s(","), piece, _EMPTY), piece)
+            pieces.append(pc.if_else(has_email if channel == "email" else has_phone, piece, _EMPTY))
         pieces.append(_s("}}},"))
         return pc.binary_join_element_wise(*pieces, _EMPTY).cast(pa.binary())
 
-    def _withdrawn(self, said_no: np.ndarray, emails: pa.Array, phones: pa.Array) -> tuple[pa.BinaryArray, np.ndarray]:
-        """Unsubscription entries for the rows that said no (only with unsubscribe_withdrawn)."""
-        if not self.options.unsubscribe_withdrawn or not said_no.any():
-            return pa.array([], pa.binary()), np.zeros(0, dtype=np.int64)
-        chosen = pa.array(said_no)
-        email, phone = emails.filter(chosen), phones.filter(chosen)
-        has_email = _np(pc.greater(pc.binary_length(email), 0))
-        has_phone = _np(pc.greater(pc.binary_length(phone), 0))
-        usable = np.zeros(len(email), dtype=bool)
-        for channel in self.options.channels:
-            usable |= has_email if channel == "email" else has_phone
-        keep = pa.array(usable)
-        email, phone = email.filter(keep), phone.filter(keep)
-        e, p = pc.greater(pc.binary_length(email), 0), pc.greater(pc.binary_length(phone), 0)
-        pieces: list[pa.Array | pa.Scalar] = [
-            _s('{"type":"profile","attributes":{'),
-            pc.if_else(e, pc.binary_join_element_wise(_s('"email":"'), email, _s('",'), _EMPTY), _EMPTY),
-            pc.if_else(p, pc.binary_join_element_wise(_s('"phone_number":"'), phone, _s('",'), _EMPTY), _EMPTY),
-            _s('"subscriptions":{'),
-        ]
-        for index, channel in enumerate(self.options.channels):
-            piece: pa.Array | pa.Scalar = _s(f'"{channel}":{{"marketing":{{"consent":"UNSUBSCRIBED"}}}}')
-            if index:
-                piece = pc.if_else(e, _s("," + piece.as_py()), piece)
-            pieces.append(pc.if_else(e if channel == "email" else p, piece, _EMPTY))
-        pieces.append(_s("}}},"))
-        entries = pc.binary_join_element_wise(*pieces, _EMPTY).cast(pa.binary())
-        return entries, np.flatnonzero(said_no)[usable]
+
+_EMPTY_TIME, _UNREADABLE, _FUTURE = 1, 2, 3
+_TIME_PROBLEMS = {
+    _EMPTY_TIME: "consented_at is empty (a historical import needs it)",
+    _UNREADABLE: "consented_at is not an ISO 8601 date or date-time",
+    _FUTURE: "consented_at is in the future",
+}
+
+
+def _present(values: pa.Array) -> np.ndarray:
+    return _np(pc.greater(pc.binary_length(values), 0))
 
 
 def _repeat(value: pa.Scalar, count: int) -> pa.Array:
