@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from shared.cli import EXIT_OK, EXIT_USAGE, main
+from shared.mapping import SubscribeOptions
 from tests.conftest import SECRET, App, member_emails
 from tools.klaviyo_sim import KlaviyoSimulator
 
@@ -364,3 +365,153 @@ def test_changing_subscribe_changes_the_export_definition():
     assert definition_fingerprint(subscribed) != before
     other = {**export, "subscribe": {"channels": ["sms"], "consent_column": "c"}}
     assert definition_fingerprint(other) != definition_fingerprint(subscribed)
+
+
+def test_a_run_out_of_time_subscribes_each_consenting_row_once_across_invocations(env, tmp_path, klaviyo):
+    from tools.segment_gen import write_segment
+
+    path = tmp_path / "big.csv"
+    write_segment(path, 60_000, seed=12)
+    options = ["--map", "phone_number=phone", "--subscribe", "email,sms", "--consent-column", "loyalty_tier"]
+    options += ["--consent-values", "gold,platinum", "--no-progress"]
+    # A reference run in one go, on a list of its own.
+    reference_list = klaviyo.create_list("Reference")
+    reference_report = tmp_path / "reference.json"
+    assert main(["run", str(path), "--list-id", reference_list, "--report", str(reference_report), *options]) == 0
+    reference = orjson.loads(reference_report.read_bytes())["counts"]
+    calls_in_one_go = subscribe_calls(klaviyo)
+    # The same run with a time budget so short that each invocation sends a batch and stops.
+    list_id = klaviyo.create_list("Budgeted")
+    checkpoint, report_path = tmp_path / "run.checkpoint", tmp_path / "report.json"
+    invocations = 0
+    while True:
+        invocations += 1
+        code = main(
+            ["run", str(path), "--list-id", list_id, "--report", str(report_path), *options]
+            + ["--checkpoint", str(checkpoint), "--time-budget", "0.01"]
+        )
+        if code != 3:
+            break
+        assert invocations < 40
+    assert code == EXIT_OK and invocations >= 3
+    counts = orjson.loads(report_path.read_bytes())["counts"]
+    for name in ("subscribed", "not_subscribed", "no_consent", "accepted"):
+        assert counts[name] == reference[name], name
+    assert klaviyo.subscribed(list_id, "email") == klaviyo.subscribed(reference_list, "email")
+    assert klaviyo.subscribed(list_id, "sms") == klaviyo.subscribed(reference_list, "sms")
+    # Each invocation checks the scope once; calls cut short by the budget may be made again, but
+    # rows an earlier invocation had subscribed are not.
+    budgeted_calls = subscribe_calls(klaviyo) - calls_in_one_go - invocations
+    assert budgeted_calls <= (calls_in_one_go - 1) * 2
+
+
+class CancelAfterFirstCall:
+    """A run's watch that cancels it once Klaviyo has had one subscribe call (after the scope check)."""
+
+    def __init__(self, klaviyo: KlaviyoSimulator) -> None:
+        self.klaviyo = klaviyo
+
+    def phase(self, phase: object) -> None:
+        pass
+
+    def stop_reason(self) -> str | None:
+        return "cancelled by its owner" if subscribe_calls(self.klaviyo) >= 2 else None
+
+
+def test_a_cancelled_run_stops_subscribing(exporter, klaviyo, list_id):
+    rows = "".join(f"p{i}@example.com,yes\n" for i in range(30_000))
+    exporter.upload("consent.csv", ("email,c\n" + rows).encode())
+    options = SubscribeOptions(("email",), "c")
+    report = exporter.run("consent.csv", subscribe=options, watch=CancelAfterFirstCall(klaviyo))
+    assert report.status == "cancelled"
+    subscribed = klaviyo.subscribed(list_id, "email")
+    # The calls already on their way when it was cancelled (one per sending thread) are all that go out.
+    assert 1_000 <= report.counts.subscribed == len(subscribed) <= 3_000
+    assert subscribe_calls(klaviyo) <= 1 + 3
+    stopped = [row for row in exporter.rejects_rows if row[3] == "not_subscribed"]
+    assert stopped and all(row[5] == "the run stopped before this row was subscribed" for row in stopped)
+    assert report.counts.not_subscribed == len(stopped)
+
+
+def test_the_row_by_row_path_subscribes_exactly_as_the_column_wise_one(tmp_path, client, klaviyo):
+    """The same segment read as Arrow tables (column kernels) and with the csv module (row by row,
+    as files the fast reader cannot take are): the same profiles subscribed, at the same times,
+    and the same rejects file."""
+    from shared.engine import ExportSpec, RejectsFile, run_export
+    from shared.mapping import FieldMapping
+    from shared.sources import local_segment
+
+    segment = write(
+        tmp_path,
+        "email,phone,external,consent,at\n"
+        "Ann@Example.com,(206) 555-0100,,YES,2024-03-01T10:00:00+02:00\n"  # normalised on the slow path
+        "bo@example.com,+12065550101,,y ,2024-03-02 08:30\n"
+        " CY@Example.com,,,1,2024-03-03\n"
+        "di@example.com,+12065550103,,no,2024-03-04\n"
+        ",+12065550104,,true,2024-03-05T00:00:00Z\n"
+        ",,ext-1,yes,2024-03-06\n"
+        "ed@example.com,,,yes,2999-01-01\n"
+        "fay@example.com,,,yes,someday\n",
+    )
+    mapping = FieldMapping({"email": "email", "phone_number": "phone", "external_id": "external"})
+    options = SubscribeOptions(("email", "sms"), "consent", consented_at_column="at")
+    outcomes = []
+    for fast in (True, False):
+        list_id = klaviyo.create_list(f"fast={fast}")
+        source = local_segment(segment)
+        source.fast = fast
+        rejects = RejectsFile()
+        report = run_export(source, ExportSpec("paths", list_id, mapping, subscribe=options), client, rejects=rejects)
+        lines = rejects.read_bytes().decode().splitlines()
+        rejects.discard()
+        times = {
+            who: klaviyo.consent_of(who).channels["email.marketing"].timestamp  # type: ignore[union-attr]
+            for who in klaviyo.subscribed(list_id, "email")
+        }
+        outcomes.append((report.counts.subscribed, lines, times, klaviyo.subscribed(list_id, "sms")))
+    assert outcomes[0] == outcomes[1]
+    subscribed, lines, times, phones = outcomes[0]
+    assert times == {
+        "ann@example.com": datetime(2024, 3, 1, 8, tzinfo=UTC).timestamp(),
+        "bo@example.com": datetime(2024, 3, 2, 8, 30, tzinfo=UTC).timestamp(),
+        "cy@example.com": datetime(2024, 3, 3, tzinfo=UTC).timestamp(),
+    }
+    assert phones == {"+12065550100", "+12065550101", "+12065550104"}
+    assert subscribed == 4 and len(lines) == 1 + 5
+
+
+def test_calls_beyond_the_memory_bound_wait_in_a_spool_file_and_come_back_whole():
+    import threading
+
+    import numpy as np
+    import pyarrow as pa
+
+    from shared.engine.callqueue import Call, CallQueue
+    from shared.mapping import Subscribers
+
+    def call(number: int, timed: bool) -> Call:
+        emails = pa.array([f"p{number}-{i}@example.com" for i in range(3)])
+        phones = pa.array(["+12065550100", "", "+12065550102"])
+        when = pa.array(["2024-03-01T00:00:00+00:00"] * 3) if timed else None
+        return Call(Subscribers(np.arange(3), emails, phones, when), np.arange(3) + 10 * number, number)
+
+    queue = CallQueue(held=2)
+    sent = [call(n, timed=n % 2 == 0) for n in range(7)]
+    for item in sent:
+        queue.put(item)
+    assert queue._path is not None and Path(queue._path).stat().st_size > 0, "5 of 7 calls are spooled"
+    got: list[Call] = []
+    reader = threading.Thread(target=lambda: got.extend(iter(queue.get, None)))
+    reader.start()
+    queue.close()
+    reader.join(5)
+    assert [c.number for c in got] == list(range(7))
+    for before, after in zip(sent, got, strict=True):
+        assert after.rows.tolist() == before.rows.tolist()
+        assert after.profiles.email.to_pylist() == before.profiles.email.to_pylist()
+        assert after.profiles.phone.to_pylist() == before.profiles.phone.to_pylist()
+        times = before.profiles.consented_at
+        assert (after.profiles.consented_at is None) == (times is None)
+    spool = queue._path
+    queue.discard()
+    assert not Path(spool).exists()

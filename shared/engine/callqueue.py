@@ -26,6 +26,7 @@ class Call(NamedTuple):
 
     profiles: Subscribers
     rows: np.ndarray
+    number: int = -1  # the group's number in the run (see subscriber._Progress)
 
 
 class CallQueue:
@@ -35,7 +36,7 @@ class CallQueue:
         self.held = held
         self._ready = threading.Condition()
         self._memory: deque[Call] = deque()
-        self._spooled = 0  # calls in the spool not read yet
+        self._spooled: deque[int] = deque()  # the numbers of the calls in the spool not read yet
         self._closed = False
         self._path: str | None = None
         self._out: IO[bytes] | None = None
@@ -59,8 +60,7 @@ class CallQueue:
             if self._memory:
                 return self._memory.popleft()
             if self._spooled:
-                self._spooled -= 1
-                return self._unspool()
+                return self._unspool()._replace(number=self._spooled.popleft())
             return None
 
     def close(self) -> None:
@@ -91,7 +91,7 @@ class CallQueue:
         self._writer.write_batch(pa.record_batch(columns, schema=_SCHEMA))
         assert self._out is not None
         self._out.flush()  # whole before a reader may look for it
-        self._spooled += 1
+        self._spooled.append(call.number)
 
     def _unspool(self) -> Call:
         if self._reader is None:

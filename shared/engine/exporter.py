@@ -136,13 +136,15 @@ class ExportRun:
         spec.enter(Phase.CHECKING)
         check_before_sending(self.source, spec, self.client)
         self._load_checkpoint()
+        if self.subscriber is not None:
+            self.subscriber.resume(self.checkpoint.subscriptions())
         if self.sync is not None:
             self.sync.load(resumed=self.checkpoint.invocations > 1)
             self.report.list_members = self.sync.list_members
         spec.enter(Phase.SENDING)
         self._stream_and_upload()
         if self.subscriber is not None:
-            self.subscriber.flush()  # the last call goes out while the jobs are waited for
+            self.subscriber.segment_read(self.checkpoint, interrupted=self.interrupted)
         self.cancelled = self.cancelled or self.uploader.cancelled
         if self.interrupted:
             self.checkpoint.save()
@@ -152,7 +154,10 @@ class ExportRun:
             spec.enter(Phase.WAITING)
             self.cancelled = self.jobs.wait_for_all()
         if self.subscriber is not None:
-            self.subscriber.complete(stopped=bool(self.interrupted or self.cancelled))
+            done = self.subscriber.complete(bool(self.interrupted or self.cancelled), self.checkpoint)
+            if not done:  # time ran out with calls left: they go on in the next invocation
+                self.interrupted = True
+                self.checkpoint.save()
         if self.sync is not None and not self.interrupted and not self.cancelled:
             self.cancelled = spec.stop_reason()
             if not self.cancelled:
