@@ -515,3 +515,24 @@ def test_calls_beyond_the_memory_bound_wait_in_a_spool_file_and_come_back_whole(
     spool = queue._path
     queue.discard()
     assert not Path(spool).exists()
+
+
+def test_withdrawn_consents_go_on_across_invocations_without_a_call_twice(env, tmp_path, klaviyo, list_id):
+    rows = "".join(f"p{i}@example.com,{'no' if i % 80 == 0 else 'yes'}\n" for i in range(25_000))
+    path = write(tmp_path, "email,c\n" + rows)
+    checkpoint, report_path = tmp_path / "run.checkpoint", tmp_path / "report.json"
+    args = ["run", str(path), "--list-id", list_id, "--no-progress", "--report", str(report_path)]
+    args += ["--subscribe", "email", "--consent-column", "c", "--unsubscribe-withdrawn"]
+    args += ["--checkpoint", str(checkpoint), "--time-budget", "0.01"]
+    invocations = 0
+    while (code := main(args)) == 3:
+        invocations += 1
+        assert invocations < 40
+    assert code == EXIT_OK and invocations >= 3
+    counts = orjson.loads(report_path.read_bytes())["counts"]
+    assert (counts["subscribed"], counts["unsubscribed"], counts["no_consent"]) == (24_687, 313, 313)
+    assert (
+        status(klaviyo, "p0@example.com") == "UNSUBSCRIBED" and status(klaviyo, "p24960@example.com") == "UNSUBSCRIBED"
+    )
+    assert len(klaviyo.subscribed(list_id, "email")) == 24_687
+    assert klaviyo.stats["requests_by_endpoint"]["POST /api/profile-subscription-bulk-delete-jobs"] == 4

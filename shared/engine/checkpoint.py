@@ -83,17 +83,17 @@ class Checkpoint:
     subscriptions: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "run_id": self.run_id,
-                "source_version": self.source_version,
-                "batches": {key: record.to_dict() for key, record in self.batches.items()},
-                "finished_jobs": {job_id: job.to_dict() for job_id, job in self.finished_jobs.items()},
-                "flush_points": self.flush_points,
-                "invocations": self.invocations,
-                "subscriptions": self.subscriptions,
-            }
-        )
+        saved = {
+            "run_id": self.run_id,
+            "source_version": self.source_version,
+            "batches": {key: record.to_dict() for key, record in self.batches.items()},
+            "finished_jobs": {job_id: job.to_dict() for job_id, job in self.finished_jobs.items()},
+            "flush_points": self.flush_points,
+            "invocations": self.invocations,
+        }
+        if self.subscriptions:  # only a run that subscribes has them
+            saved["subscriptions"] = self.subscriptions
+        return orjson.dumps(saved)
 
     @classmethod
     def from_json(cls, data: bytes) -> Checkpoint:

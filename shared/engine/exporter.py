@@ -155,6 +155,7 @@ class ExportRun:
             self.cancelled = self.jobs.wait_for_all()
         if self.subscriber is not None:
             done = self.subscriber.complete(bool(self.interrupted or self.cancelled), self.checkpoint)
+            self.cancelled = self.cancelled or self.subscriber.calls.cancelled
             if not done:  # time ran out with calls left: they go on in the next invocation
                 self.interrupted = True
                 self.checkpoint.save()

@@ -60,9 +60,11 @@ class _Progress:
             self._queued.append(last_row)
             return len(self._queued) - 1
 
-    def done(self, number: int, group: _Group) -> None:
+    def done(self, number: int, group: _Group) -> bool:
+        """Notes a group done; True when that moves `through` on (every group before it is done)."""
         with self._lock:
             self._done[number] = group
+            return self._next in self._done
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -97,11 +99,12 @@ class SubscribeCalls:
         self.error: KlaviyoError | None = None
         self.progress = _Progress({})
         self.paused = False  # the run's time is up: queued calls are left for the next invocation
+        self.cancelled: str | None = None  # why a sending thread found the run must stop
         self._abandoned = False  # the run failed: queued calls are not sent
         self._queue = CallQueue(_HELD_GROUPS)
         self._pool: ThreadPoolExecutor | None = None
         self._senders: list[Future[None]] = []
-        self._group_done = threading.Event()  # a group's calls were all made in this invocation, or a sender ended
+        self._advanced = threading.Event()  # this invocation moved progress.through on
 
     def resume(self, saved: dict[str, Any]) -> None:
         """Goes on from an earlier invocation's progress (its counts and not-subscribed lines)."""
@@ -127,10 +130,11 @@ class SubscribeCalls:
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         _, waiting = wait(self._senders, timeout=timeout)
         if waiting:
-            # Past the deadline: once this invocation has made one group of calls (so that every
+            # Past the deadline: once this invocation has moved `through` on (so that every
             # invocation makes progress), the calls stop.
-            self._group_done.wait()
-            self.paused = True
+            while waiting and not self._advanced.wait(0.05):
+                waiting = {sender for sender in waiting if not sender.done()}
+            self.paused = bool(waiting)
         for sender in self._senders:
             sender.result()
         return not waiting
@@ -150,19 +154,16 @@ class SubscribeCalls:
         self._queue.discard()
 
     def _send_calls(self) -> None:
-        try:
-            while not self.paused and (group := self._queue.get()) is not None:
-                entries = self.reader.entries(group.profiles)
-                outcome = _Group()
-                for start in range(0, len(group.rows), MAX_SUBSCRIBE_PROFILES):
-                    if self.paused:
-                        return  # the rest is left for the next invocation
-                    end = min(start + MAX_SUBSCRIBE_PROFILES, len(group.rows))
-                    self._send_call(slice_call(group, start, end), entries.slice(start, end - start), outcome)
-                self.progress.done(group.number, outcome)
-                self._group_done.set()
-        finally:
-            self._group_done.set()
+        while not self.paused and (group := self._queue.get()) is not None:
+            entries = self.reader.entries(group.profiles)
+            outcome = _Group()
+            for start in range(0, len(group.rows), MAX_SUBSCRIBE_PROFILES):
+                if self.paused:
+                    return  # the rest is left for the next invocation
+                end = min(start + MAX_SUBSCRIBE_PROFILES, len(group.rows))
+                self._send_call(slice_call(group, start, end), entries.slice(start, end - start), outcome)
+            if self.progress.done(group.number, outcome):
+                self._advanced.set()
 
     def _send_call(self, call: Call, entries: pa.BinaryArray, outcome: _Group) -> None:
         if self._abandoned:
@@ -170,7 +171,8 @@ class SubscribeCalls:
         elif self.error is not None:
             reason = f"not subscribed: an earlier call failed: {redact(str(self.error))}"
             self._missed(call.rows, reason, outcome)
-        elif self.spec.stop_reason():
+        elif stop := self.spec.stop_reason():
+            self.cancelled = stop
             self._missed(call.rows, STOPPED, outcome)
         else:
             try:

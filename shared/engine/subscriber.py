@@ -22,8 +22,9 @@ from shared.engine.callqueue import Call
 from shared.engine.checkpoint import RunCheckpoint
 from shared.engine.report import Counts, RejectLine, RejectsFile
 from shared.engine.spec import ExportSpec
-from shared.engine.subscribe_calls import SubscribeCalls, joined, slice_call
-from shared.klaviyo import MAX_SUBSCRIBE_PROFILES, MAX_UNSUBSCRIBE_PROFILES, KlaviyoClient, KlaviyoError
+from shared.engine.subscribe_calls import SubscribeCalls, slice_call
+from shared.engine.unsubscriber import WithdrawnConsents
+from shared.klaviyo import MAX_SUBSCRIBE_PROFILES, KlaviyoClient, KlaviyoError
 from shared.mapping import ConsentReader, SubscribeOptions, Subscribers
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class Subscriber:
         self._lock = threading.Lock()
         self._pending: list[Call] = []  # consenting profiles not yet making a full call
         self._pending_count = 0
-        self._withdrawn: list[Call] = []
+        self.withdrawn = WithdrawnConsents(client, spec, self.reader, counts, self._lock)
         self.calls = SubscribeCalls(
             client, spec, options.historical_import, self.reader, counts, rejects, parts, self._lock
         )
@@ -74,13 +75,14 @@ class Subscriber:
     def resume(self, saved: dict[str, Any]) -> None:
         """Goes on from an earlier invocation's progress: its rows are not subscribed again."""
         self.calls.resume(saved)
+        self.withdrawn.resume(saved)
 
     def segment_read(self, checkpoint: RunCheckpoint, interrupted: bool) -> None:
         """The segment is read: the last call is queued (it goes out while the jobs are waited for);
         or the run's time is up, and the calls stop where they are, noted in the checkpoint."""
         self.flush()
         if interrupted:
-            checkpoint.record_subscriptions(self.calls.pause())
+            checkpoint.record_subscriptions({**self.calls.pause(), **self.withdrawn.progress()})
 
     @property
     def columns(self) -> list[str]:
@@ -110,7 +112,7 @@ class Subscriber:
         if self.spec.dry_run:
             return
         if len(read.withdrawn):
-            self._withdrawn.append(Call(read.withdrawn, rows[read.withdrawn.positions]))
+            self.withdrawn.add(Call(read.withdrawn, rows[read.withdrawn.positions]))
         subscribe = read.subscribe
         through = self.calls.progress.through
         if through >= 0:  # an earlier invocation subscribed these
@@ -133,14 +135,20 @@ class Subscriber:
         if self.calls.paused:
             return True
         self.flush()
-        if not self.calls.finish(self.spec.deadline):
-            checkpoint.record_subscriptions(self.calls.progress.snapshot())
-            return False
-        if not stopped and self.calls.error is None:
-            self._unsubscribe_withdrawn()
+        finished = self.calls.finish(self.spec.deadline)
+        if finished and not stopped and self.calls.error is None:
+            outcome = self.withdrawn.send()
+            if isinstance(outcome, KlaviyoError):
+                raise outcome
+            finished = outcome or bool(self.spec.stop_reason())  # cancelled: no next invocation
         if self.calls.error is not None:
             raise self.calls.error
-        return True
+        if not finished:
+            checkpoint.record_subscriptions(self._progress())
+        return finished
+
+    def _progress(self) -> dict[str, Any]:
+        return {**self.calls.progress.snapshot(), **self.withdrawn.progress()}
 
     def close(self) -> None:
         """Ends the sending threads; calls still queued (the run failed) are not sent."""
@@ -170,24 +178,3 @@ class Subscriber:
             self.calls.put(slice_call(call, start, min(start + _GROUP, full)))
         if full < total:
             self._pending, self._pending_count = [slice_call(call, full, total)], total - full
-
-    def _unsubscribe_withdrawn(self) -> None:
-        """Unsubscribes the rows that said no, 100 a call (after the import jobs put them on the list)."""
-        withdrawn, self._withdrawn = self._withdrawn, []
-        assert self.client is not None or not withdrawn
-        for call in withdrawn:
-            entries = self.reader.entries(call.profiles, consent="UNSUBSCRIBED")
-            for start in range(0, len(entries), MAX_UNSUBSCRIBE_PROFILES):
-                if self.spec.stop_reason():
-                    return
-                chunk = entries.slice(start, MAX_UNSUBSCRIBE_PROFILES)
-                try:
-                    self.client.subscriptions.unsubscribe(self.spec.list_id, joined(chunk), len(chunk))  # type: ignore[union-attr]
-                except KlaviyoError as exc:
-                    if exc.fatal:
-                        self.calls.error = exc
-                        return
-                    log.warning("unsubscription of %d profiles failed: %s", len(chunk), exc)
-                    continue
-                with self._lock:
-                    self.counts.unsubscribed += len(chunk)
