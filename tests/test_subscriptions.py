@@ -536,3 +536,24 @@ def test_withdrawn_consents_go_on_across_invocations_without_a_call_twice(env, t
     )
     assert len(klaviyo.subscribed(list_id, "email")) == 24_687
     assert klaviyo.stats["requests_by_endpoint"]["POST /api/profile-subscription-bulk-delete-jobs"] == 4
+
+
+def test_a_delta_run_subscribes_only_new_and_changed_consent_so_an_unsubscribe_in_klaviyo_stands(
+    env, tmp_path, klaviyo, list_id
+):
+    state = tmp_path / "state"
+    state.mkdir()
+    options = ["--subscribe", "email", "--consent-column", "c", "--state", str(state)]
+    first = "email,c\nann@example.com,yes\nbo@example.com,no\ncy@example.com,yes\n"
+    code, report, _ = run_cli(tmp_path, list_id, *options, segment=first)
+    assert code == EXIT_OK and report["counts"]["subscribed"] == 2
+    # Ann unsubscribes through a link in an email; the segment still says yes, Bo now says yes.
+    klaviyo.suppress("ann@example.com", "UNSUBSCRIBE")
+    assert status(klaviyo, "ann@example.com") == "UNSUBSCRIBED"
+    second = "email,c\nann@example.com,yes\nbo@example.com,yes\ncy@example.com,yes\n"
+    code, report, _ = run_cli(tmp_path, list_id, *options, segment=second)
+    assert code == EXIT_OK
+    counts = report["counts"]
+    assert (counts["subscribed"], counts["unchanged"], counts["sent"]) == (1, 2, 1)
+    assert status(klaviyo, "ann@example.com") == "UNSUBSCRIBED", "an unchanged row is not subscribed again"
+    assert klaviyo.subscribed(list_id, "email") == {"bo@example.com", "cy@example.com"}

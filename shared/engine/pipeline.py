@@ -22,7 +22,7 @@ from shared.engine.spec import ExportSpec
 from shared.engine.subscriber import ConsentValues, Subscriber
 from shared.engine.tally import RunTally
 from shared.klaviyo import MAX_PROFILE_BYTES
-from shared.mapping import ColumnarMapper, ColumnsMapped, MappedRows, ProfileMapper
+from shared.mapping import ChunkConsent, ColumnarMapper, ColumnsMapped, MappedRows, ProfileMapper
 from shared.sources import RowChunk, SegmentSource, TableChunk
 from shared.sync import SyncRun
 from shared.telemetry import carry_run_context
@@ -206,27 +206,31 @@ class ChunkPipeline:
         rows = mapped.numbers[keep] | (part << ROW_BITS)
         kept = pa.array(keep)
         bodies, keys = mapped.bodies.filter(kept), mapped.keys[keep]
-        if self.subscriber is not None:  # every profile to import, changed or not, sent or not
-            self._read_consent(chunk, mapped, keep, rows)
+        subscriber = self.subscriber
+        consent = self._read_consent(chunk, mapped, keep) if subscriber is not None else None
         if self.sync is None:
+            if subscriber is not None and consent is not None:
+                subscriber.queue(consent, rows, None)
             return Profiles(bodies, keys, rows)
         identifiers = mapped.identifiers.filter(kept) if mapped.identifiers is not None else None
-        send, ids, prints = self.sync.changed(identifiers, bodies)
+        printed = subscriber.marked(bodies, consent) if subscriber is not None and consent is not None else bodies
+        send, ids, prints = self.sync.changed(identifiers, printed)
+        if subscriber is not None and consent is not None:  # only new and changed profiles are subscribed
+            subscriber.queue(consent, rows, send)
         if send is None:
             return Profiles(bodies, keys, rows, ids, prints)
         return Profiles(bodies.filter(pa.array(send)), keys[send], rows[send], ids[send], prints[send])
 
-    def _read_consent(self, chunk: Chunk, mapped: MappedRows, keep: np.ndarray, rows: np.ndarray) -> None:
-        """Hands the subscriber the consent values of the chunk's profiles to import."""
+    def _read_consent(self, chunk: Chunk, mapped: MappedRows, keep: np.ndarray) -> ChunkConsent:
+        """The subscriber's reading of the consent of the chunk's profiles to import."""
         assert self.subscriber is not None
         numbers = mapped.numbers[keep]
         values = [consent_values(chunk, column, numbers) for column in self.subscriber.columns]
         kept_at, kept = np.flatnonzero(keep), pa.array(keep)
         emails, phones = (None if v is None else v.filter(kept) for v in (mapped.emails, mapped.phones))
-        self.subscriber.add(
+        return self.subscriber.read(
             ConsentValues(chunk.source, values[0], values[1] if len(values) > 1 else None, emails, phones),
             numbers,
-            rows,
             lambda at: mapped.masked(kept_at[at]),
         )
 

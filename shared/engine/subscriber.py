@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from shared.engine.batching import PartNames
 from shared.engine.callqueue import Call
@@ -25,13 +26,15 @@ from shared.engine.spec import ExportSpec
 from shared.engine.subscribe_calls import SubscribeCalls, slice_call
 from shared.engine.unsubscriber import WithdrawnConsents
 from shared.klaviyo import MAX_SUBSCRIBE_PROFILES, KlaviyoClient, KlaviyoError
-from shared.mapping import ConsentReader, SubscribeOptions, Subscribers
+from shared.mapping import ChunkConsent, ConsentReader, SubscribeOptions, Subscribers
 
 log = logging.getLogger(__name__)
 
 # Calls are queued 10 at a time (their JSON is written at once: Arrow's kernels cost about as much
 # per call as per thousand rows).
 _GROUP = 10 * MAX_SUBSCRIBE_PROFILES
+# After a profile's body (its trailing comma) for its sync fingerprint: no subscription, subscribe, unsubscribe.
+_MARKS = pa.array([b"|n", b"|s", b"|w"], pa.binary())
 
 
 class ConsentValues(NamedTuple):
@@ -88,11 +91,12 @@ class Subscriber:
     def columns(self) -> list[str]:
         return self.options.columns
 
-    def add(
-        self, values: ConsentValues, numbers: np.ndarray, rows: np.ndarray, masked: Callable[[np.ndarray], list[str]]
-    ) -> None:
-        """A chunk's consent, for its profiles to import at their row numbers and packed rows;
-        `masked` gives the masked identifiers of profiles at positions."""
+    def read(
+        self, values: ConsentValues, numbers: np.ndarray, masked: Callable[[np.ndarray], list[str]]
+    ) -> ChunkConsent:
+        """A chunk's consent, for its profiles to import at their row numbers (`masked` gives the
+        masked identifiers of profiles at positions): records the consenting rows that cannot be
+        subscribed, and counts those without consent. `queue` then sends what is to be sent."""
         count = len(numbers)
         emails, phones = (v if v is not None else pa.nulls(count, pa.string()) for v in (values.emails, values.phones))
         read = self.reader.read(values.consent, values.consented_at, emails, phones)
@@ -106,14 +110,32 @@ class Subscriber:
         with self._lock:
             self.counts.no_consent += read.no_consent
             self.counts.not_subscribed += sum(not problem.subscribed for problem in read.not_subscribed)
-            if self.spec.dry_run:
-                self.counts.subscribed += len(read.subscribe)
-                self.counts.unsubscribed += len(read.withdrawn)
+        return read
+
+    def marked(self, bodies: pa.BinaryArray, read: ChunkConsent) -> pa.BinaryArray:
+        """The profile bodies with what is asked of their consent (subscribe, unsubscribe or
+        nothing) appended, for a sync state's fingerprints: a delta run sends a profile again, and
+        subscribes it again, only when that changed too."""
+        marks = np.zeros(len(bodies), dtype=np.int8)
+        marks[read.subscribe.positions] = 1
+        marks[read.withdrawn.positions] = 2
+        text = _MARKS.take(pa.array(marks))
+        return pc.binary_join_element_wise(bodies, text, b"")
+
+    def queue(self, read: ChunkConsent, rows: np.ndarray, sent: np.ndarray | None) -> None:
+        """Queues the subscribe calls of a read chunk: its profiles at `rows` (packed), only those
+        `sent` (a mask: a delta run's new and changed profiles; None: all)."""
+        subscribe, withdrawn = read.subscribe, read.withdrawn
+        if sent is not None:
+            subscribe = subscribe.take(np.flatnonzero(sent[subscribe.positions]))
+            withdrawn = withdrawn.take(np.flatnonzero(sent[withdrawn.positions]))
         if self.spec.dry_run:
+            with self._lock:
+                self.counts.subscribed += len(subscribe)
+                self.counts.unsubscribed += len(withdrawn)
             return
-        if len(read.withdrawn):
-            self.withdrawn.add(Call(read.withdrawn, rows[read.withdrawn.positions]))
-        subscribe = read.subscribe
+        if len(withdrawn):
+            self.withdrawn.add(Call(withdrawn, rows[withdrawn.positions]))
         through = self.calls.progress.through
         if through >= 0:  # an earlier invocation subscribed these
             subscribe = subscribe.take(np.flatnonzero(rows[subscribe.positions] > through))
