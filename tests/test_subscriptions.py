@@ -557,3 +557,30 @@ def test_a_delta_run_subscribes_only_new_and_changed_consent_so_an_unsubscribe_i
     assert (counts["subscribed"], counts["unchanged"], counts["sent"]) == (1, 2, 1)
     assert status(klaviyo, "ann@example.com") == "UNSUBSCRIBED", "an unchanged row is not subscribed again"
     assert klaviyo.subscribed(list_id, "email") == {"bo@example.com", "cy@example.com"}
+
+
+def test_profiles_klaviyo_refuses_are_reported_and_the_rest_of_the_call_subscribed(env, tmp_path, klaviyo, list_id):
+    # Klaviyo's clock says it is June 2024: a consent dated 2025 is in the future there (not here).
+    import time
+
+    behind = time.time() - datetime(2024, 6, 1, tzinfo=UTC).timestamp()
+    klaviyo.state.clock = lambda: time.time() - behind
+    segment = (
+        "email,c,at\nann@example.com,yes,2024-03-01\nbo@example.com,yes,2025-01-01\ncy@example.com,yes,2024-05-01\n"
+    )
+    code, report, rejects = run_cli(
+        tmp_path,
+        list_id,
+        "--subscribe",
+        "email",
+        "--consent-column",
+        "c",
+        "--consented-at-column",
+        "at",
+        segment=segment,
+    )
+    assert code == EXIT_OK
+    assert klaviyo.subscribed(list_id, "email") == {"ann@example.com", "cy@example.com"}
+    assert (report["counts"]["subscribed"], report["counts"]["not_subscribed"]) == (2, 1)
+    assert [(r["row"], r["outcome"]) for r in rejects] == [("3", "not_subscribed")]
+    assert rejects[0]["reason"] == "Klaviyo refused the subscription: consented_at must be in the past."
