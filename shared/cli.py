@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from azure.core.exceptions import ResourceExistsError
 
+from shared.cli_subscribe import add_subscribe_options, subscribe_options
 from shared.engine import (
     ConfigurationError,
     ExportSpec,
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_options(run)
     _add_delivery_options(run)
     _add_sync_options(run)
+    add_subscribe_options(run)
     return parser
 
 
@@ -100,8 +102,7 @@ def _add_delivery_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--report", type=Path, help="also write the report JSON (and rejects CSV beside it) here")
     run.add_argument("--export-name", default="cli", help="name used in reports (default: cli)")
     run.add_argument(
-        "--connection-string",
-        help="storage connection string (default: AzureWebJobsStorage or its identity-based form)",
+        "--connection-string", help="storage connection string (default: AzureWebJobsStorage or an identity-based one)"
     )
     run.add_argument("--key-vault-url", help="read the API key from this Key Vault (with --secret-name)")
     run.add_argument("--secret-name", help="the Key Vault secret holding the Klaviyo API key")
@@ -332,6 +333,7 @@ def _export_spec(
         confirm_removals=args.confirm_removals,
         max_removal_share=args.max_removal_share,
         reconcile=args.reconcile,
+        subscribe=subscribe_options(args),
     )
     if checkpoints is not None and (existing := checkpoints.load()) is not None:
         spec.run_id = existing.run_id

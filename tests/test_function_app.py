@@ -104,6 +104,10 @@ def test_configure_run_on_demand_and_find_the_segment_in_the_list(app: App, klav
         "added": 2,
         "updated": 0,
         "removed": 0,
+        "subscribed": 0,
+        "not_subscribed": 0,
+        "no_consent": 0,
+        "unsubscribed": 0,
     }
     assert finished["report"]["counts"]["accepted"] == 2
     assert member_emails(klaviyo, list_id) == {"a@example.com", "b@example.com"}

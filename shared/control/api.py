@@ -200,6 +200,7 @@ _EXPORT_FIELDS = (
     "max_removal_share",
     "confirm_removals",
     "reconcile",
+    "subscribe",
 )
 # Exports saved before a field existed read as its default.
 _EXPORT_DEFAULTS = {name: ExportIn.model_fields[name].default for name in _EXPORT_FIELDS}

@@ -28,7 +28,11 @@ DEFINITION_FIELDS = (
     "max_removal_share",
     "confirm_removals",
     "reconcile",
+    "subscribe",
 )
+# Fields added after exports were first saved: absent or null, they leave the fingerprint as it was,
+# so that adding them did not make every saved export look edited.
+_ADDED_LATER = frozenset({"subscribe"})
 
 
 # A segment version longer than this (the etags of a folder of many parts) is kept as its digest.
@@ -45,7 +49,9 @@ def version_kept(version: str | None) -> str | None:
 
 def definition_fingerprint(export: Mapping[str, Any]) -> str:
     """A short digest of the export's definition fields (a field left out counts as absent)."""
-    definition = {name: export.get(name) for name in DEFINITION_FIELDS}
+    definition = {
+        name: export.get(name) for name in DEFINITION_FIELDS if name not in _ADDED_LATER or export.get(name) is not None
+    }
     return hashlib.sha256(orjson.dumps(definition, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 

@@ -30,7 +30,7 @@ from shared.engine import (
     run_export,
 )
 from shared.klaviyo import KlaviyoError
-from shared.mapping import FieldMapping
+from shared.mapping import FieldMapping, SubscribeOptions
 from shared.secrets import SecretError
 from shared.sources import SegmentError, SegmentSource
 from shared.storage import report_prefix, save_report
@@ -204,6 +204,7 @@ def _export_spec(
         confirm_removals=bool(run.get("confirm_removals") or export.get("confirm_removals")),
         max_removal_share=float(export.get("max_removal_share", DEFAULT_MAX_REMOVAL_SHARE)),
         reconcile=bool(run.get("reconcile") or export.get("reconcile")),
+        subscribe=SubscribeOptions.from_dict(export["subscribe"]) if export.get("subscribe") else None,
     )
 
 

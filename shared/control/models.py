@@ -18,6 +18,8 @@ from pydantic import (
 )
 
 from shared.control.bounded import MAX_REASON_CHARS, MAX_STORED_JSON_CHARS, stored_size_problem
+from shared.control.subscribe_model import SUBSCRIBE_DESCRIPTION as _SUBSCRIBE
+from shared.control.subscribe_model import SubscribeIn
 from shared.engine import Counts, RunReport
 from shared.mapping import FieldMapping, MappingError
 from shared.privacy import MAX_QUOTED_CHARS, short_name
@@ -177,6 +179,7 @@ class ExportIn(_Strict):
     max_removal_share: RemovalShare = Field(DEFAULT_MAX_REMOVAL_SHARE, description=_MAX_REMOVAL_SHARE)
     confirm_removals: bool = Field(False, description=_CONFIRM + " on every run; prefer the per-run option")
     reconcile: bool = Field(False, description=_RECONCILE + " on every run")
+    subscribe: SubscribeIn | None = Field(None, description=_SUBSCRIBE)
 
     @model_validator(mode="after")
     def _one_delimiter(self) -> ExportIn:
@@ -269,6 +272,7 @@ class Export(_Response):
     max_removal_share: float
     confirm_removals: bool
     reconcile: bool
+    subscribe: SubscribeIn | None = Field(None, description=_SUBSCRIBE)
     last_success_run: str | None = Field(
         description="the last run that did not fail: the timer skips the export while neither the segment's version "
         "nor the export's definition (connection, list, mapping, segment, format, sync options) changed since"

@@ -19,7 +19,7 @@ from shared.control.lease import ExportLeases
 from shared.engine import RunStatus
 
 CONNECTIONS, EXPORTS, RUNS, TRIGGERS, LEASES = "connections", "exports", "runs", "triggerseen", "leases"
-_JSON_FIELDS = ("mapping", "segment", "csv", "counts", "consent")
+_JSON_FIELDS = ("mapping", "segment", "csv", "counts", "consent", "subscribe")
 _INTERNAL = ("PartitionKey", "RowKey")
 _CONCURRENT_CHANGE_RETRIES = 5
 

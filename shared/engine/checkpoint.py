@@ -79,18 +79,21 @@ class Checkpoint:
     # Packed rows after which the batcher was flushed early because the time budget ran out there.
     flush_points: list[int] = field(default_factory=list)
     invocations: int = 0
+    # With subscribe: how far earlier invocations subscribed (see Subscriber.pause).
+    subscriptions: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "run_id": self.run_id,
-                "source_version": self.source_version,
-                "batches": {key: record.to_dict() for key, record in self.batches.items()},
-                "finished_jobs": {job_id: job.to_dict() for job_id, job in self.finished_jobs.items()},
-                "flush_points": self.flush_points,
-                "invocations": self.invocations,
-            }
-        )
+        saved = {
+            "run_id": self.run_id,
+            "source_version": self.source_version,
+            "batches": {key: record.to_dict() for key, record in self.batches.items()},
+            "finished_jobs": {job_id: job.to_dict() for job_id, job in self.finished_jobs.items()},
+            "flush_points": self.flush_points,
+            "invocations": self.invocations,
+        }
+        if self.subscriptions:  # only a run that subscribes has them
+            saved["subscriptions"] = self.subscriptions
+        return orjson.dumps(saved)
 
     @classmethod
     def from_json(cls, data: bytes) -> Checkpoint:
@@ -195,6 +198,14 @@ class RunCheckpoint:
     def add_flush_point(self, row: int) -> None:
         with self._lock:
             self._checkpoint.flush_points.append(row)
+
+    def subscriptions(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._checkpoint.subscriptions)
+
+    def record_subscriptions(self, progress: dict[str, Any]) -> None:
+        with self._lock:
+            self._checkpoint.subscriptions = progress
 
     def sent_before(self, batch: Batch) -> BatchRecord | None:
         """What an earlier invocation did with this batch, if it sent it."""

@@ -1,5 +1,6 @@
 """The checks made before anything is sent: each part's header has the mapped columns (of types the
-mapping takes), and the key can import into the list."""
+mapping takes, and the consent columns when subscribing), and the key can import into the list (and
+subscribe to it, when asked to)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def check_before_sending(source: SegmentSource, spec: ExportSpec, client: Klaviy
         raise ConfigurationError(str(exc)) from None
     for part, header in headers.items():
         missing = spec.mapping.missing_columns(header)
+        if spec.subscribe is not None:
+            missing = sorted(set(missing) | (set(spec.subscribe.columns) - set(header)))
         if missing:
             found = (
                 "the first row looks like data, not column names: is the header row missing?"
@@ -40,6 +43,8 @@ def check_before_sending(source: SegmentSource, spec: ExportSpec, client: Klaviy
         raise ConfigurationError("no Klaviyo client: give an API key, or use a dry run")
     try:
         client.check_import_access(spec.list_id)
+        if spec.subscribe is not None:
+            client.subscriptions.check_access(spec.list_id)
     except KlaviyoError as exc:
         if exc.fatal:
             raise ConfigurationError(str(exc)) from None

@@ -16,6 +16,7 @@ from shared.engine.pipeline import ChunkPipeline
 from shared.engine.report import RejectsFile, RunReport
 from shared.engine.spec import ConfigurationError, ExportSpec, Phase, ProgressCallback
 from shared.engine.status import RunStatus
+from shared.engine.subscriber import Subscriber
 from shared.engine.tally import RunTally
 from shared.engine.uploader import Uploader
 from shared.klaviyo import KlaviyoClient, KlaviyoError
@@ -99,6 +100,11 @@ class ExportRun:
             client, spec, report.started_at, report.job_ids, self.parts, self.tally, rejects, self.checkpoint, self.sync
         )
         self.uploader = Uploader(client, spec, self.parts, self.tally, rejects, self.checkpoint, self.jobs)
+        self.subscriber = (
+            Subscriber(client, spec, spec.subscribe, report.counts, rejects, self.parts)
+            if spec.subscribe is not None
+            else None
+        )
         self.interrupted = False  # the time budget ran out: the run checkpoints and stops
         self.cancelled: str | None = None  # why the run stopped before its end, on request or by a change
 
@@ -115,6 +121,8 @@ class ExportRun:
             self.report.error = f"unexpected {type(exc).__name__}: {exc}"
             log.exception("run %s failed unexpectedly", self.spec.run_id)
         finally:
+            if self.subscriber is not None:
+                self.subscriber.close()
             self.rejects.close()
             self._save_sync_state()
         elapsed = time.monotonic() - started
@@ -128,11 +136,15 @@ class ExportRun:
         spec.enter(Phase.CHECKING)
         check_before_sending(self.source, spec, self.client)
         self._load_checkpoint()
+        if self.subscriber is not None:
+            self.subscriber.resume(self.checkpoint.subscriptions())
         if self.sync is not None:
             self.sync.load(resumed=self.checkpoint.invocations > 1)
             self.report.list_members = self.sync.list_members
         spec.enter(Phase.SENDING)
         self._stream_and_upload()
+        if self.subscriber is not None:
+            self.subscriber.segment_read(self.checkpoint, interrupted=self.interrupted)
         self.cancelled = self.cancelled or self.uploader.cancelled
         if self.interrupted:
             self.checkpoint.save()
@@ -141,6 +153,12 @@ class ExportRun:
         elif not spec.dry_run:
             spec.enter(Phase.WAITING)
             self.cancelled = self.jobs.wait_for_all()
+        if self.subscriber is not None:
+            done = self.subscriber.complete(bool(self.interrupted or self.cancelled), self.checkpoint)
+            self.cancelled = self.cancelled or self.subscriber.calls.cancelled
+            if not done:  # time ran out with calls left: they go on in the next invocation
+                self.interrupted = True
+                self.checkpoint.save()
         if self.sync is not None and not self.interrupted and not self.cancelled:
             self.cancelled = spec.stop_reason()
             if not self.cancelled:
@@ -162,8 +180,9 @@ class ExportRun:
         self.checkpoint.begin_invocation()
 
     def _stream_and_upload(self) -> None:
+        flush_points, subscriber = self.checkpoint.flush_points(), self.subscriber
         pipeline = ChunkPipeline(
-            self.source, self.spec, self.parts, self.tally, self.rejects, self.sync, self.checkpoint.flush_points()
+            self.source, self.spec, self.parts, self.tally, self.rejects, self.sync, flush_points, subscriber
         )
         uploader, deadline = self.uploader, self.spec.deadline
         with uploader.threads():
@@ -228,7 +247,7 @@ class ExportRun:
             r.status, r.error = RunStatus.CANCELLED, self.cancelled
         elif self.interrupted:
             r.status = RunStatus.INCOMPLETE
-        elif counts.rejected or counts.failed:
+        elif counts.rejected or counts.failed or counts.not_subscribed:
             r.status = RunStatus.COMPLETED_WITH_REJECTS
         else:
             r.status = RunStatus.SUCCEEDED

@@ -19,9 +19,10 @@ from shared.engine.batching import ROW_BITS, Batch, Batcher, PartNames
 from shared.engine.dedupe import SeenKeys
 from shared.engine.report import RejectLine, RejectsFile
 from shared.engine.spec import ExportSpec
+from shared.engine.subscriber import ConsentValues, Subscriber
 from shared.engine.tally import RunTally
 from shared.klaviyo import MAX_PROFILE_BYTES
-from shared.mapping import ColumnarMapper, ColumnsMapped, MappedRows, ProfileMapper
+from shared.mapping import ChunkConsent, ColumnarMapper, ColumnsMapped, MappedRows, ProfileMapper
 from shared.sources import RowChunk, SegmentSource, TableChunk
 from shared.sync import SyncRun
 from shared.telemetry import carry_run_context
@@ -73,8 +74,10 @@ class ChunkPipeline:
         rejects: RejectsFile,
         sync: SyncRun | None,
         flush_points: Iterable[int],
+        subscriber: Subscriber | None = None,
     ) -> None:
         self.source, self.spec, self.parts = source, spec, parts
+        self.subscriber = subscriber  # given the consent of each chunk's profiles to import
         self.tally, self.rejects, self.sync = tally, rejects, sync
         self.mapper = ProfileMapper(spec.mapping)
         self.columnar = ColumnarMapper(self.mapper)
@@ -101,7 +104,7 @@ class ChunkPipeline:
 
         def read(mappers: ThreadPoolExecutor) -> None:
             try:
-                for chunk in self.source.chunks(columns=mapper.columns):
+                for chunk in self.source.chunks(columns=self._columns()):
                     if stopping.is_set():
                         return
                     if isinstance(chunk, TableChunk):
@@ -154,6 +157,11 @@ class ChunkPipeline:
         """The batch being filled, as it is (None if empty): the last one, or one cut short."""
         return self.batcher.flush()
 
+    def _columns(self) -> list[str]:
+        """The columns read: the mapped ones, and the consent columns when subscribing."""
+        extra = self.subscriber.columns if self.subscriber is not None else []
+        return list(dict.fromkeys(self.mapper.columns + extra))
+
     def _make_room(self, chunk: TableChunk) -> bool:
         """Makes room in the identifier set at once for about as many identifiers as the segment has
         rows in the parts of this first table's format, so the set need not grow by doubling (which
@@ -198,10 +206,52 @@ class ChunkPipeline:
         rows = mapped.numbers[keep] | (part << ROW_BITS)
         kept = pa.array(keep)
         bodies, keys = mapped.bodies.filter(kept), mapped.keys[keep]
+        subscriber = self.subscriber
+        consent = self._read_consent(chunk, mapped, keep) if subscriber is not None else None
         if self.sync is None:
+            if subscriber is not None and consent is not None:
+                subscriber.queue(consent, rows, None)
             return Profiles(bodies, keys, rows)
         identifiers = mapped.identifiers.filter(kept) if mapped.identifiers is not None else None
-        send, ids, prints = self.sync.changed(identifiers, bodies)
+        printed = subscriber.marked(bodies, consent) if subscriber is not None and consent is not None else bodies
+        send, ids, prints = self.sync.changed(identifiers, printed)
+        if subscriber is not None and consent is not None:  # only new and changed profiles are subscribed
+            subscriber.queue(consent, rows, send)
         if send is None:
             return Profiles(bodies, keys, rows, ids, prints)
         return Profiles(bodies.filter(pa.array(send)), keys[send], rows[send], ids[send], prints[send])
+
+    def _read_consent(self, chunk: Chunk, mapped: MappedRows, keep: np.ndarray) -> ChunkConsent:
+        """The subscriber's reading of the consent of the chunk's profiles to import."""
+        assert self.subscriber is not None
+        numbers = mapped.numbers[keep]
+        values = [consent_values(chunk, column, numbers) for column in self.subscriber.columns]
+        kept_at, kept = np.flatnonzero(keep), pa.array(keep)
+        emails, phones = (None if v is None else v.filter(kept) for v in (mapped.emails, mapped.phones))
+        return self.subscriber.read(
+            ConsentValues(chunk.source, values[0], values[1] if len(values) > 1 else None, emails, phones),
+            numbers,
+            lambda at: mapped.masked(kept_at[at]),
+        )
+
+
+def consent_values(chunk: Chunk, column: str, numbers: np.ndarray) -> pa.Array:
+    """A column's values in the rows `numbers` of the chunk: taken from a table, else read from
+    each record (row by row, as that path maps them)."""
+    if isinstance(chunk, TableChunk):
+        at = np.searchsorted(chunk.numbers, numbers)
+        return chunk.table.column(column).take(pa.array(at)).combine_chunks()
+    at = np.searchsorted(np.asarray(chunk.numbers, dtype=np.int64), numbers).tolist()
+    if chunk.columns is not None:
+        index = chunk.columns.index(column)
+        return pa.array([chunk.records[i][index] for i in at], pa.string())
+    return pa.array([_as_text(chunk.records[i].get(column)) for i in at], pa.string())
+
+
+def _as_text(value: object) -> str:
+    """A JSON Lines value as text: true/false, numbers written out, null empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

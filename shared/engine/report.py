@@ -16,7 +16,8 @@ import orjson
 
 # Why a row was not imported: rejected (never sent: invalid, too large, or refused by Klaviyo's
 # validation), duplicate (an earlier row has the same identifier), failed (inside a Klaviyo job).
-Outcome = Literal["rejected", "duplicate", "failed"]
+# not_subscribed: the row says yes to marketing but was not subscribed (or not on every channel asked).
+Outcome = Literal["rejected", "duplicate", "failed", "not_subscribed"]
 
 
 class RejectLine(NamedTuple):
@@ -50,6 +51,13 @@ class Counts:
     added: int = 0  # sync state: accepted, not on the list from an earlier run (dry run: would be added)
     updated: int = 0  # sync state: accepted, on the list and sent again (dry run: would be updated)
     removed: int = 0  # mirror: taken off the list, having left the segment (dry run: would be)
+    # With `subscribe`: consenting rows Klaviyo took for subscription (on one channel asked or more;
+    # dry run: would be), consenting rows not subscribed on any channel (see rejects file), rows
+    # whose consent is not yes (only imported), and with unsubscribe_withdrawn those unsubscribed.
+    subscribed: int = 0
+    not_subscribed: int = 0
+    no_consent: int = 0
+    unsubscribed: int = 0
 
     @property
     def unaccounted(self) -> int:
@@ -107,6 +115,15 @@ class RunReport:
                 f"  updated     {c.updated:,} {verb}updated (changed since they were sent)",
                 f"  removed     {c.removed:,} {verb}removed from the list (left the segment)",
             ]
+        if c.subscribed or c.not_subscribed or c.no_consent or c.unsubscribed:
+            verb = "would be " if self.dry_run else ""
+            lines += [
+                f"  subscribed  {c.subscribed:,} consenting rows {verb}subscribed to marketing",
+                f"  not subscr. {c.not_subscribed:,} consenting rows not subscribed (see rejects)",
+                f"  no consent  {c.no_consent:,} rows without a yes, only imported",
+            ]
+            if c.unsubscribed:
+                lines.append(f"  unsubscr.   {c.unsubscribed:,} rows whose consent is withdrawn {verb}unsubscribed")
         lines += [
             f"  time        {self.duration_seconds:.1f} s, {self.rows_per_second:,.0f} rows/s",
         ]

@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from shared.engine.report import Counts
-from shared.mapping import FieldMapping
+from shared.mapping import FieldMapping, SubscribeOptions
 from shared.sync import DEFAULT_MAX_REMOVAL_SHARE, SyncMode, SyncOptions, SyncOptionsError
 
 # Upload threads: enough to keep Klaviyo's import rate busy while each job's body is sent; the rate
@@ -62,6 +62,7 @@ class ExportSpec:
     thread_initializer: Callable[[], None] | None = None
     deadline: float | None = None  # the time.monotonic() after which the run checkpoints and stops
     watch: RunWatch | None = None  # asked before each upload whether to stop; told each phase
+    subscribe: SubscribeOptions | None = None  # subscribe the rows whose consent column says yes
     # The sync options, given one by one and checked once into `sync` (read them there: as init-only
     # fields, spec.mode and the others always read their defaults).
     mode: InitVar[str] = SyncMode.ADD

@@ -9,6 +9,8 @@ from shared.klaviyo.limits import (
     MAX_PAGE_SIZE,
     MAX_PROFILE_BYTES,
     MAX_PROFILES_PER_JOB,
+    MAX_SUBSCRIBE_PROFILES,
+    MAX_UNSUBSCRIBE_PROFILES,
 )
 from shared.klaviyo.pacing import rate_limit_scale
 
@@ -24,5 +26,7 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "MAX_PROFILES_PER_JOB",
     "MAX_PROFILE_BYTES",
+    "MAX_SUBSCRIBE_PROFILES",
+    "MAX_UNSUBSCRIBE_PROFILES",
     "rate_limit_scale",
 ]

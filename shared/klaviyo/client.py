@@ -23,6 +23,7 @@ from shared.klaviyo.limits import (
 )
 from shared.klaviyo.pacing import endpoint_pacers
 from shared.klaviyo.pagination import paged
+from shared.klaviyo.subscriptions import Subscriptions
 from shared.klaviyo.transport import CallStats, Transport
 
 _JOBS = "/api/profile-bulk-import-jobs"
@@ -87,6 +88,8 @@ class KlaviyoClient:
         self.transport = Transport(
             api_key, base_url, pacers, revision=revision, timeout=timeout, max_retries=max_retries, pool_size=pool_size
         )
+        # Bulk subscribe and unsubscribe, and the scope check before them (see subscriptions.py).
+        self.subscriptions = Subscriptions(self.transport)
 
     @property
     def stats(self) -> CallStats:

@@ -17,6 +17,9 @@ MAX_JOB_BYTES = 5_000_000
 MAX_PROFILE_BYTES = 100_000
 # How many profiles one call that adds them to or removes them from a list may name.
 MAX_LIST_RELATIONSHIP_IDS = 1_000
+# How many profiles one bulk subscribe call, and one bulk unsubscribe call, may name.
+MAX_SUBSCRIBE_PROFILES = 1_000
+MAX_UNSUBSCRIBE_PROFILES = 100
 # The largest page of a collection Klaviyo serves.
 MAX_PAGE_SIZE = 100
 
@@ -39,6 +42,7 @@ LIST_WRITES = Limit(10, 150)
 PROFILE_READS = Limit(75, 700)
 # Values one any(field,[...]) filter may hold (a lookup by identifier asks for at most this many).
 MAX_FILTER_VALUES = 100
+SUBSCRIPTION_JOBS = Limit(75, 750)
 
 
 class EndpointGroup(StrEnum):
@@ -56,6 +60,8 @@ class EndpointGroup(StrEnum):
     LIST_MEMBERS = "list_members"
     LIST_WRITES = "list_writes"
     PROFILES = "profiles"
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
 
 
 PUBLISHED_LIMITS: Mapping[str, Limit] = {
@@ -68,4 +74,6 @@ PUBLISHED_LIMITS: Mapping[str, Limit] = {
     EndpointGroup.LIST_MEMBERS: LIST_READS,
     EndpointGroup.LIST_WRITES: LIST_WRITES,
     EndpointGroup.PROFILES: PROFILE_READS,
+    EndpointGroup.SUBSCRIBE: SUBSCRIPTION_JOBS,
+    EndpointGroup.UNSUBSCRIBE: SUBSCRIPTION_JOBS,
 }

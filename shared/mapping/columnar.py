@@ -46,6 +46,8 @@ class ColumnsMapped(NamedTuple):
     bodies: pa.Array
     identifier: pa.Array
     raw_values: tuple[int, ...] = ()  # positions in slow_values holding JSON text (typed properties)
+    emails: pa.Array | None = None  # the fast rows' email and phone number ("" where none), for subscriptions
+    phones: pa.Array | None = None
 
 
 class ColumnarMapper:
@@ -72,6 +74,7 @@ class ColumnarMapper:
         fast = np.ones(rows, dtype=bool)
         has_identifier = np.zeros(rows, dtype=bool)
         lowered: pa.Array | None = None
+        phone: pa.Array | None = None
         identifiers: list[pa.Array] = []  # in precedence order, null where empty
         if self._email:
             email = pc.ascii_lower(text(self._email))
@@ -103,16 +106,19 @@ class ColumnarMapper:
         slow_values = [table.column(c).take(slow_rows) for c in columns] if len(slow_rows) else []
         first_property = len(columns) - len(self.mapper.property_fields)
         raw = tuple(at for at in range(first_property, len(columns)) if columns[at] in typed)
-        return ColumnsMapped(numbers, np.flatnonzero(fast), slow_rows, slow_values, bodies, identifier, raw)
+        emails, phones = (None if c is None else c.filter(selected) for c in (lowered, phone))
+        fast_rows = np.flatnonzero(fast)
+        return ColumnsMapped(numbers, fast_rows, slow_rows, slow_values, bodies, identifier, raw, emails, phones)
 
     def complete(self, part: ColumnsMapped) -> MappedRows:
         """The rows the fast checks left out, mapped row by row and put in their places. A second
         step, so that a thread other than the one running the column kernels can take it."""
         numbers, slow_rows = part.numbers, part.slow_rows
         valid_rows, bodies, identifier = part.fast_rows, part.bodies, part.identifier
+        emails, phones = _or_empty(part.emails, len(valid_rows)), _or_empty(part.phones, len(valid_rows))
         rejections: list[tuple[int, Rejection]] = []
         if len(slow_rows):
-            more_rows, more_bodies, more_idents = [], [], []
+            more_rows, more_bodies, more_idents, more_emails, more_phones = [], [], [], [], []
             picked = [values.to_pylist() for values in part.slow_values]
             for at in part.raw_values:  # typed properties: their JSON text as it is, as the fast rows have it
                 picked[at] = [orjson.Fragment(value) if value else "" for value in picked[at]]
@@ -122,6 +128,8 @@ class ColumnarMapper:
                     more_rows.append(row)
                     more_bodies.append(serialize_profile(mapped.attributes) + b",")
                     more_idents.append(identifier_text(mapped.attributes))
+                    more_emails.append(mapped.attributes.get("email", ""))
+                    more_phones.append(mapped.attributes.get("phone_number", ""))
                 else:
                     rejections.append((int(numbers[row]), mapped))
             if more_rows:
@@ -130,6 +138,8 @@ class ColumnarMapper:
                 taken = pa.array(order)
                 bodies = pa.concat_arrays([bodies, pa.array(more_bodies, pa.binary())]).take(taken)
                 identifier = pa.concat_arrays([identifier, pa.array(more_idents, pa.string())]).take(taken)
+                emails = pa.concat_arrays([emails, pa.array(more_emails, pa.string())]).take(taken)
+                phones = pa.concat_arrays([phones, pa.array(more_phones, pa.string())]).take(taken)
         return MappedRows(
             numbers[valid_rows],
             fingerprints(identifier),
@@ -137,6 +147,8 @@ class ColumnarMapper:
             lambda at: [mask_identifier_text(text) for text in identifier.take(pa.array(at)).to_pylist()],
             rejections,
             identifier,
+            emails,
+            phones,
         )
 
     def _bodies(
@@ -169,6 +181,13 @@ class ColumnarMapper:
 
 
 _FIRST_COMMA = len('{"type":"profile","attributes":{')
+
+
+def _or_empty(values: pa.Array | None, count: int) -> pa.Array:
+    """The values, or `count` empty strings for an identifier that is not mapped."""
+    if values is not None:
+        return values
+    return pa.array([""], pa.string()).take(pa.array(np.zeros(count, dtype=np.int64)))
 
 
 def _without_comma(piece: pa.Array | pa.Scalar) -> pa.Scalar | None:

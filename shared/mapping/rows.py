@@ -55,6 +55,9 @@ class MappedRows(NamedTuple):
     masked: Callable[[np.ndarray], list[str]]  # the masked identifiers of the profiles at these positions
     rejections: list[tuple[int, Rejection]]
     identifiers: pa.Array | None = None  # identifier_text of each profile (stable across processes)
+    # Each profile's normalised email and phone number ("" where it has none), for subscriptions.
+    emails: pa.Array | None = None
+    phones: pa.Array | None = None
 
 
 class ProfileMapper:
@@ -125,6 +128,8 @@ class ProfileMapper:
             lambda at: [mask_attributes(profiles[i]) for i in at.tolist()],
             rejections,
             identifiers,
+            pa.array([attributes.get("email", "") for attributes in profiles], pa.string()),
+            pa.array([attributes.get("phone_number", "") for attributes in profiles], pa.string()),
         )
 
     def map(self, row: Mapping[str, object]) -> Profile | Rejection:
