@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from shared.engine import ConfigurationError
 from shared.mapping import DEFAULT_CONSENT_VALUES, SubscribeOptions
+
+log = logging.getLogger(__name__)
 
 
 def add_subscribe_options(run: argparse.ArgumentParser) -> None:
@@ -50,6 +53,11 @@ def subscribe_options(args: argparse.Namespace) -> SubscribeOptions | None:
         return None
     if not args.consent_column:
         raise ConfigurationError("--subscribe needs --consent-column (the column saying whether a row consents)")
+    if not getattr(args, "state", None):
+        log.warning(
+            "--subscribe without --state: every consenting row is subscribed again, and Klaviyo's subscribe "
+            "lifts an unsubscribe made since; give --state to subscribe only new or changed consent"
+        )
     channels = tuple(channel.strip().lower() for channel in args.subscribe.split(","))
     values = args.consent_values.split(",") if args.consent_values is not None else DEFAULT_CONSENT_VALUES
     try:

@@ -584,3 +584,16 @@ def test_profiles_klaviyo_refuses_are_reported_and_the_rest_of_the_call_subscrib
     assert (report["counts"]["subscribed"], report["counts"]["not_subscribed"]) == (2, 1)
     assert [(r["row"], r["outcome"]) for r in rejects] == [("3", "not_subscribed")]
     assert rejects[0]["reason"] == "Klaviyo refused the subscription: consented_at must be in the past."
+
+
+def test_subscribing_without_a_sync_state_warns_that_unsubscribes_would_be_lifted(env, tmp_path, list_id, caplog):
+    with caplog.at_level("WARNING", logger="shared.cli_subscribe"):
+        code, report, _ = run_cli(tmp_path, list_id, "--subscribe", "email", "--consent-column", "consent")
+    assert code in (0, 1) and report["counts"]["subscribed"] > 0
+    assert any("--subscribe without --state" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="shared.cli_subscribe"):
+        run_cli(
+            tmp_path, list_id, "--subscribe", "email", "--consent-column", "consent", "--state", str(tmp_path / "s")
+        )
+    assert not any("--subscribe without --state" in r.getMessage() for r in caplog.records)
