@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 
 from bench.run import MAPPING
-from bench.stack import API_KEY, ROOT, Export, Simulator, exports, interruptible, wait_all
+from bench.stack import API_KEY, ROOT, Export, Simulator, exports, interruptible, replace_marked_block, wait_all
 from tools.segment_gen import write_segment
 
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -130,14 +130,7 @@ def render(rows: int, share: float, changed: int, results: list[Measured], comma
 
 
 def update_markdown(table: str) -> None:
-    text = BENCHMARKS_MD.read_text(encoding="utf-8")
-    block = f"{BEGIN}\n{table}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Delta runs (issue 6)\n\n" + block + "\n"
-    BENCHMARKS_MD.write_text(text, encoding="utf-8")
+    replace_marked_block(BENCHMARKS_MD, BEGIN, END, table, "## Delta runs (issue 6)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,7 +26,7 @@ import orjson
 
 from bench.delta import _environment
 from bench.run import MAPPING, RSS_BASE_BYTES, RSS_BYTES_PER_PROFILE
-from bench.stack import API_KEY, ROOT, Export, Simulator, exports, interruptible, wait_all
+from bench.stack import API_KEY, ROOT, Export, Simulator, exports, interruptible, replace_marked_block, wait_all
 from tools.segment_gen import write_segment
 
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -141,14 +141,7 @@ def render(rows: int, left: int, results: list[Measured], command: str, floor_mb
 
 
 def update_markdown(table: str) -> None:
-    text = BENCHMARKS_MD.read_text(encoding="utf-8")
-    block = f"{BEGIN}\n{table}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Issue 19: mirror by lookup\n\n" + block + "\n"
-    BENCHMARKS_MD.write_text(text, encoding="utf-8")
+    replace_marked_block(BENCHMARKS_MD, BEGIN, END, table, "## Issue 19: mirror by lookup")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

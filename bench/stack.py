@@ -293,3 +293,16 @@ def exports(commands: Sequence[Export]) -> Iterator[Sequence[Export]]:
     finally:
         for command in commands:
             command.stop("killed: the benchmark stopped")
+
+
+def replace_marked_block(path: Path, begin: str, end: str, table: str, heading: str) -> None:
+    """Puts `table` between the `begin` and `end` markers of the markdown file, or, the first time, at its end
+    under `heading`."""
+    text = path.read_text(encoding="utf-8")
+    block = f"{begin}\n{table}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + f"\n\n{heading}\n\n" + block + "\n"
+    path.write_text(text, encoding="utf-8")

@@ -11,6 +11,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from shared.control.auth import AuthError, Caller, identify
+from shared.control.definition import DEFINITION_FIELDS
 from shared.control.models import (
     Connection,
     ConnectionIn,
@@ -183,25 +184,8 @@ def _public_connection(data: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- exports ----------------------------------------------------------------------------------------
-_EXPORT_FIELDS = (
-    "connection",
-    "list_id",
-    "segment",
-    "format",
-    "delimiter",
-    "csv",
-    "entity",
-    "version",
-    "mapping",
-    "enabled",
-    "run_always",
-    "sync_mode",
-    "full",
-    "max_removal_share",
-    "confirm_removals",
-    "reconcile",
-    "subscribe",
-)
+# What an export is (its definition), and when it runs.
+_EXPORT_FIELDS = (*DEFINITION_FIELDS, "enabled", "run_always")
 # Exports saved before a field existed read as its default.
 _EXPORT_DEFAULTS = {name: ExportIn.model_fields[name].default for name in _EXPORT_FIELDS}
 
