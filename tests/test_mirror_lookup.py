@@ -288,3 +288,15 @@ def test_an_add_state_switched_to_mirror_filters_alike_in_every_invocation_of_a_
     after = sync.run(people(*range(1_000, 30_000)), mode="mirror")
     assert after.status == SUCCEEDED and after.counts.sent == 0 and after.counts.removed == 1_000
     assert member_emails(klaviyo, list_id) == set(people(*range(1_000, 30_000)))
+
+
+def test_a_stop_while_waiting_for_earlier_import_jobs_stops_before_any_removal(client, klaviyo, list_id):
+    from shared.sync.lookup import RemovalStopped, settle_import_jobs
+    from tests.test_klaviyo_client import body_for
+
+    klaviyo.configure(processing_seconds=6.0)  # a job an earlier run left, still importing
+    client.create_import_job(body_for(list_id, "left@example.com"))
+    asked = time.monotonic()
+    with pytest.raises(RemovalStopped, match="cancelled on request"):
+        settle_import_jobs(client, 60.0, lambda: "cancelled on request" if time.monotonic() - asked > 0.5 else None)
+    assert time.monotonic() - asked < 5.0, "the wait ends with the stop, not with the job"

@@ -21,7 +21,7 @@ from shared.engine.tally import RunTally
 from shared.engine.uploader import Uploader
 from shared.klaviyo import KlaviyoClient, KlaviyoError
 from shared.sources import SegmentError, SegmentSource, SegmentUnavailable
-from shared.sync import SyncRun, SyncStateStore
+from shared.sync import RemovalStopped, SyncRun, SyncStateStore
 from shared.telemetry import run_context
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,10 @@ class ExportRun:
             self.cancelled = spec.stop_reason()
             if not self.cancelled:
                 spec.enter(Phase.REMOVING)
-                self.report.error = self.sync.remove_departed()
+                try:
+                    self.report.error = self.sync.remove_departed(spec.stop_reason)
+                except RemovalStopped as stopped:
+                    self.cancelled = str(stopped)
 
     def _load_checkpoint(self) -> None:
         store = self.checkpoint.store

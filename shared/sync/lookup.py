@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 # limiter (750 list reads a minute) sets the pace, not this number.
 _LOOKUP_THREADS = 4
 _EXTERNAL = "x:"
+# Why the run must stop now, or None (the engine's RunWatch, through ExportSpec.stop_reason).
+StopReason = Callable[[], str | None]
 
 
 class OnList(NamedTuple):
@@ -32,15 +34,23 @@ class OnList(NamedTuple):
     absent: np.ndarray
 
 
-def settle_import_jobs(client: KlaviyoClient, timeout: float) -> None:
+class RemovalStopped(Exception):
+    """The run must stop (cancelled, or its export changed) while it waits to remove: nothing is removed."""
+
+
+def settle_import_jobs(client: KlaviyoClient, timeout: float, stop_reason: StopReason = lambda: None) -> None:
     """Waits until every import job the account had unfinished when asked is finished: a run that
     was killed or failed may have left jobs Klaviyo is still importing, and a leaver looked up before
-    its job lands on the list would be missed. Raises KlaviyoError after `timeout` seconds."""
+    its job lands on the list would be missed. Raises KlaviyoError after `timeout` seconds, and
+    RemovalStopped as soon as `stop_reason` gives a reason."""
     waiting = {job.id for job in client.unfinished_import_jobs()}
     if waiting:
         log.info("mirror: waiting for %d earlier import job(s) to finish before looking up leavers", len(waiting))
     deadline, pause = time.monotonic() + timeout, 0.1
     while waiting:
+        reason = stop_reason()
+        if reason:
+            raise RemovalStopped(reason)
         if time.monotonic() > deadline:
             raise KlaviyoError(f"{len(waiting)} earlier import job(s) still not complete after {timeout:.0f} s")
         time.sleep(pause)

@@ -14,7 +14,7 @@ from shared.klaviyo import KlaviyoClient
 from shared.mapping import fingerprints
 from shared.sync.accepted import AcceptedProfiles
 from shared.sync.delta import DeltaFilter, SyncCounts
-from shared.sync.lookup import find_on_list, settle_import_jobs
+from shared.sync.lookup import StopReason, find_on_list, settle_import_jobs
 from shared.sync.members import NO_PROFILE_IDS, ListMembers
 from shared.sync.mirror import Removals, safety_stop, take_off_list
 from shared.sync.options import SyncOptions
@@ -142,11 +142,12 @@ class SyncRun:
             self._final = final
         return self._final
 
-    def remove_departed(self) -> str | None:
+    def remove_departed(self, stop_reason: StopReason = lambda: None) -> str | None:
         """Mirror mode: takes the profiles that left the segment off the list (never deletes or
         unsubscribes them): every profile the register or a run's log holds that is not in the segment
         is looked up on the list, by its identifier, and removed if found there. Returns why nothing
-        was removed when the safety stop holds it back."""
+        was removed when the safety stop holds it back. Raises RemovalStopped when `stop_reason` gives a
+        reason while it waits for earlier import jobs."""
         if not self.mirror:
             return None
         state = self._merged()
@@ -168,7 +169,7 @@ class SyncRun:
         if self.dry_run or self.client is None:
             self.counts.removed = leaving
             return None
-        settle_import_jobs(self.client, self.settle_timeout)
+        settle_import_jobs(self.client, self.settle_timeout, stop_reason)
         found = find_on_list(self.client, self.list_id, leavers.ids, leavers.texts)
         if len(found.absent):  # not on the list (any more): nothing to remove
             state.drop(found.absent)
