@@ -249,3 +249,15 @@ def test_a_run_whose_outcome_cannot_be_stored_still_ends_failed(app: App, klaviy
     done = run_of(app, run_id)
     assert done["status"] == "failed"
     assert done["reason"] == "the run's outcome could not be recorded (HttpResponseError); see the logs"
+
+
+def test_a_storage_failure_in_an_api_call_is_a_json_500_naming_only_its_kind(app: App, monkeypatch):
+    from azure.core.exceptions import ServiceRequestError
+
+    def unreachable(name: str) -> None:
+        raise ServiceRequestError("connection refused to 10.0.0.4 with secret=abc")
+
+    monkeypatch.setattr(app.services.store, "get_export", unreachable)
+    status, body, _ = app.http("exports", "GET", "exports/vip", name="vip")
+    assert status == 500
+    assert body == {"error": "the request failed unexpectedly (ServiceRequestError); the app's log has the details"}

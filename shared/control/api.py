@@ -78,6 +78,9 @@ def handle(services: Services, request: ApiRequest, handler: Handler) -> ApiResp
         return _error(exc.status, str(exc))
     except ApiError as exc:
         return _error(exc.status, str(exc), exc.problems)
+    except Exception as exc:  # storage that does not answer, say: a JSON answer, never an empty one
+        log.exception("%s %s failed unexpectedly", request.method, handler.__name__)
+        return _error(500, f"the request failed unexpectedly ({type(exc).__name__}); the app's log has the details")
 
 
 def _error(status: int, message: str, problems: list[dict[str, str]] | None = None) -> ApiResponse:

@@ -66,7 +66,8 @@ _COMMON_ERRORS = {
     ),
     "500": _error(
         "unsafe configuration, every request refused: App Service Authentication is not enabled in Azure, "
-        "or LOCAL_AUTH_BYPASS_ROLE is set in Azure"
+        "or LOCAL_AUTH_BYPASS_ROLE is set in Azure; or an unexpected failure, such as storage that did not "
+        "answer (the error names its kind only; the details are in the app's log)"
     ),
 }
 _BAD_NAME = "a path parameter is not a valid name (lowercase letters, digits and single dashes, at most 63)"
