@@ -21,7 +21,7 @@ from typing import Any
 
 import azure.functions as func
 from azure.functions.timer import TimerRequest
-from azure.storage.queue import TextBase64DecodePolicy
+from azure.storage.queue import QueueMessage, TextBase64DecodePolicy
 
 import function_app
 from shared.control import Services
@@ -92,12 +92,17 @@ class LocalFunctionsHost:
         delivered = 0
         while messages := list(self.queue.receive_messages(max_messages=max_messages, visibility_timeout=600)):
             for message in messages:
-                self.user["run_export"](
-                    func.QueueMessage(id=message.id, body=message.content.encode()), InvocationContext("run_export")
-                )
-                self.queue.delete_message(message)
+                self.deliver(message)
                 delivered += 1
         return delivered
+
+    def deliver(self, message: QueueMessage) -> None:
+        """Hands one received message to the queue function and deletes it once the function returns; a
+        function that raises leaves it on the queue (it comes back after its visibility timeout)."""
+        self.user["run_export"](
+            func.QueueMessage(id=message.id, body=message.content.encode()), InvocationContext("run_export")
+        )
+        self.queue.delete_message(message)
 
     def fire_timer(self) -> None:
         self.user["scheduled_exports"](TimerRequest())

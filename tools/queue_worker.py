@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import azure.functions as func
 import orjson
 from azure.data.tables import TableServiceClient
 
@@ -74,20 +73,17 @@ class WorkerConfig:
 
 def serve(services: Services, poll_seconds: float = 0.2) -> None:
     """Delivers run messages to the queue function, one at a time, until the process is stopped."""
-    from tools.functions_host import InvocationContext, LocalFunctionsHost
+    from tools.functions_host import LocalFunctionsHost
 
     host = LocalFunctionsHost(services)
-    run_export = host.user["run_export"]
     while True:
         delivered = False
         for message in host.queue.receive_messages(max_messages=1, visibility_timeout=VISIBILITY_SECONDS):
             delivered = True
             try:
-                run_export(func.QueueMessage(id=message.id, body=message.content.encode()), InvocationContext("run"))
+                host.deliver(message)
             except Exception as exc:  # as the host: the message comes back after its visibility timeout
                 print(f"run_export failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-                continue
-            host.queue.delete_message(message)
         if not delivered:
             time.sleep(poll_seconds)
 
