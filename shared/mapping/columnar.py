@@ -189,9 +189,7 @@ _FIRST_COMMA = len('{"type":"profile","attributes":{')
 
 def _or_empty(values: pa.Array | None, count: int) -> pa.Array:
     """The values, or `count` empty strings for an identifier that is not mapped."""
-    if values is not None:
-        return values
-    return pa.array([""], pa.string()).take(pa.array(np.zeros(count, dtype=np.int64)))
+    return values if values is not None else pa.repeat(_EMPTY, count)
 
 
 def _without_comma(piece: pa.Array | pa.Scalar) -> pa.Scalar | None:
