@@ -59,13 +59,18 @@ def status(klaviyo: KlaviyoSimulator, who: str, key: str = "email.marketing") ->
     return consent.status(key)
 
 
+def subscribing(consent: str = "consent", at: str | None = None, channels: str = "email") -> list[str]:
+    """The command line's flags subscribing `channels` by the consent column (and consented-at column `at`)."""
+    return ["--subscribe", channels, "--consent-column", consent] + (["--consented-at-column", at] if at else [])
+
+
 def subscribe_calls(klaviyo: KlaviyoSimulator) -> int:
     return klaviyo.stats["requests_by_endpoint"].get(SUBSCRIBE_ENDPOINT, 0)
 
 
 # -- the command line ----------------------------------------------------------------------------------
 def test_cli_subscribes_only_consenting_rows_on_the_channels_they_can_take(env, tmp_path, klaviyo, list_id, capsys):
-    code, report, rejects = run_cli(tmp_path, list_id, "--subscribe", "email,sms", "--consent-column", "consent")
+    code, report, rejects = run_cli(tmp_path, list_id, *subscribing(channels="email,sms"))
     assert code == EXIT_OK
     # Every row is imported into the list, consenting or not.
     assert member_emails(klaviyo, list_id) == {"ann@example.com", "bo@example.com", "cy@example.com", "di@example.com"}
@@ -91,16 +96,7 @@ def test_cli_subscribes_only_consenting_rows_on_the_channels_they_can_take(env, 
 
 def test_historical_import_subscribes_at_once_on_a_double_opt_in_list(env, tmp_path, klaviyo):
     list_id = klaviyo.create_list("Double", opt_in_process="double_opt_in")
-    code, report, _ = run_cli(
-        tmp_path,
-        list_id,
-        "--subscribe",
-        "email",
-        "--consent-column",
-        "consent",
-        "--consented-at-column",
-        "consented_at",
-    )
+    code, report, _ = run_cli(tmp_path, list_id, *subscribing(at="consented_at"))
     assert code == EXIT_OK and report["counts"]["subscribed"] == 2
     assert klaviyo.subscribed(list_id, "email") == {"ann@example.com", "bo@example.com"}
     ann = klaviyo.consent_of("ann@example.com")
@@ -114,9 +110,7 @@ def test_historical_import_subscribes_at_once_on_a_double_opt_in_list(env, tmp_p
 
 def test_without_historical_import_a_double_opt_in_list_leaves_them_pending_confirmation(env, tmp_path, klaviyo):
     list_id = klaviyo.create_list("Double", opt_in_process="double_opt_in")
-    code, report, _ = run_cli(
-        tmp_path, list_id, "--subscribe", "email", "--consent-column", "consent", "--no-historical-import"
-    )
+    code, report, _ = run_cli(tmp_path, list_id, *subscribing(), "--no-historical-import")
     assert code == EXIT_OK and report["counts"]["subscribed"] == 2
     assert klaviyo.subscribed(list_id, "email") == set(), "nobody is subscribed before confirming"
     ann = klaviyo.consent_of("ann@example.com")
@@ -135,17 +129,7 @@ def test_consented_at_in_the_future_or_unreadable_is_not_subscribed_but_imported
         "di@example.com,yes,2024-13-01\n"
         "ed@example.com,yes,\n"
     )
-    code, report, rejects = run_cli(
-        tmp_path,
-        list_id,
-        "--subscribe",
-        "email",
-        "--consent-column",
-        "consent",
-        "--consented-at-column",
-        "consented_at",
-        segment=segment,
-    )
+    code, report, rejects = run_cli(tmp_path, list_id, *subscribing(at="consented_at"), segment=segment)
     assert code == EXIT_OK
     assert klaviyo.subscribed(list_id, "email") == {"ann@example.com"}
     assert len(member_emails(klaviyo, list_id)) == 5, "every row is still imported"
@@ -164,7 +148,7 @@ def test_a_key_without_the_subscriptions_scope_stops_the_run_before_anything_is_
 ):
     klaviyo.add_api_key("pk_import_only_key_0000000000", scopes=NO_SUBSCRIPTIONS_SCOPE)
     monkeypatch.setenv("KLAVIYO_API_KEY", "pk_import_only_key_0000000000")
-    code, _, _ = run_cli(tmp_path, list_id, "--subscribe", "email", "--consent-column", "consent")
+    code, _, _ = run_cli(tmp_path, list_id, *subscribing())
     err = capsys.readouterr().err
     assert code == EXIT_USAGE
     assert "lacks the subscriptions:write scope" in err and "pk_import_only" not in err
@@ -176,7 +160,7 @@ def test_a_key_without_the_subscriptions_scope_stops_the_run_before_anything_is_
 
 
 def test_the_scope_check_itself_subscribes_nobody(env, tmp_path, klaviyo, list_id):
-    code, report, _ = run_cli(tmp_path, list_id, "--subscribe", "email", "--consent-column", "consent")
+    code, report, _ = run_cli(tmp_path, list_id, *subscribing())
     assert code == EXIT_OK
     # One call asks about the scope (refused for its empty body), one subscribes the 2 consenting rows.
     assert subscribe_calls(klaviyo) == 2
@@ -184,7 +168,7 @@ def test_the_scope_check_itself_subscribes_nobody(env, tmp_path, klaviyo, list_i
 
 
 def test_a_dry_run_subscribes_nobody(env, tmp_path, klaviyo, list_id, capsys):
-    code, report, _ = run_cli(tmp_path, list_id, "--subscribe", "email", "--consent-column", "consent", "--dry-run")
+    code, report, _ = run_cli(tmp_path, list_id, *subscribing(), "--dry-run")
     assert code == EXIT_OK and report["counts"]["subscribed"] == 2
     assert "2 consenting rows would be subscribed" in capsys.readouterr().out
     assert subscribe_calls(klaviyo) == 0 and klaviyo.consent_of("ann@example.com") is None
@@ -192,24 +176,13 @@ def test_a_dry_run_subscribes_nobody(env, tmp_path, klaviyo, list_id, capsys):
 
 def test_withdrawn_consent_is_unsubscribed_only_when_asked(env, tmp_path, klaviyo, list_id):
     yes = "email,consent\nann@example.com,yes\nbo@example.com,yes\n"
-    assert run_cli(tmp_path, list_id, "--subscribe", "email", "--consent-column", "consent", segment=yes)[0] == 0
+    assert run_cli(tmp_path, list_id, *subscribing(), segment=yes)[0] == 0
     assert klaviyo.subscribed(list_id, "email") == {"ann@example.com", "bo@example.com"}
     withdrawn = "email,consent\nann@example.com,no\nbo@example.com,\n"
-    code, report, _ = run_cli(
-        tmp_path, list_id, "--subscribe", "email", "--consent-column", "consent", segment=withdrawn
-    )
+    code, report, _ = run_cli(tmp_path, list_id, *subscribing(), segment=withdrawn)
     assert code == EXIT_OK and report["counts"]["unsubscribed"] == 0
     assert klaviyo.subscribed(list_id, "email") == {"ann@example.com", "bo@example.com"}, "never unsubscribed unasked"
-    code, report, _ = run_cli(
-        tmp_path,
-        list_id,
-        "--subscribe",
-        "email",
-        "--consent-column",
-        "consent",
-        "--unsubscribe-withdrawn",
-        segment=withdrawn,
-    )
+    code, report, _ = run_cli(tmp_path, list_id, *subscribing(), "--unsubscribe-withdrawn", segment=withdrawn)
     assert code == EXIT_OK and report["counts"]["unsubscribed"] == 1
     # A no unsubscribes; an empty value is no answer, and changes nothing.
     assert status(klaviyo, "ann@example.com") == "UNSUBSCRIBED"
@@ -218,9 +191,7 @@ def test_withdrawn_consent_is_unsubscribed_only_when_asked(env, tmp_path, klaviy
 
 def test_more_than_a_thousand_consenting_rows_go_in_calls_of_a_thousand(env, tmp_path, klaviyo, list_id):
     rows = "".join(f"p{i}@example.com,{'yes' if i % 5 else 'no'}\n" for i in range(3_000))
-    code, report, _ = run_cli(
-        tmp_path, list_id, "--subscribe", "email", "--consent-column", "c", segment="email,c\n" + rows
-    )
+    code, report, _ = run_cli(tmp_path, list_id, *subscribing("c"), segment="email,c\n" + rows)
     assert code == EXIT_OK
     assert (report["counts"]["subscribed"], report["counts"]["no_consent"]) == (2_400, 600)
     assert len(klaviyo.subscribed(list_id, "email")) == 2_400
@@ -522,7 +493,7 @@ def test_withdrawn_consents_go_on_across_invocations_without_a_call_twice(env, t
     path = write(tmp_path, "email,c\n" + rows)
     checkpoint, report_path = tmp_path / "run.checkpoint", tmp_path / "report.json"
     args = ["run", str(path), "--list-id", list_id, "--no-progress", "--report", str(report_path)]
-    args += ["--subscribe", "email", "--consent-column", "c", "--unsubscribe-withdrawn"]
+    args += [*subscribing("c"), "--unsubscribe-withdrawn"]
     args += ["--checkpoint", str(checkpoint), "--time-budget", "0.01"]
     invocations = 0
     while (code := main(args)) == 3:
@@ -543,7 +514,7 @@ def test_a_delta_run_subscribes_only_new_and_changed_consent_so_an_unsubscribe_i
 ):
     state = tmp_path / "state"
     state.mkdir()
-    options = ["--subscribe", "email", "--consent-column", "c", "--state", str(state)]
+    options = [*subscribing("c"), "--state", str(state)]
     first = "email,c\nann@example.com,yes\nbo@example.com,no\ncy@example.com,yes\n"
     code, report, _ = run_cli(tmp_path, list_id, *options, segment=first)
     assert code == EXIT_OK and report["counts"]["subscribed"] == 2
@@ -568,17 +539,7 @@ def test_profiles_klaviyo_refuses_are_reported_and_the_rest_of_the_call_subscrib
     segment = (
         "email,c,at\nann@example.com,yes,2024-03-01\nbo@example.com,yes,2025-01-01\ncy@example.com,yes,2024-05-01\n"
     )
-    code, report, rejects = run_cli(
-        tmp_path,
-        list_id,
-        "--subscribe",
-        "email",
-        "--consent-column",
-        "c",
-        "--consented-at-column",
-        "at",
-        segment=segment,
-    )
+    code, report, rejects = run_cli(tmp_path, list_id, *subscribing("c", at="at"), segment=segment)
     assert code == EXIT_OK
     assert klaviyo.subscribed(list_id, "email") == {"ann@example.com", "cy@example.com"}
     assert (report["counts"]["subscribed"], report["counts"]["not_subscribed"]) == (2, 1)
@@ -588,12 +549,10 @@ def test_profiles_klaviyo_refuses_are_reported_and_the_rest_of_the_call_subscrib
 
 def test_subscribing_without_a_sync_state_warns_that_unsubscribes_would_be_lifted(env, tmp_path, list_id, caplog):
     with caplog.at_level("WARNING", logger="shared.cli_subscribe"):
-        code, report, _ = run_cli(tmp_path, list_id, "--subscribe", "email", "--consent-column", "consent")
+        code, report, _ = run_cli(tmp_path, list_id, *subscribing())
     assert code in (0, 1) and report["counts"]["subscribed"] > 0
     assert any("--subscribe without --state" in r.getMessage() for r in caplog.records)
     caplog.clear()
     with caplog.at_level("WARNING", logger="shared.cli_subscribe"):
-        run_cli(
-            tmp_path, list_id, "--subscribe", "email", "--consent-column", "consent", "--state", str(tmp_path / "s")
-        )
+        run_cli(tmp_path, list_id, *subscribing(), "--state", str(tmp_path / "s"))
     assert not any("--subscribe without --state" in r.getMessage() for r in caplog.records)

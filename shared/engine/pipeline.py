@@ -79,7 +79,7 @@ class ChunkPipeline:
         self.source, self.spec, self.parts = source, spec, parts
         self.subscriber = subscriber  # given the consent of each chunk's profiles to import
         self.tally, self.rejects, self.sync = tally, rejects, sync
-        self.mapper = ProfileMapper(spec.mapping)
+        self.mapper = ProfileMapper(spec.mapping, contacts=subscriber is not None)
         self.columnar = ColumnarMapper(self.mapper)
         self.batcher = Batcher(spec.list_id)
         self.seen = SeenKeys()

@@ -46,7 +46,7 @@ class ColumnsMapped(NamedTuple):
     bodies: pa.Array
     identifier: pa.Array
     raw_values: tuple[int, ...] = ()  # positions in slow_values holding JSON text (typed properties)
-    emails: pa.Array | None = None  # the fast rows' email and phone number ("" where none), for subscriptions
+    emails: pa.Array | None = None  # the fast rows' email and phone ("" where none), with ProfileMapper.contacts
     phones: pa.Array | None = None
 
 
@@ -106,7 +106,8 @@ class ColumnarMapper:
         slow_values = [table.column(c).take(slow_rows) for c in columns] if len(slow_rows) else []
         first_property = len(columns) - len(self.mapper.property_fields)
         raw = tuple(at for at in range(first_property, len(columns)) if columns[at] in typed)
-        emails, phones = (None if c is None else c.filter(selected) for c in (lowered, phone))
+        contacts = (lowered, phone) if self.mapper.contacts else (None, None)
+        emails, phones = (None if c is None else c.filter(selected) for c in contacts)
         fast_rows = np.flatnonzero(fast)
         return ColumnsMapped(numbers, fast_rows, slow_rows, slow_values, bodies, identifier, raw, emails, phones)
 
@@ -115,7 +116,9 @@ class ColumnarMapper:
         step, so that a thread other than the one running the column kernels can take it."""
         numbers, slow_rows = part.numbers, part.slow_rows
         valid_rows, bodies, identifier = part.fast_rows, part.bodies, part.identifier
-        emails, phones = _or_empty(part.emails, len(valid_rows)), _or_empty(part.phones, len(valid_rows))
+        emails, phones = (
+            _or_empty(v, len(valid_rows)) if self.mapper.contacts else None for v in (part.emails, part.phones)
+        )
         rejections: list[tuple[int, Rejection]] = []
         if len(slow_rows):
             more_rows, more_bodies, more_idents, more_emails, more_phones = [], [], [], [], []
@@ -138,8 +141,9 @@ class ColumnarMapper:
                 taken = pa.array(order)
                 bodies = pa.concat_arrays([bodies, pa.array(more_bodies, pa.binary())]).take(taken)
                 identifier = pa.concat_arrays([identifier, pa.array(more_idents, pa.string())]).take(taken)
-                emails = pa.concat_arrays([emails, pa.array(more_emails, pa.string())]).take(taken)
-                phones = pa.concat_arrays([phones, pa.array(more_phones, pa.string())]).take(taken)
+                if emails is not None and phones is not None:
+                    emails = pa.concat_arrays([emails, pa.array(more_emails, pa.string())]).take(taken)
+                    phones = pa.concat_arrays([phones, pa.array(more_phones, pa.string())]).take(taken)
         return MappedRows(
             numbers[valid_rows],
             fingerprints(identifier),
@@ -185,9 +189,7 @@ _FIRST_COMMA = len('{"type":"profile","attributes":{')
 
 def _or_empty(values: pa.Array | None, count: int) -> pa.Array:
     """The values, or `count` empty strings for an identifier that is not mapped."""
-    if values is not None:
-        return values
-    return pa.array([""], pa.string()).take(pa.array(np.zeros(count, dtype=np.int64)))
+    return values if values is not None else pa.repeat(_EMPTY, count)
 
 
 def _without_comma(piece: pa.Array | pa.Scalar) -> pa.Scalar | None:

@@ -208,7 +208,7 @@ class ConsentReader:
         if not self.options.historical_import:
             return None
         if values is None:
-            return _repeat(self._fallback, count)
+            return pa.repeat(self._fallback, count)
         encoded = pc.dictionary_encode(pc.utf8_trim_whitespace(_text(values)))
         indices = _np(encoded.indices)
         fine, codes = self._read_times(encoded.dictionary)
@@ -290,10 +290,6 @@ _TIME_PROBLEMS = {
 
 def _present(values: pa.Array) -> np.ndarray:
     return _np(pc.greater(pc.binary_length(values), 0))
-
-
-def _repeat(value: pa.Scalar, count: int) -> pa.Array:
-    return pa.array([value.as_py()], pa.string()).take(pa.array(np.zeros(count, dtype=np.int64)))
 
 
 def _text(values: pa.Array) -> pa.Array:

@@ -55,7 +55,8 @@ class MappedRows(NamedTuple):
     masked: Callable[[np.ndarray], list[str]]  # the masked identifiers of the profiles at these positions
     rejections: list[tuple[int, Rejection]]
     identifiers: pa.Array | None = None  # identifier_text of each profile (stable across processes)
-    # Each profile's normalised email and phone number ("" where it has none), for subscriptions.
+    # Each profile's normalised email and phone number ("" where it has none), when the mapper is asked
+    # for them (ProfileMapper.contacts: a run that subscribes).
     emails: pa.Array | None = None
     phones: pa.Array | None = None
 
@@ -67,8 +68,9 @@ class ProfileMapper:
     only the mapped positions; `map(dict)` serves JSON Lines rows; ColumnarMapper hands
     `apply_values` the rows its column-wise checks leave out."""
 
-    def __init__(self, mapping: FieldMapping) -> None:
+    def __init__(self, mapping: FieldMapping, contacts: bool = False) -> None:
         self.mapping = mapping
+        self.contacts = contacts  # whether MappedRows carry each profile's email and phone (to subscribe)
         self._region = mapping.default_region.upper()
         fields = mapping.fields
         # Every mapped input, in a fixed order: identifiers, plain fields, location, properties.
@@ -121,6 +123,10 @@ class ProfileMapper:
                 rejections.append((number, mapped))
         bodies = pa.array([serialize_profile(attributes) + b"," for attributes in profiles], pa.binary())
         identifiers = pa.array([identifier_text(attributes) for attributes in profiles], pa.string())
+        emails = phones = None
+        if self.contacts:
+            emails = pa.array([attributes.get("email", "") for attributes in profiles], pa.string())
+            phones = pa.array([attributes.get("phone_number", "") for attributes in profiles], pa.string())
         return MappedRows(
             np.array(valid, dtype=np.int64),
             fingerprints(identifiers),
@@ -128,8 +134,8 @@ class ProfileMapper:
             lambda at: [mask_attributes(profiles[i]) for i in at.tolist()],
             rejections,
             identifiers,
-            pa.array([attributes.get("email", "") for attributes in profiles], pa.string()),
-            pa.array([attributes.get("phone_number", "") for attributes in profiles], pa.string()),
+            emails,
+            phones,
         )
 
     def map(self, row: Mapping[str, object]) -> Profile | Rejection:
