@@ -13,7 +13,6 @@ with --state) and `full` (the changed segment again, with --state --full: everyt
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -21,10 +20,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-
 from bench.run import MAPPING
-from bench.stack import API_KEY, ROOT, Export, Simulator, exports, interruptible, replace_marked_block, wait_all
+from bench.stack import (
+    ROOT,
+    Simulator,
+    copy_rows,
+    export_args,
+    interruptible,
+    replace_marked_block,
+    simulated_export,
+    simulator_env,
+)
 from tools.segment_gen import write_segment
 
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -48,66 +54,44 @@ class Measured:
 
 def change_rows(source: Path, target: Path, share: float) -> int:
     """Copies a generated segment, giving every 1/share-th row another loyalty tier; returns how many."""
-    step = max(1, round(1 / share))
-    changed = 0
-    with source.open("rb") as src, target.open("wb") as out:
-        out.write(src.readline())
-        for number, line in enumerate(src):
-            if number % step == step // 2:
-                fields = line.split(b",")
-                if len(fields) > TIER_COLUMN and fields[TIER_COLUMN] in TIERS:
-                    fields[TIER_COLUMN] = TIERS[(TIERS.index(fields[TIER_COLUMN]) + 1) % len(TIERS)]
-                    line = b",".join(fields)
-                    changed += 1
-            out.write(line)
-    return changed
 
+    def next_tier(line: bytes) -> bytes:
+        fields = line.split(b",")
+        if len(fields) > TIER_COLUMN and fields[TIER_COLUMN] in TIERS:
+            fields[TIER_COLUMN] = TIERS[(TIERS.index(fields[TIER_COLUMN]) + 1) % len(TIERS)]
+        return b",".join(fields)
 
-def export_args(segment: Path, list_id: str, state: Path, report: Path, *extra: str) -> list[str]:
-    args = ["run", str(segment), "--list-id", list_id, "--no-progress", "--report", str(report)]
-    args += ["--export-name", "bench-delta", "--state", str(state), *extra]
-    for item in MAPPING:
-        args += ["--map", item]
-    return args
+    return copy_rows(source, target, share, next_tier)
 
 
 def measure_mode(mode: str, original: Path, changed: Path, workdir: Path, timeout: float) -> list[Measured]:
     list_id = f"Ldelta{mode}"
     logs = workdir / mode
     logs.mkdir()
-    state = logs / "state"
+    state = ("--state", str(logs / "state"))
     results: list[Measured] = []
     with Simulator([list_id], mode == "real", logs / "simulator.log") as simulator:
-        env = {"KLAVIYO_BASE_URL": simulator.url, "KLAVIYO_API_KEY": API_KEY, "NO_PROXY": "127.0.0.1,localhost"}
-        env["KLAVIYO_RATE_LIMITS"] = "published" if mode == "real" else "off"  # as bench.run does
-        env = {**_environment(), **env}
+        env = simulator_env(simulator.url, mode == "real")  # as bench.run does
         for run, segment, extra in (("first", original, ()), ("delta", changed, ()), ("full", changed, ("--full",))):
-            before = simulator.stats()
             report = logs / f"{run}.json"
-            command = Export(export_args(segment, list_id, state, report, *extra), env, logs / f"{run}.log")
-            with exports([command]):
-                (process,) = wait_all([command], timeout, 1 << 40)
-            after = simulator.stats()
-            counts = orjson.loads(report.read_bytes())["counts"] if report.exists() else {}
+            args = export_args(segment, list_id, report, "bench-delta", MAPPING, *state, *extra)
+            done = simulated_export(simulator, args, env, logs / f"{run}.log", report, timeout)
+            counts = done.report.get("counts", {})
             results.append(
                 Measured(
                     mode,
                     run,
-                    round(process.wall_seconds, 1),
-                    round(process.max_rss_bytes / 1e6),
-                    after["requests"] - before["requests"],
-                    after["jobs_created"] - before["jobs_created"],
+                    round(done.process.wall_seconds, 1),
+                    round(done.process.max_rss_bytes / 1e6),
+                    done.requests,
+                    done.jobs,
                     counts.get("sent", 0),
                     counts.get("unchanged", 0),
-                    process.exit_code,
+                    done.process.exit_code,
                 )
             )
             print(_row(results[-1]), flush=True)
     return results
-
-
-def _environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "SegmentsStorage"}
 
 
 def _row(m: Measured) -> str:

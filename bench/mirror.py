@@ -22,11 +22,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-
-from bench.delta import _environment
 from bench.run import MAPPING, RSS_BASE_BYTES, RSS_BYTES_PER_PROFILE
-from bench.stack import API_KEY, ROOT, Export, Simulator, exports, interruptible, replace_marked_block, wait_all
+from bench.stack import (
+    ROOT,
+    Simulator,
+    copy_rows,
+    export_args,
+    interruptible,
+    replace_marked_block,
+    simulated_export,
+    simulator_env,
+)
 from tools.segment_gen import write_segment
 
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -49,24 +55,7 @@ class Measured:
 
 def drop_rows(source: Path, target: Path, share: float) -> int:
     """Copies a generated segment without every 1/share-th row; returns how many were left out."""
-    step = max(1, round(1 / share))
-    dropped = 0
-    with source.open("rb") as src, target.open("wb") as out:
-        out.write(src.readline())
-        for number, line in enumerate(src):
-            if number % step == step // 2:
-                dropped += 1
-                continue
-            out.write(line)
-    return dropped
-
-
-def export_args(segment: Path, list_id: str, report: Path, *extra: str) -> list[str]:
-    args = ["run", str(segment), "--list-id", list_id, "--no-progress", "--report", str(report)]
-    args += ["--export-name", "bench-mirror", *extra]
-    for item in MAPPING:
-        args += ["--map", item]
-    return args
+    return copy_rows(source, target, share, lambda _line: None)
 
 
 def measure(
@@ -77,30 +66,24 @@ def measure(
     list_id = f"Lmirror{name}"
     results: list[Measured] = []
     with Simulator([list_id], real, logs / "simulator.log") as simulator:
-        env = {"KLAVIYO_BASE_URL": simulator.url, "KLAVIYO_API_KEY": API_KEY, "NO_PROXY": "127.0.0.1,localhost"}
-        env["KLAVIYO_RATE_LIMITS"] = "published" if real else "off"
-        env = {**_environment(), **env}
+        env = simulator_env(simulator.url, real)
         for run, segment, extra in runs:
-            before = simulator.stats()
             report = logs / f"{run}.json"
             extra = tuple(item.replace("{state}", str(logs / "state")) for item in extra)
-            command = Export(export_args(segment, list_id, report, *extra), env, logs / f"{run}.log")
-            with exports([command]):
-                (process,) = wait_all([command], timeout, 1 << 40)
-            after = simulator.stats()
-            document = orjson.loads(report.read_bytes()) if report.exists() else {}
-            counts = document.get("counts", {})
+            args = export_args(segment, list_id, report, "bench-mirror", MAPPING, *extra)
+            done = simulated_export(simulator, args, env, logs / f"{run}.log", report, timeout)
+            counts = done.report.get("counts", {})
             results.append(
                 Measured(
                     run,
-                    round(process.wall_seconds, 1),
-                    round(process.max_rss_bytes / 1e6),
-                    after["requests"] - before["requests"],
-                    after["jobs_created"] - before["jobs_created"],
+                    round(done.process.wall_seconds, 1),
+                    round(done.process.max_rss_bytes / 1e6),
+                    done.requests,
+                    done.jobs,
                     counts.get("sent", 0),
                     counts.get("removed", 0),
-                    document.get("status", "?"),
-                    process.exit_code,
+                    done.report.get("status", "?"),
+                    done.process.exit_code,
                 )
             )
             print(_row(results[-1]), flush=True)

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -306,3 +306,63 @@ def replace_marked_block(path: Path, begin: str, end: str, table: str, heading: 
     else:
         text = text.rstrip("\n") + f"\n\n{heading}\n\n" + block + "\n"
     path.write_text(text, encoding="utf-8")
+
+
+def simulator_env(url: str, real: bool) -> dict[str, str]:
+    """The environment of an export against a simulator: this process's without the app's storage, the
+    simulator's address and key, and the client's pace (Klaviyo's published limits when `real`, else none)."""
+    env = {k: v for k, v in os.environ.items() if k != "SegmentsStorage"}
+    env.update(KLAVIYO_BASE_URL=url, KLAVIYO_API_KEY=API_KEY, NO_PROXY="127.0.0.1,localhost")
+    env["KLAVIYO_RATE_LIMITS"] = "published" if real else "off"
+    return env
+
+
+def export_args(segment: Path, list_id: str, report: Path, name: str, mapping: Sequence[str], *extra: str) -> list[str]:
+    """The command line of one export of `segment` to `list_id` (without progress, with a report)."""
+    args = ["run", str(segment), "--list-id", list_id, "--no-progress", "--report", str(report)]
+    args += ["--export-name", name, *extra]
+    for item in mapping:
+        args += ["--map", item]
+    return args
+
+
+@dataclass
+class SimulatedExport:
+    """One export run to its end against a simulator: the process, the requests and import jobs it
+    made there, and its report ({} when it wrote none)."""
+
+    process: ProcessResult
+    requests: int
+    jobs: int
+    report: dict[str, Any]
+
+
+def simulated_export(
+    simulator: Simulator, args: Sequence[str], env: dict[str, str], log_path: Path, report: Path, timeout: float
+) -> SimulatedExport:
+    before = simulator.stats()
+    command = Export(args, env, log_path)
+    with exports([command]):
+        (process,) = wait_all([command], timeout, 1 << 40)
+    after = simulator.stats()
+    document = orjson.loads(report.read_bytes()) if report.exists() else {}
+    requests, jobs = after["requests"] - before["requests"], after["jobs_created"] - before["jobs_created"]
+    return SimulatedExport(process, requests, jobs, document)
+
+
+def copy_rows(source: Path, target: Path, share: float, edit: Callable[[bytes], bytes | None]) -> int:
+    """Copies a generated segment, passing every 1/share-th row through `edit` (None leaves the row out);
+    returns how many rows it changed or left out."""
+    step = max(1, round(1 / share))
+    edited = 0
+    with source.open("rb") as src, target.open("wb") as out:
+        out.write(src.readline())
+        for number, line in enumerate(src):
+            if number % step == step // 2:
+                new = edit(line)
+                edited += new != line
+                if new is None:
+                    continue
+                line = new
+            out.write(line)
+    return edited

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from azure.storage.blob import ContainerClient
 
 from shared.engine import Counts, ExportSpec, FileCheckpoints, run_export
 from shared.engine.batching import Batch
@@ -54,6 +55,25 @@ def cli(segment: Path, list_id: str, state: Path, *extra: str) -> list[str]:
 
 def environment(klaviyo: KlaviyoSimulator) -> dict[str, str]:
     return {**os.environ, "KLAVIYO_BASE_URL": klaviyo.url, "KLAVIYO_API_KEY": API_KEY}
+
+
+def mirror_exactly(
+    sync: Sync,
+    klaviyo: KlaviyoSimulator,
+    container: ContainerClient,
+    list_id: str,
+    export: str,
+    smaller: range,
+    on_list: set[str],
+) -> None:
+    """A mirror run of `export` (removals confirmed) on the segment `smaller` leaves the list holding
+    exactly it, every other profile of `on_list` removed."""
+    container.upload_blob(f"{export}-smaller.csv", csv_of(smaller))
+    spec = ExportSpec(export, list_id, MAPPING, mode="mirror", confirm_removals=True)
+    after = run_export(blob_segment(container, f"{export}-smaller.csv"), spec, sync.client, sync_state=sync.state)
+    assert after.status == SUCCEEDED, after.error
+    assert member_emails(klaviyo, list_id) == emails(smaller)
+    assert after.counts.removed == len(on_list - emails(smaller))
 
 
 # -- SIGKILL at random points -----------------------------------------------------------------------------
@@ -126,13 +146,7 @@ def test_a_run_whose_segment_was_replaced_mid_run_leaves_no_leaver_on_the_list_n
     before = member_emails(klaviyo, list_id)
     assert len(before) == failed.counts.sent
 
-    smaller = range(3_000, 9_000)
-    container.upload_blob("smaller.csv", csv_of(smaller))
-    spec = ExportSpec("replaced", list_id, MAPPING, mode="mirror", confirm_removals=True)
-    after = run_export(blob_segment(container, "smaller.csv"), spec, sync.client, sync_state=sync.state)
-    assert after.status == SUCCEEDED, after.error
-    assert member_emails(klaviyo, list_id) == emails(smaller)
-    assert after.counts.removed == len(before - emails(smaller))
+    mirror_exactly(sync, klaviyo, container, list_id, "replaced", range(3_000, 9_000), before)
 
 
 # -- Klaviyo down ----------------------------------------------------------------------------------------------
@@ -159,13 +173,7 @@ def test_a_run_failed_by_klaviyo_being_down_is_followed_by_an_exact_mirror_run(
     on_list = member_emails(klaviyo, list_id)
     assert on_list and not sync.state.load(), "Klaviyo took profiles the state never heard of"
 
-    smaller = range(0, 1_000)
-    container.upload_blob("small.csv", csv_of(smaller))
-    spec = ExportSpec("down", list_id, MAPPING, mode="mirror", confirm_removals=True)
-    after = run_export(blob_segment(container, "small.csv"), spec, sync.client, sync_state=sync.state)
-    assert after.status == SUCCEEDED, after.error
-    assert member_emails(klaviyo, list_id) == emails(smaller)
-    assert after.counts.removed == len(on_list - emails(smaller))
+    mirror_exactly(sync, klaviyo, container, list_id, "down", range(0, 1_000), on_list)
 
 
 # -- the time budget ------------------------------------------------------------------------------------------

@@ -14,9 +14,10 @@ Two kinds of files sit beside the sync state:
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -93,29 +94,32 @@ class Register:
     def logs(self) -> list[str]:
         return self.store.names(LOG_PREFIX)
 
+    @contextlib.contextmanager
+    def _fetched(self, logs: list[str]) -> Iterator[Callable[[], Iterator[pa.RecordBatch]]]:
+        """The register and the logs, each fetched from the store once while the context lasts: a
+        function giving every record batch of the register, then of each log, as often as called."""
+        with contextlib.ExitStack() as stack:
+            register = stack.enter_context(self.store.fetch(REGISTER_NAME))
+            paths = [path for name in logs if (path := stack.enter_context(self.store.fetch(name))) is not None]
+
+            def batches() -> Iterator[pa.RecordBatch]:
+                if register is not None:
+                    yield from _register_batches(register)
+                for path in paths:
+                    yield from _log_batches(path)
+
+            yield batches
+
     def _batches(self, logs: list[str]) -> Iterator[pa.RecordBatch]:
         """Every record batch of the register, then of each log."""
-        with self.store.fetch(REGISTER_NAME) as path:
-            if path is not None:
-                yield from _register_batches(path)
-        for name in logs:
-            with self.store.fetch(name) as path:
-                if path is not None:
-                    yield from _log_batches(path)
+        with self._fetched(logs) as batches:
+            yield from batches()
 
     def ids(self, run_id: str) -> np.ndarray:
         """Every identifier fingerprint of the register and the logs, sorted, each once; not those of
         run `run_id`'s own logs, so that every invocation of a run filters its profiles alike."""
         own = f"{LOG_PREFIX}{run_id}."
-        return sorted_unique(self._every_id([name for name in self.logs() if not name.startswith(own)]))
-
-    def _every_id(self, logs: list[str]) -> np.ndarray:
-        """The identifier fingerprints of the register and the logs, in their order (copied, so that
-        no record batch, texts and all, stays in memory for them)."""
-        found = Int64Blocks()
-        for batch in self._batches(logs):
-            found.extend(batch.column(0).to_numpy())
-        return found.take()
+        return sorted_unique(_every_id(self._batches([name for name in self.logs() if not name.startswith(own)])))
 
     def leavers(self, segment: np.ndarray) -> Leavers:
         """The profiles of the register and the logs not in `segment` (sorted identifier fingerprints)."""
@@ -143,25 +147,35 @@ class Register:
         logs = self.logs()
         if not logs and not len(dropped):
             return logs
-        ids = self._every_id(logs)
-        keep = first_of_each(ids) & ~isin_sorted(ids, dropped)
-        del ids
-        with (
-            self.store.replace(REGISTER_NAME) as target,
-            pa.OSFile(str(target), "wb") as sink,
-            pa.ipc.new_file(sink, SCHEMA) as writer,
-        ):
-            start = 0
-            for batch in self._batches(logs):
-                kept = keep[start : start + len(batch)]
-                start += len(batch)
-                if kept.any():
-                    writer.write_batch(batch.filter(pa.array(kept)))
+        with self._fetched(logs) as batches:  # read twice, fetched once
+            ids = _every_id(batches())
+            keep = first_of_each(ids) & ~isin_sorted(ids, dropped)
+            del ids
+            with (
+                self.store.replace(REGISTER_NAME) as target,
+                pa.OSFile(str(target), "wb") as sink,
+                pa.ipc.new_file(sink, SCHEMA) as writer,
+            ):
+                start = 0
+                for batch in batches():
+                    kept = keep[start : start + len(batch)]
+                    start += len(batch)
+                    if kept.any():
+                        writer.write_batch(batch.filter(pa.array(kept)))
         return logs
 
     def delete(self, logs: list[str]) -> None:
         for name in logs:
             self.store.delete(name)
+
+
+def _every_id(batches: Iterable[pa.RecordBatch]) -> np.ndarray:
+    """The identifier fingerprints of `batches`, in their order (copied, so that no record batch,
+    texts and all, stays in memory for them)."""
+    found = Int64Blocks()
+    for batch in batches:
+        found.extend(batch.column(0).to_numpy())
+    return found.take()
 
 
 def sorted_unique(values: np.ndarray) -> np.ndarray:
